@@ -1,0 +1,175 @@
+"""Wiring: builds the service, the authenticator and the replayer from the configuration.
+
+Clients (Firestore, Secret Manager, the HTTP session) are created lazily on first use, once
+per instance, unless a test passes its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flask
+
+from capi.auth import Authenticator, split_keys
+from capi.config import Config, load_config
+from capi.errors import ConfigError
+from capi.firestore import (
+    FirestoreDeadLetter,
+    FirestoreIdempotency,
+    FirestoreProfileStore,
+    LazyFirestore,
+    Replayer,
+)
+from capi.graph import GraphClient, RetryPolicy
+from capi.http import guarded, health, json_response, read_json, route
+from capi.log import log, set_trace, setup_logging
+from capi.secrets import SecretManagerSecret, SecretSource, StaticSecret, resource_name
+from capi.service import EventService
+
+
+class Application:
+    """Everything one instance needs, built once from the configuration."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        firestore_client: Callable[[], Any] | None = None,
+        secret_client: Any = None,
+        session: Any = None,
+        graph: Any = None,
+    ) -> None:
+        self.config = config
+        secret_factory = _lazy(secret_client) if secret_client is not None else None
+        holder: Callable[[], Any] = firestore_client or LazyFirestore(config.project, config.firestore_database)
+        self.firestore = holder
+
+        token = self._secret(config.access_token, config.access_token_secret, secret_factory)
+        app_secret = self._secret(config.app_secret, config.app_secret_secret, secret_factory)
+        if token is None:
+            self.graph = graph
+        else:
+            self.graph = graph or GraphClient(
+                base_url=config.api_base_url,
+                api_version=config.api_version,
+                pixel_id=config.pixel_id,
+                token=token,
+                app_secret=app_secret,
+                session=session,
+                timeout=config.timeout_seconds,
+                policy=RetryPolicy(max_attempts=config.max_attempts, budget=config.retry_budget_seconds),
+                pool_size=max(16, int(os.environ.get("THREADS", "0") or 0)),
+            )
+        profiles = (
+            FirestoreProfileStore(holder, config.profile_collection, config.firestore_timeout_seconds)
+            if config.profile_collection
+            else None
+        )
+        idempotency = (
+            FirestoreIdempotency(holder, config.idempotency_collection, config.pixel_id)
+            if config.idempotency_collection
+            else None
+        )
+        self.service = EventService(
+            config,
+            sender=None if config.dry_run else self.graph,
+            profiles=profiles,
+            deadletter=FirestoreDeadLetter(holder, config.deadletter_collection, config.pixel_id),
+            idempotency=idempotency,
+        )
+        self.replayer = Replayer(
+            holder, config.deadletter_collection, self.graph, max_attempts=config.replay_max_attempts
+        )
+        self.authenticator = Authenticator(self._keys(secret_factory), config.allow_unauthenticated)
+        self.events = guarded(self._events)
+        self.replay = guarded(self._replay)
+
+    def _secret(
+        self, literal: str | None, secret: str | None, factory: Callable[[], Any] | None
+    ) -> SecretSource | None:
+        if secret:
+            return SecretManagerSecret(
+                resource_name(secret, self.config.project), ttl=self.config.secret_cache_seconds, client_factory=factory
+            )
+        if literal:
+            return StaticSecret(literal)
+        return None
+
+    def _keys(self, factory: Callable[[], Any] | None) -> Callable[[], tuple[str, ...]] | None:
+        config = self.config
+        sources = [
+            SecretManagerSecret(
+                resource_name(name, config.project), ttl=config.secret_cache_seconds, client_factory=factory
+            )
+            for name in split_keys(config.ingest_api_key_secret or "")
+        ]
+        literal = config.ingest_api_keys
+        if not sources and not literal:
+            return None
+
+        def keys() -> tuple[str, ...]:
+            found = list(literal)
+            for source in sources:
+                found.extend(split_keys(source.get()))
+            return tuple(found)
+
+        return keys
+
+    def _events(self, request: flask.Request) -> flask.Response:
+        set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)
+        endpoint = route(request)
+        if endpoint == "health":
+            return health()
+        self.authenticator.check(request.headers)
+        payload = read_json(request)
+        outcome = self.service.validate(payload) if endpoint == "validate" else self.service.forward(payload)
+        return json_response(outcome.status, outcome.body)
+
+    def _replay(self, request: flask.Request) -> flask.Response:
+        set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)
+        if request.method not in ("POST", "GET"):
+            from capi.errors import MethodNotAllowed
+
+            raise MethodNotAllowed("use POST to run a replay")
+        if self.graph is None:
+            return json_response(200, {"message": "DRY_RUN without a token: nothing to replay to"})
+        counts = self.replayer.run()
+        return json_response(200, counts)
+
+
+def _lazy(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+def application_from_env(env: Mapping[str, str] | None = None, **clients: Any) -> Application:
+    """Load the configuration and build the application; one clear line on bad config."""
+    env = os.environ if env is None else env
+    config = load_config(env)
+    setup_logging(config.log_level)
+    if config.access_token and config.access_token_secret:
+        log(
+            logging.WARNING,
+            "both META_ACCESS_TOKEN and META_ACCESS_TOKEN_SECRET are set; the Secret Manager secret wins",
+        )
+    return Application(config, **clients)
+
+
+def exit_on_config_error(build: Callable[[], Application]) -> Application:
+    """Build, or print one JSON line naming the bad variable and exit (no stack trace)."""
+    try:
+        return build()
+    except ConfigError as exc:
+        import json
+        import sys
+
+        print(
+            json.dumps(
+                {"severity": "CRITICAL", "message": f"capi configuration error: {exc.message}", "variable": exc.field}
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(1) from None

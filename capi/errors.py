@@ -1,0 +1,126 @@
+"""One error hierarchy for capi; `capi.http` maps it to HTTP responses in one place.
+
+Every error carries a message that is safe to show a caller: never a token, a key or raw
+personal data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CapiError(Exception):
+    """Root of every error capi raises on purpose."""
+
+    status: int = 500
+    code: str = "internal"
+
+    def __init__(self, message: str, *, field: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.details = {k: v for k, v in details.items() if v is not None}
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.field:
+            body["field"] = self.field
+        body.update(self.details)
+        return body
+
+
+class ConfigError(CapiError):
+    """Bad or missing configuration; raised at start-up, names the variable."""
+
+    code = "config"
+
+
+class RequestError(CapiError):
+    """The request as a whole cannot be processed (not its individual events)."""
+
+    status = 400
+    code = "bad_request"
+
+
+class MethodNotAllowed(RequestError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class NotFound(RequestError):
+    status = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class Unauthorized(RequestError):
+    status = 401
+    code = "unauthorized"
+
+
+class UnavailableError(CapiError):
+    """A dependency we need is down; the caller should retry later."""
+
+    status = 503
+    code = "unavailable"
+
+
+class SecretUnavailable(UnavailableError):
+    """Secret Manager could not give us a secret (names the resource, never the value)."""
+
+    code = "secret_unavailable"
+
+
+class StoreUnavailable(UnavailableError):
+    """Firestore could not store what we had to keep (dead letter, idempotency claim)."""
+
+    code = "store_unavailable"
+
+
+class MetaError(CapiError):
+    """Meta's Graph API did not accept a request.
+
+    `transient` says whether trying again later may succeed (capi-spec.md section 7).
+    """
+
+    status = 502
+    code = "meta_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool,
+        http_status: int | None = None,
+        meta_code: int | None = None,
+        meta_subcode: int | None = None,
+        fbtrace_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            meta_http_status=http_status,
+            meta_code=meta_code,
+            meta_subcode=meta_subcode,
+            fbtrace_id=fbtrace_id,
+        )
+        self.transient = transient
+        self.http_status = http_status
+        self.meta_code = meta_code
+        self.meta_subcode = meta_subcode
+        self.fbtrace_id = fbtrace_id
+        if transient:
+            self.status = 503
+            self.code = "meta_unavailable"
+
+
+class MetaAuthError(MetaError):
+    """Meta rejected the access token (OAuthException 190)."""

@@ -1,0 +1,106 @@
+"""HTTP adapter: flask request -> service call -> JSON response.
+
+The only place where errors become HTTP statuses. Every answer is JSON, whatever the input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import flask
+
+from capi import __version__
+from capi.errors import (
+    CapiError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestError,
+    UnsupportedMediaType,
+)
+from capi.log import log
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> flask.Response:
+    response = flask.Response(
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        status=status,
+        mimetype="application/json",
+    )
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def error_response(exc: CapiError) -> flask.Response:
+    headers = {"Allow": "POST"} if isinstance(exc, MethodNotAllowed) else None
+    if exc.status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="capi"'}
+    return json_response(exc.status, exc.to_body(), headers)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def read_json(request: flask.Request) -> Any:
+    """The body as JSON: 415 for another content type, 413 over 1 MiB, 400 when not JSON."""
+    mimetype = (request.mimetype or "").lower()
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType("send Content-Type: application/json", field="Content-Type")
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise PayloadTooLarge("the body is over 1 MiB: send at most 1000 events per request", field="body")
+    data = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(data) > MAX_BODY_BYTES:
+        raise PayloadTooLarge("the body is over 1 MiB: send at most 1000 events per request", field="body")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError("the body is not valid UTF-8", field="body") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise RequestError("the body is not valid JSON", field="body") from None
+
+
+Handler = Callable[[flask.Request], flask.Response]
+
+
+def guarded(handler: Handler) -> Handler:
+    """Run a handler so that every failure is a JSON answer, never a 500 page or a stack trace."""
+
+    def run(request: flask.Request) -> flask.Response:
+        try:
+            return handler(request)
+        except CapiError as exc:
+            if exc.status >= 500:
+                log(logging.ERROR, "request failed", status=exc.status, error=exc.code, detail=exc.message)
+            return error_response(exc)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            log(logging.ERROR, "unexpected error", error=type(exc).__name__)
+            return json_response(500, {"error": "internal", "message": "unexpected error; it was logged"})
+
+    return run
+
+
+def route(request: flask.Request) -> str:
+    """The endpoint for the request's path and method: forward, validate or health."""
+    path = request.path.rstrip("/") or "/"
+    if path == "/healthz":
+        if request.method not in ("GET", "HEAD"):
+            raise MethodNotAllowed("use GET /healthz")
+        return "health"
+    if path in ("/", "/events", "/validate"):
+        if request.method != "POST":
+            raise MethodNotAllowed(f"use POST {path}")
+        return "validate" if path == "/validate" else "forward"
+    raise NotFound("unknown path: use POST /events, POST /validate or GET /healthz", field="path")
+
+
+def health() -> flask.Response:
+    return json_response(200, {"status": "ok", "version": __version__})

@@ -1,0 +1,73 @@
+"""Structured logging: one JSON object per line on stdout, as Cloud Logging reads it.
+
+Callers pass counts, ids and reasons as fields, never tokens, keys or raw personal data.
+The trace of the current request (from `X-Cloud-Trace-Context`) is kept in a ContextVar so
+that concurrent requests on one instance do not mix their traces.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import IO, Any
+
+_trace: ContextVar[str | None] = ContextVar("capi_trace", default=None)
+
+LOGGER_NAME = "capi"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "severity": record.levelname if record.levelname != "WARN" else "WARNING",
+            "message": record.getMessage(),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            entry.update(fields)
+        trace = _trace.get()
+        if trace:
+            entry["logging.googleapis.com/trace"] = trace
+        if record.exc_info and record.exc_info[0] is not None:
+            # The exception's type only: a message or a traceback could carry a value.
+            entry["exception"] = record.exc_info[0].__name__
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def setup_logging(level: str = "INFO", stream: IO[str] | None = None) -> logging.Logger:
+    """Configure the `capi` logger once; later calls only change the level or the stream."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(level)
+    logger.propagate = False
+    target = stream or sys.stdout
+    handler = next((h for h in logger.handlers if getattr(h, "_capi", False)), None)
+    if handler is None or (stream is not None and getattr(handler, "stream", None) is not stream):
+        for old in [h for h in logger.handlers if getattr(h, "_capi", False)]:
+            logger.removeHandler(old)
+        handler = logging.StreamHandler(target)
+        handler._capi = True  # type: ignore[attr-defined]
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+    return logger
+
+
+def get_logger() -> logging.Logger:
+    return logging.getLogger(LOGGER_NAME)
+
+
+def log(level: int, message: str, **fields: Any) -> None:
+    get_logger().log(level, message, extra={"fields": {k: v for k, v in fields.items() if v is not None}})
+
+
+def set_trace(header: str | None, project: str | None) -> None:
+    """Remember the request's trace from `X-Cloud-Trace-Context: TRACE_ID/SPAN;o=1`."""
+    trace_id = (header or "").split("/")[0].strip()
+    if not trace_id or not trace_id.isalnum():
+        _trace.set(None)
+        return
+    _trace.set(f"projects/{project}/traces/{trace_id}" if project else trace_id)

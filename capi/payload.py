@@ -1,0 +1,25 @@
+"""The Graph API request body (pure): what `/validate` shows and what the client sends."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from capi import __version__
+
+PARTNER_AGENT = f"capi-gcf-{__version__}"
+MAX_EVENTS_PER_REQUEST = 1000  # Meta's limit for one POST to /{pixel_id}/events
+
+
+def request_body(events: list[dict[str, Any]], test_event_code: str | None) -> dict[str, Any]:
+    """The body of one POST, without the access token (added only on the wire)."""
+    body: dict[str, Any] = {"data": events, "partner_agent": PARTNER_AGENT}
+    if test_event_code:
+        body["test_event_code"] = test_event_code
+    return body
+
+
+def appsecret_proof(app_secret: str, access_token: str) -> str:
+    """HMAC-SHA256 of the token keyed with the app secret, as Graph API expects it."""
+    return hmac.new(app_secret.encode("utf-8"), access_token.encode("utf-8"), hashlib.sha256).hexdigest()

@@ -1,0 +1,302 @@
+"""The forwarding pipeline: parsed request -> validated, enriched, hashed events -> Meta.
+
+No HTTP here (see `capi.http`) and no client construction (see `capi.app`): the stores and
+the Graph client are passed in, so tests substitute real local peers or fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from capi.config import Config
+from capi.errors import MetaError, RequestError, StoreUnavailable
+from capi.events import Draft, Finished, Rejection, Skip, finish, prepare
+from capi.graph import GraphResult
+from capi.log import log
+from capi.payload import MAX_EVENTS_PER_REQUEST, request_body
+
+
+class Sender(Protocol):
+    def send(self, body: dict[str, Any]) -> GraphResult: ...
+
+
+class ProfileStore(Protocol):
+    def get_many(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Profiles by user id, in one batched read; missing ids are simply absent."""
+        ...
+
+
+class DeadLetterStore(Protocol):
+    def store(self, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None) -> int:
+        """Keep events for replay; returns how many were stored. Raises StoreUnavailable."""
+        ...
+
+
+class IdempotencyStore(Protocol):
+    def claim(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Claim (event_name, event_id) pairs; returns those already delivered or claimed."""
+        ...
+
+    def delivered(self, keys: list[tuple[str, str]]) -> None:
+        """Remember claimed pairs as delivered for the guard's window (48 h)."""
+        ...
+
+    def release(self, keys: list[tuple[str, str]]) -> None:
+        """Forget claims whose delivery failed, so a retry is not skipped."""
+        ...
+
+
+@dataclass
+class Outcome:
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass
+class _Batch:
+    """Everything known about one request's events, in input order."""
+
+    received: int
+    finished: list[Finished] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    def response(self, **extra: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "received": self.received,
+            "forwarded": 0,
+            "stored": 0,
+            "skipped": [s.to_json() for s in sorted(self.skipped, key=lambda s: s.index)],
+            "rejected": [r.to_json() for r in sorted(self.rejected, key=lambda r: r.index)],
+            "event_ids": [f.event["event_id"] for f in self.finished],
+            "events_received": None,
+            "fbtrace_id": None,
+            "messages": self.messages,
+        }
+        body.update(extra)
+        return body
+
+
+def parse_envelope(payload: Any) -> tuple[list[Any], str | None]:
+    """The request's events and test_event_code; a bad envelope is a 400 for the whole request."""
+    if not isinstance(payload, dict):
+        raise RequestError('the body must be a JSON object: one event, or {"events": [...]}', field="body")
+    code = payload.get("test_event_code")
+    if code is not None and (not isinstance(code, str) or len(code) > 100):
+        raise RequestError("test_event_code must be a string", field="test_event_code")
+    if "events" in payload:
+        events = payload["events"]
+        if not isinstance(events, list):
+            raise RequestError("events must be a list of event objects", field="events")
+    elif "event_name" in payload:
+        events = [payload]
+    else:
+        raise RequestError('no events: send one event with event_name, or {"events": [...]}', field="events")
+    if not events:
+        raise RequestError("events is empty", field="events")
+    if len(events) > MAX_EVENTS_PER_REQUEST:
+        raise RequestError(f"at most {MAX_EVENTS_PER_REQUEST} events per request, got {len(events)}", field="events")
+    return events, code or None
+
+
+class EventService:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        sender: Sender | None,
+        profiles: ProfileStore | None = None,
+        deadletter: DeadLetterStore | None = None,
+        idempotency: IdempotencyStore | None = None,
+        clock: Callable[[], float] = time.time,
+        mint: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.config = config
+        self.sender = sender
+        self.profiles = profiles
+        self.deadletter = deadletter
+        self.idempotency = idempotency
+        self.clock = clock
+        self.mint = mint
+
+    # -- building ---------------------------------------------------------------------
+
+    def _build(self, events: list[Any]) -> _Batch:
+        batch = _Batch(received=len(events))
+        now = self.clock()
+        drafts: list[Draft] = []
+        for index, raw in enumerate(events):
+            result = prepare(raw, index, self.config, now, self.mint)
+            if isinstance(result, Draft):
+                drafts.append(result)
+            elif isinstance(result, Skip):
+                batch.skipped.append(result)
+            else:
+                batch.rejected.append(result)
+        profiles = self._profiles(drafts, batch)
+        for draft in drafts:
+            done = finish(draft, profiles.get(draft.user_id) if draft.user_id else None, self.config.default_country)
+            batch.messages.extend(draft.notes)
+            if isinstance(done, Finished):
+                batch.finished.append(done)
+            else:
+                batch.rejected.append(done)
+        return batch
+
+    def _profiles(self, drafts: list[Draft], batch: _Batch) -> Mapping[str, dict[str, Any]]:
+        if self.profiles is None or not self.config.profile_collection:
+            return {}
+        user_ids = sorted({d.user_id for d in drafts if d.user_id})
+        if not user_ids:
+            return {}
+        try:
+            return self.profiles.get_many(user_ids)
+        except Exception as exc:  # noqa: BLE001 - enrichment must never block forwarding
+            log(
+                logging.WARNING,
+                "profile lookup failed; events sent without enrichment",
+                error=type(exc).__name__,
+                users=len(user_ids),
+            )
+            batch.messages.append({"message": "profile lookup failed; events sent without enrichment"})
+            return {}
+
+    # -- entry points -----------------------------------------------------------------
+
+    def validate(self, payload: Any) -> Outcome:
+        """Run the whole pipeline and return the exact body that would be sent; send nothing."""
+        events, code = parse_envelope(payload)
+        batch = self._build(events)
+        body = request_body([f.event for f in batch.finished], code or self.config.test_event_code)
+        match_keys = [
+            {
+                "index": f.index,
+                "event_id": f.event["event_id"],
+                "from_event": f.from_event,
+                "from_profile": f.from_profile,
+            }
+            for f in batch.finished
+        ]
+        return Outcome(200, batch.response(payload=body, match_keys=match_keys))
+
+    def forward(self, payload: Any) -> Outcome:
+        events, code = parse_envelope(payload)
+        batch = self._build(events)
+        outcome = self._deliver(batch, code or self.config.test_event_code)
+        log(
+            logging.INFO if outcome.status < 400 else logging.ERROR,
+            "events processed",
+            status=outcome.status,
+            received=batch.received,
+            forwarded=outcome.body["forwarded"],
+            stored=outcome.body["stored"],
+            skipped=len(batch.skipped),
+            rejected=len(batch.rejected),
+            events_received=outcome.body.get("events_received"),
+            fbtrace_id=outcome.body.get("fbtrace_id"),
+        )
+        return outcome
+
+    def _deliver(self, batch: _Batch, test_event_code: str | None) -> Outcome:
+        claims: list[tuple[str, str]] = []
+        if self.idempotency is not None and batch.finished and not self.config.dry_run:
+            keys = [(f.event["event_name"], f.event["event_id"]) for f in batch.finished]
+            seen = self.idempotency.claim(keys)
+            if seen:
+                kept = []
+                for f in batch.finished:
+                    if (f.event["event_name"], f.event["event_id"]) in seen:
+                        batch.skipped.append(Skip(f.index, f.event["event_id"], "duplicate"))
+                    else:
+                        kept.append(f)
+                batch.finished = kept
+            claims = [k for k in keys if k not in seen]
+        if not batch.finished:
+            return Outcome(200, batch.response())
+        events = [f.event for f in batch.finished]
+        body = request_body(events, test_event_code)
+        if self.config.dry_run or self.sender is None:
+            log(logging.INFO, "dry run: payload built, nothing sent", events=len(events))
+            batch.messages.append({"message": "DRY_RUN: nothing was sent to Meta"})
+            return Outcome(200, batch.response(forwarded=len(events), dry_run=True))
+        try:
+            result = self.sender.send(body)
+        except MetaError as error:
+            if error.transient:
+                return self._store(batch, events, error, test_event_code, claims)
+            self._release(claims)
+            return Outcome(502, batch.response(event_ids=[], **error.to_body()))
+        except Exception:
+            self._release(claims)
+            raise
+        self._mark_delivered(claims)
+        batch.messages.extend({"source": "meta", "message": m} for m in result.messages)
+        return Outcome(
+            200,
+            batch.response(forwarded=len(events), events_received=result.events_received, fbtrace_id=result.fbtrace_id),
+        )
+
+    def _store(
+        self,
+        batch: _Batch,
+        events: list[dict[str, Any]],
+        error: MetaError,
+        test_event_code: str | None,
+        claims: list[tuple[str, str]],
+    ) -> Outcome:
+        try:
+            if self.deadletter is None:
+                raise StoreUnavailable("no dead-letter store configured")
+            stored = self.deadletter.store(events, error, test_event_code)
+        except StoreUnavailable as exc:
+            self._release(claims)
+            log(
+                logging.ERROR,
+                "Meta unavailable and events could not be stored; the caller must retry",
+                events=len(events),
+                error=exc.message,
+            )
+            return Outcome(
+                503,
+                batch.response(
+                    event_ids=[],
+                    error="unavailable",
+                    message=f"Meta is unavailable ({error.message}) and the events could"
+                    " not be stored for replay: retry the request",
+                ),
+            )
+        # A stored event will be delivered by replay, so a repeat of it is a duplicate.
+        self._mark_delivered(claims)
+        return Outcome(
+            202,
+            batch.response(
+                stored=stored,
+                error="meta_unavailable",
+                message=f"Meta is unavailable ({error.message}); events stored for replay",
+                fbtrace_id=error.fbtrace_id,
+            ),
+        )
+
+    def _mark_delivered(self, claims: list[tuple[str, str]]) -> None:
+        if claims and self.idempotency is not None:
+            try:
+                self.idempotency.delivered(claims)
+            except Exception as exc:  # noqa: BLE001 - sent already; the claim still guards until its lease ends
+                log(
+                    logging.WARNING,
+                    "could not mark events delivered in the idempotency store",
+                    error=type(exc).__name__,
+                )
+
+    def _release(self, claims: list[tuple[str, str]]) -> None:
+        if claims and self.idempotency is not None:
+            try:
+                self.idempotency.release(claims)
+            except Exception as exc:  # noqa: BLE001 - the original failure is what the caller needs
+                log(logging.WARNING, "could not release idempotency claims", error=type(exc).__name__)

@@ -1,0 +1,24 @@
+"""Cloud Functions entry points: `capi_events` (forward events) and `capi_replay` (dead letters).
+
+Thin on purpose: the configuration is loaded once per instance, here at start-up, and every
+request is handed to `capi.app.Application`.
+"""
+
+import flask
+import functions_framework
+
+from capi.app import application_from_env, exit_on_config_error
+
+app = exit_on_config_error(application_from_env)
+
+
+@functions_framework.http
+def capi_events(request: flask.Request) -> flask.Response:
+    """POST / or /events: forward; POST /validate: dry run with the payload; GET /healthz."""
+    return app.events(request)
+
+
+@functions_framework.http
+def capi_replay(request: flask.Request) -> flask.Response:
+    """Re-send dead-lettered events still inside Meta's 7-day window (Cloud Scheduler, OIDC)."""
+    return app.replay(request)
