@@ -1,0 +1,160 @@
+"""Shared fixtures: the loopback fake Graph API, the fake Secret Manager, the Firestore emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.graph import GraphServer
+from tests.fakes.secretmanager import SecretManagerServer
+
+ROOT = Path(__file__).resolve().parent.parent
+EMULATOR_PROJECT = "demo-capi-test"
+PIXEL_ID = "1234567890"
+TOKEN = "test-token"
+
+
+@pytest.fixture
+def graph() -> Iterator[GraphServer]:
+    with GraphServer() as server:
+        yield server
+
+
+@pytest.fixture
+def secret_manager() -> Iterator[SecretManagerServer]:
+    with SecretManagerServer() as server:
+        yield server
+
+
+def base_env(graph: GraphServer | None = None, **extra: str) -> dict[str, str]:
+    env = {
+        "META_PIXEL_ID": PIXEL_ID,
+        "META_ACCESS_TOKEN": TOKEN,
+        "ALLOW_UNAUTHENTICATED": "true",
+        "PROFILE_COLLECTION": "",
+        "META_RETRY_BUDGET_SECONDS": "3",
+        "META_TIMEOUT_SECONDS": "1",
+        "GOOGLE_CLOUD_PROJECT": EMULATOR_PROJECT,
+    }
+    if graph is not None:
+        env["META_API_BASE_URL"] = graph.base_url
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def make_client(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """A functions-framework test client for main.py's `target`, with these env vars only."""
+    import functions_framework
+
+    def build(env: dict[str, str], target: str = "capi_events") -> Any:
+        for name in list(os.environ):
+            if name.startswith(
+                (
+                    "META_",
+                    "INGEST_",
+                    "DEFAULT_COUNTRY",
+                    "FORWARD_EVENTS",
+                    "EVENT_NAME_MAP",
+                    "PROFILE_",
+                    "DRY_RUN",
+                    "ALLOW_UNAUTH",
+                    "IDEMPOTENCY_",
+                    "DEADLETTER_",
+                )
+            ):
+                monkeypatch.delenv(name)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        app = functions_framework.create_app(target, str(ROOT / "main.py"))
+        return app.test_client()
+
+    return build
+
+
+# -- Firestore emulator -----------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_ready(host: str, deadline: float, proc: subprocess.Popen | None) -> None:
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the Firestore emulator exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://{host}/", timeout=1) as response:
+                if response.read().strip() == b"Ok":
+                    return
+        except OSError:
+            time.sleep(0.25)
+    raise RuntimeError(f"the Firestore emulator on {host} did not answer in time")
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator() -> Iterator[str]:
+    """HOST:PORT of a Firestore emulator: $FIRESTORE_EMULATOR_HOST, or one we start and stop.
+
+    A missing emulator is an error, not a skip: these tests are part of `make test`.
+    """
+    host = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    if host:
+        _wait_ready(host, time.monotonic() + 30, None)
+        os.environ.setdefault("GOOGLE_CLOUD_PROJECT", EMULATOR_PROJECT)
+        yield host
+        return
+    gcloud = shutil.which("gcloud")
+    if not gcloud:
+        raise RuntimeError("gcloud is not installed: the Firestore emulator tests need it (see README)")
+    host = f"127.0.0.1:{_free_port()}"
+    proc = subprocess.Popen(
+        [gcloud, "emulators", "firestore", "start", f"--host-port={host}", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait_ready(host, time.monotonic() + 90, proc)
+        os.environ["FIRESTORE_EMULATOR_HOST"] = host
+        yield host
+    finally:
+        os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # gcloud starts java as a child: stop the group
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def clear_emulator(host: str) -> None:
+    url = f"http://{host}/emulator/v1/projects/{EMULATOR_PROJECT}/databases/(default)/documents"
+    urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10).read()
+
+
+@pytest.fixture
+def firestore_db(firestore_emulator: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A Firestore client on the emulator, with every document cleared before the test."""
+    from google.cloud import firestore
+
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", EMULATOR_PROJECT)
+    clear_emulator(firestore_emulator)
+    return firestore.Client(project=EMULATOR_PROJECT)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

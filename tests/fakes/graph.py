@@ -1,0 +1,238 @@
+"""A loopback fake of Meta's Graph API /{version}/{pixel}/events edge.
+
+A real HTTP/1.1 server (keep-alive) on 127.0.0.1 that validates request bodies the way
+capi-spec.md says Meta does (one bad event rejects the whole request), counts requests,
+connections and delivered events, and fails on demand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+HEX64 = re.compile(r"[0-9a-f]{64}")
+HASHED = ("em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id")
+ACTION_SOURCES = {"email", "website", "app", "phone_call", "chat", "physical_store", "system_generated",
+                  "business_messaging", "other"}  # fmt: skip
+FBC = re.compile(r"fb\.\d\.\d{10,13}\.\S+")
+
+
+def meta_error(
+    code: int, message: str, *, subcode: int | None = None, transient: bool | None = None, etype: str = "OAuthException"
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"message": message, "type": etype, "code": code, "fbtrace_id": f"TRACE{code}"}
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    if transient is not None:
+        error["is_transient"] = transient
+    return {"error": error}
+
+
+def validate_event(event: Any, now: float) -> str | None:
+    """Why Meta would reject this event (and with it the whole request), or None."""
+    if not isinstance(event, dict):
+        return "event is not an object"
+    if not isinstance(event.get("event_name"), str) or not event["event_name"]:
+        return "event_name missing"
+    t = event.get("event_time")
+    if not isinstance(t, int) or isinstance(t, bool):
+        return "event_time must be an integer"
+    if t < now - 7 * 86400:
+        return "event_time older than 7 days"
+    if t > now + 60:
+        return "event_time in the future"
+    source = event.get("action_source")
+    if source not in ACTION_SOURCES:
+        return "action_source invalid"
+    user = event.get("user_data")
+    if not isinstance(user, dict) or not user:
+        return "user_data missing"
+    for key in HASHED:
+        if key in user:
+            values = user[key] if isinstance(user[key], list) else [user[key]]
+            if not values or not all(isinstance(v, str) and HEX64.fullmatch(v) for v in values):
+                return f"user_data.{key} is not a lowercase SHA-256 hash"
+    if "client_ip_address" in user:
+        try:
+            ipaddress.ip_address(user["client_ip_address"])
+        except (ValueError, TypeError):
+            return "client_ip_address invalid"
+    if "fbc" in user and not (isinstance(user["fbc"], str) and FBC.fullmatch(user["fbc"])):
+        return "fbc malformed"
+    if source == "website":
+        if not isinstance(event.get("event_source_url"), str) or not event["event_source_url"].startswith("http"):
+            return "event_source_url required for website events"
+        if not isinstance(user.get("client_user_agent"), str) or not user["client_user_agent"]:
+            return "client_user_agent required for website events"
+    custom = event.get("custom_data")
+    if custom is not None:
+        if not isinstance(custom, dict):
+            return "custom_data must be an object"
+        if "value" in custom and (isinstance(custom["value"], bool) or not isinstance(custom["value"], int | float)):
+            return "custom_data.value must be a number"
+        if "currency" in custom and not (isinstance(custom["currency"], str) and len(custom["currency"]) == 3):
+            return "custom_data.currency invalid"
+    if not isinstance(event.get("event_id", ""), str):
+        return "event_id must be a string"
+    return None
+
+
+@dataclass
+class Script:
+    """One scripted answer: `kind` is ok, 500, 503, 429, code:<n>, transient:<n>, hang, drop, html."""
+
+    kind: str
+    retry_after: str | None = None
+    delay: float = 0.0
+
+
+@dataclass
+class FakeGraph:
+    token: str = "test-token"
+    app_secret: str | None = None
+    latency: float = 0.0
+    now: Callable[[], float] = time.time
+    requests: int = 0
+    connections: int = 0
+    accepted_requests: int = 0
+    delivered: Counter = field(default_factory=Counter)  # (event_name, event_id) -> times accepted
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    script: list[Script] = field(default_factory=list)
+    down: str | None = None  # when set, every request fails this way
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def fail_next(self, *kinds: str, retry_after: str | None = None, delay: float = 0.0) -> None:
+        with self.lock:
+            self.script.extend(Script(k, retry_after, delay) for k in kinds)
+
+    def handle(self, path: str, raw: bytes) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
+        with self.lock:
+            self.requests += 1
+            step = self.script.pop(0) if self.script else None
+        kind = self.down or (step.kind if step else "ok")
+        if step and step.delay:
+            self.stop_event.wait(step.delay)
+        if self.latency:
+            time.sleep(self.latency)
+        headers = {"Retry-After": step.retry_after} if step and step.retry_after else {}
+        if kind == "hang":
+            self.stop_event.wait(30)
+            return 200, {"events_received": 0}, {}
+        if kind == "drop":
+            return -1, "", {}
+        if kind == "html":
+            return 502, "<html><body>Bad Gateway</body></html>", {}
+        if kind in ("500", "503"):
+            return int(kind), meta_error(2, "Service temporarily unavailable", transient=True), headers
+        if kind == "429":
+            return 429, meta_error(4, "Application request limit reached"), headers
+        if kind.startswith("code:"):
+            code = int(kind[5:])
+            status = 500 if code in (1, 2) else 400
+            return status, meta_error(code, f"error code {code}", subcode=2804003 if code == 100 else None), headers
+        if not re.fullmatch(r"/v\d+\.\d+/\d+/events", path):
+            return 400, meta_error(100, f"Unknown path {path}", subcode=33), {}
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return 400, meta_error(100, "body is not JSON"), {}
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if token != self.token:
+            return 400, meta_error(190, "Invalid OAuth access token - Cannot parse access token"), {}
+        if self.app_secret is not None:
+            proof = hmac.new(self.app_secret.encode(), token.encode(), hashlib.sha256).hexdigest()
+            if body.get("appsecret_proof") != proof:
+                return 400, meta_error(100, "Invalid appsecret_proof provided in the API argument"), {}
+        data = body.get("data")
+        if not isinstance(data, list) or not 1 <= len(data) <= 1000:
+            return 400, meta_error(100, "data must hold 1..1000 events", subcode=2804004), {}
+        now = self.now()
+        for position, event in enumerate(data):
+            problem = validate_event(event, now)
+            if problem:
+                return (
+                    400,
+                    meta_error(
+                        100, f"Invalid parameter: event {position}: {problem}", subcode=2804003, etype="OAuthException"
+                    ),
+                    {},
+                )
+        with self.lock:
+            self.accepted_requests += 1
+            self.bodies.append(body)
+            for event in data:
+                self.delivered[(event["event_name"], event.get("event_id"))] += 1
+        return 200, {"events_received": len(data), "messages": [], "fbtrace_id": "AbCdEf123"}, {}
+
+    @property
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.delivered.values() if n > 1)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.fake.lock:
+            self.server.fake.connections += 1
+
+    def log_message(self, *args: Any) -> None:  # keep test output clean
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        status, payload, headers = self.server.fake.handle(self.path.split("?")[0], raw)
+        if status == -1:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html" if isinstance(payload, str) else "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    fake: FakeGraph
+
+
+class GraphServer:
+    """Runs a FakeGraph on a free loopback port in a background thread."""
+
+    def __init__(self, fake: FakeGraph | None = None) -> None:
+        self.fake = fake or FakeGraph()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.fake = self.fake
+        self.port = self._server.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> GraphServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.fake.stop_event.set()
+        self._server.shutdown()
+        self._server.server_close()

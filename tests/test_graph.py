@@ -1,0 +1,185 @@
+"""The Graph API client against the loopback fake: retries, classification, timeouts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from capi.errors import MetaAuthError, MetaError
+from capi.graph import GraphClient, RetryPolicy, classify
+from capi.secrets import StaticSecret
+from tests.conftest import PIXEL_ID, TOKEN
+
+BODY_EVENT = {
+    "event_name": "Lead",
+    "event_id": "e1",
+    "action_source": "system_generated",
+    "user_data": {"em": ["a" * 64]},
+}
+
+
+class Sleeps(list):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def client(
+    graph: Any, sleeps: Sleeps, *, token: str = TOKEN, timeout: float = 1.0, attempts: int = 4, budget: float = 10.0
+) -> GraphClient:
+    return GraphClient(
+        base_url=graph.base_url,
+        api_version="v26.0",
+        pixel_id=PIXEL_ID,
+        token=StaticSecret(token),
+        timeout=timeout,
+        policy=RetryPolicy(max_attempts=attempts, budget=budget),
+        sleep=sleeps,
+        rng=lambda: 0.5,
+    )
+
+
+def body() -> dict[str, Any]:
+    return {"data": [{**BODY_EVENT, "event_time": int(time.time())}], "partner_agent": "test"}
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        "500",
+        "503",
+        "429",
+        "code:1",
+        "code:2",
+        "code:4",
+        "code:17",
+        "code:341",
+        "code:368",
+        "code:613",
+        "code:80004",
+        "drop",
+        "html",
+    ],
+)
+def test_transient_failures_are_retried_then_delivered(graph: Any, failure: str) -> None:
+    sleeps = Sleeps()
+    graph.fake.fail_next(failure, failure)
+    result = client(graph, sleeps).send(body())
+    assert result.events_received == 1 and result.attempts == 3
+    assert graph.fake.accepted_requests == 1
+    assert sleeps == [0.375, 0.75]  # exponential backoff with jitter (rng fixed at 0.5)
+
+
+@pytest.mark.parametrize("failure", ["code:100", "code:3", "code:10", "code:200", "code:294"])
+def test_permanent_failures_are_not_retried(graph: Any, failure: str) -> None:
+    sleeps = Sleeps()
+    graph.fake.fail_next(failure)
+    with pytest.raises(MetaError) as info:
+        client(graph, sleeps).send(body())
+    assert info.value.transient is False
+    assert info.value.meta_code == int(failure[5:])
+    assert graph.fake.requests == 1 and sleeps == []
+
+
+def test_retry_after_is_honoured(graph: Any) -> None:
+    sleeps = Sleeps()
+    graph.fake.fail_next("429", retry_after="2")
+    assert client(graph, sleeps).send(body()).attempts == 2
+    assert sleeps == [2.0]
+
+
+def test_retry_after_beyond_budget_gives_up_as_transient(graph: Any) -> None:
+    sleeps = Sleeps()
+    graph.fake.fail_next("503", retry_after="60")
+    with pytest.raises(MetaError) as info:
+        client(graph, sleeps, budget=5).send(body())
+    assert info.value.transient is True
+    assert sleeps == [] and graph.fake.requests == 1
+
+
+def test_attempts_are_bounded(graph: Any) -> None:
+    sleeps = Sleeps()
+    graph.fake.down = "500"
+    with pytest.raises(MetaError) as info:
+        client(graph, sleeps, attempts=4).send(body())
+    assert info.value.transient is True and info.value.meta_code == 2
+    assert graph.fake.requests == 4 and len(sleeps) == 3
+
+
+def test_hung_connection_times_out_and_is_retried(graph: Any) -> None:
+    sleeps = Sleeps()
+    graph.fake.fail_next("hang")
+    started = time.monotonic()
+    result = client(graph, sleeps, timeout=0.3).send(body())
+    assert result.attempts == 2
+    assert time.monotonic() - started < 3
+
+
+def test_unreachable_meta_is_transient() -> None:
+    sleeps = Sleeps()
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    graph_client = GraphClient(
+        base_url=f"http://127.0.0.1:{port}",
+        api_version="v26.0",
+        pixel_id=PIXEL_ID,
+        token=StaticSecret(TOKEN),
+        policy=RetryPolicy(max_attempts=2),
+        sleep=sleeps,
+    )
+    with pytest.raises(MetaError) as info:
+        graph_client.send(body())
+    assert info.value.transient is True and "ConnectionError" in info.value.message
+
+
+def test_auth_error_refreshes_token_once() -> None:
+    class Rotating:
+        name = "rotating"
+
+        def __init__(self) -> None:
+            self.values = ["old", TOKEN]
+            self.refreshes = 0
+
+        def get(self, *, refresh: bool = False) -> str:
+            if refresh:
+                self.refreshes += 1
+                self.values.pop(0)
+            return self.values[0]
+
+    from tests.fakes.graph import GraphServer
+
+    with GraphServer() as graph:
+        token = Rotating()
+        graph_client = GraphClient(base_url=graph.base_url, api_version="v26.0", pixel_id=PIXEL_ID, token=token)
+        assert graph_client.send(body()).events_received == 1
+        assert token.refreshes == 1 and graph.fake.requests == 2
+
+
+def test_invalid_event_rejects_whole_batch_at_meta(graph: Any) -> None:
+    sleeps = Sleeps()
+    bad = body()
+    bad["data"].append({**BODY_EVENT, "event_time": int(time.time()) - 8 * 86400})
+    with pytest.raises(MetaError) as info:
+        client(graph, sleeps).send(bad)
+    assert info.value.meta_code == 100 and info.value.meta_subcode == 2804003
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "transient", "kind"),
+    [
+        (400, {"error": {"code": 190, "message": "expired"}}, False, MetaAuthError),
+        (400, {"error": {"code": 100, "error_subcode": 2804019, "message": "x"}}, False, MetaError),
+        (400, {"error": {"code": 999, "message": "x", "is_transient": True}}, True, MetaError),
+        (500, {"error": {"code": 999, "message": "x"}}, True, MetaError),
+        (400, {"error": {"code": 999, "message": "x"}}, False, MetaError),
+        (503, None, True, MetaError),
+        (404, "not json", False, MetaError),
+    ],
+)
+def test_classification(status: int, payload: Any, transient: bool, kind: type) -> None:
+    error = classify(status, payload)
+    assert type(error) is kind and error.transient is transient

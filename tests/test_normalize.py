@@ -1,0 +1,235 @@
+"""Every normalization rule, with Meta's own documented examples as exact digests."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+
+import pytest
+
+from capi.normalize import (
+    Dropped,
+    FieldContext,
+    hash_value,
+    is_sha256,
+    normalize_country,
+    normalize_dob,
+    normalize_ip,
+    normalize_phone,
+    normalize_value,
+)
+
+
+def ctx(country: str | None = None, default: str | None = None) -> FieldContext:
+    return FieldContext(country, default)
+
+
+# Digests published on Meta's customer-information parameters page (capi-spec.md 5a).
+@pytest.mark.parametrize(
+    ("key", "raw", "country", "digest"),
+    [
+        ("em", "John_Smith@gmail.com", None, "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"),
+        ("ph", "(650)555-1212", "us", "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"),
+        ("fn", "Mary", None, "6915771be1c5aa0c886870b6951b03d7eafc121fea0e80a5ea83beb7c449f4ec"),
+        ("fn", "Valéry", None, "08e1996b5dd49e62a4b4c010d44e4345592a863bb9f8e3976219bac29417149c"),
+        ("ln", "정", None, "8fa8cd9c440be61d0151429310034083132b35975c4bea67fdd74158eb51db14"),
+        ("country", "United States", None, "79adb2a2fce5c6ba215fe5f27f532d4e7edbac4b6a5e09e1ef3a08084a904621"),
+        ("db", "2/16/1997", None, "01acdbf6ec7b4f478a225f1a246e5d6767eeab1a7ffa17f025265b5b94f40f0c"),
+    ],
+)
+def test_meta_documented_examples(key: str, raw: str, country: str | None, digest: str) -> None:
+    assert hash_value(key, raw, ctx(country)) == digest
+
+
+# The prefixes exactly as capi-spec.md quotes them from Meta's page.
+DOC_PREFIXES = {
+    "John_Smith@gmail.com": "62a14e44",
+    "(650)555-1212": "e323ec62",
+    "Mary": "6915771b",
+    "정": "8fa8cd9c",
+    "Valéry": "08e1996b",
+    "2/16/1997": "01acdbf6",
+}
+
+
+def test_digests_agree_with_meta_page_prefixes() -> None:
+    keys = {
+        "John_Smith@gmail.com": "em",
+        "(650)555-1212": "ph",
+        "Mary": "fn",
+        "정": "ln",
+        "Valéry": "fn",
+        "2/16/1997": "db",
+    }
+    for raw, prefix in DOC_PREFIXES.items():
+        assert hash_value(keys[raw], raw, ctx("us")).startswith(prefix), raw
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "country", "default", "plain"),
+    [
+        # email: trim, lowercase
+        ("em", "  John_Smith@Gmail.COM ", None, None, "john_smith@gmail.com"),
+        ("em", "mailto:a@b.co", None, None, "a@b.co"),
+        # phone: E.164 digits with country code
+        ("ph", "(650)555-1212", None, "us", "16505551212"),
+        ("ph", "020 7946 0958", "gb", None, "442079460958"),
+        ("ph", "020 7946 0958", None, "gb", "442079460958"),
+        ("ph", "+44 (0)20 7946 0958", None, None, "442079460958"),
+        ("ph", "0044 20 7946 0958", "us", None, "442079460958"),
+        ("ph", "+16505551212", "de", None, "16505551212"),
+        ("ph", "16505551212", "us", None, "16505551212"),
+        ("ph", "+1 650-555-1212", None, None, "16505551212"),
+        ("ph", "07700 900000", "gb", None, "447700900000"),
+        # names: lowercase, punctuation and spaces removed, every script kept
+        ("fn", "Mary-Ann", None, None, "maryann"),
+        ("ln", "O'Brien Jr.", None, None, "obrienjr"),
+        ("fn", "Valéry", None, None, "valéry"),
+        ("fn", "Vale\u0301ry", None, None, "valéry"),  # combining accent -> composed (NFC)
+        ("ln", "Müller", None, None, "müller"),
+        ("fn", "Дмитрий", None, None, "дмитрий"),
+        ("ln", "山田", None, None, "山田"),
+        ("fn", "राम", None, None, "राम"),  # Devanagari vowel sign is a mark: kept
+        # city: lowercase, no spaces or punctuation
+        ("ct", "Menlo Park", None, None, "menlopark"),
+        ("ct", "São Paulo", None, None, "sãopaulo"),
+        ("ct", "Saint-Étienne", None, None, "saintétienne"),
+        # state: US/CA names or codes -> 2 letters
+        ("st", "California", "us", None, "ca"),
+        ("st", "CA", "us", None, "ca"),
+        ("st", "new york", None, None, "ny"),
+        ("st", "Québec", "ca", None, "qc"),
+        ("st", "British Columbia", None, None, "bc"),
+        ("st", "Bayern", "de", None, "bayern"),
+        ("st", "Île-de-France", "fr", None, "îledefrance"),
+        # postal code: lowercase, no spaces/dashes; US ZIP+4 -> 5 digits
+        ("zp", "94025-1234", "us", None, "94025"),
+        ("zp", "940251234", None, "us", "94025"),
+        ("zp", "SW1A 1AA", "gb", None, "sw1a1aa"),
+        ("zp", "M1 1AE", None, None, "m11ae"),
+        ("zp", "100-0001", "jp", None, "1000001"),
+        # country: names, alpha-3, aliases -> alpha-2
+        ("country", "US", None, None, "us"),
+        ("country", "USA", None, None, "us"),
+        ("country", "U.S.", None, None, "us"),
+        ("country", "United States of America", None, None, "us"),
+        ("country", "UK", None, None, "gb"),
+        ("country", "Great Britain", None, None, "gb"),
+        ("country", "Germany", None, None, "de"),
+        ("country", "DEU", None, None, "de"),
+        ("country", "fra", None, None, "fr"),
+        # date of birth -> YYYYMMDD
+        ("db", "1997-02-16", None, None, "19970216"),
+        ("db", "1997-02-16T10:00:00Z", None, None, "19970216"),
+        ("db", "19970216", None, None, "19970216"),
+        ("db", "1997/02/16", None, None, "19970216"),
+        ("db", "2/16/1997", None, None, "19970216"),
+        ("db", "02/03/1997", None, None, "19970203"),  # slash: US month first
+        ("db", "16/02/1997", None, None, "19970216"),  # day can only be first
+        ("db", "16.02.1997", None, None, "19970216"),
+        ("db", "03.04.1997", None, None, "19970403"),  # dot: day first
+        ("db", "16-02-1997", None, None, "19970216"),
+        # gender
+        ("ge", "Female", None, None, "f"),
+        ("ge", "WOMAN", None, None, "f"),
+        ("ge", "f", None, None, "f"),
+        ("ge", "Male", None, None, "m"),
+        ("ge", "man", None, None, "m"),
+        ("ge", "M", None, None, "m"),
+        # external id: whitespace removed, lowercased
+        ("external_id", " User 42 ", None, None, "user42"),
+        ("external_id", "ABC-123", None, None, "abc-123"),
+    ],
+)
+def test_normalized_plain_values(key: str, raw: str, country: str | None, default: str | None, plain: str) -> None:
+    assert normalize_value(key, raw, ctx(country, default)) == plain
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "country"),
+    [
+        ("em", "not-an-email", None),
+        ("em", "a@b", None),
+        ("ph", "no digits", "us"),
+        ("ph", "123", "us"),
+        ("country", "Atlantis", None),
+        ("country", "ZZ", None),
+        ("db", "1899-12-31", None),
+        ("db", "3000-01-01", None),
+        ("db", "1997-02-30", None),
+        ("db", "05-06-1997", None),  # dash, both <= 12: ambiguous
+        ("db", "yesterday", None),
+        ("ge", "other", None),
+        ("ge", "x", None),
+        ("zp", "ABCDE", "us"),
+        ("fn", "!!!", None),
+        ("external_id", "   ", None),
+    ],
+)
+def test_unusable_values_are_dropped(key: str, raw: str, country: str | None) -> None:
+    with pytest.raises(Dropped):
+        normalize_value(key, raw, ctx(country))
+
+
+def test_dob_year_upper_bound_is_this_year() -> None:
+    assert normalize_dob("2020-01-01", today=date(2020, 6, 1)) == "20200101"
+    with pytest.raises(Dropped):
+        normalize_dob("2021-01-01", today=date(2020, 6, 1))
+
+
+def test_national_phone_without_region_is_digits_with_a_note() -> None:
+    context = ctx()
+    assert normalize_value("ph", "(650) 555-1212", context) == "6505551212"
+    assert context.notes and context.notes[0][0] == "ph"
+    assert "DEFAULT_COUNTRY" in context.notes[0][1]
+    assert normalize_phone("0650 555 1212", None)[0] == "6505551212"
+
+
+@pytest.mark.parametrize(
+    "digest",
+    [
+        "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f",
+        "62A14E44F765419D10FEA99367361A727C12365E2520F32218D505ED9AA0F62F",
+    ],
+)
+def test_sha256_values_are_lowercased_not_hashed_again(digest: str) -> None:
+    for key in ("em", "ph", "fn", "country", "external_id", "db", "ge"):
+        assert hash_value(key, f" {digest} ", ctx()) == digest.lower()
+
+
+def test_md5_like_values_are_plain_values() -> None:
+    md5 = "5d41402abc4b2a76b9719d911017c592"
+    assert not is_sha256(md5)
+    # 32 hex is not a digest Meta accepts: it is an external id like any other, hashed.
+    assert hash_value("external_id", md5, ctx()) == hashlib.sha256(md5.encode()).hexdigest()
+    with pytest.raises(Dropped):
+        hash_value("em", md5, ctx())
+
+
+def test_empty_values_are_dropped() -> None:
+    with pytest.raises(Dropped):
+        hash_value("em", "   ", ctx())
+
+
+@pytest.mark.parametrize(
+    ("raw", "ip"),
+    [
+        ("203.0.113.9", "203.0.113.9"),
+        ("203.0.113.9:5678", "203.0.113.9"),
+        ("[2001:db8::1]:443", "2001:db8::1"),
+        ("2001:db8::1", "2001:db8::1"),
+        ("203.0.113.9, 10.0.0.1", "203.0.113.9"),
+    ],
+)
+def test_ip_port_stripped(raw: str, ip: str) -> None:
+    assert normalize_ip(raw) == ip
+
+
+def test_ip_garbage_dropped() -> None:
+    with pytest.raises(Dropped):
+        normalize_ip("localhost")
+
+
+def test_country_lookup_is_case_insensitive() -> None:
+    assert normalize_country("germany") == "de"
+    assert normalize_country("GERMANY") == "de"
