@@ -43,6 +43,7 @@ class Application:
         graph: Any = None,
     ) -> None:
         self.config = config
+        setup_logging(config.log_level)
         secret_factory = _lazy(secret_client) if secret_client is not None else None
         holder: Callable[[], Any] = firestore_client or LazyFirestore(config.project, config.firestore_database)
         self.firestore = holder
@@ -148,7 +149,7 @@ def application_from_env(env: Mapping[str, str] | None = None, **clients: Any) -
     """Load the configuration and build the application; one clear line on bad config."""
     env = os.environ if env is None else env
     config = load_config(env)
-    setup_logging(config.log_level)
+    setup_logging(config.log_level)  # before the warning below; Application sets it up again harmlessly
     if config.access_token and config.access_token_secret:
         log(
             logging.WARNING,

@@ -244,11 +244,13 @@ def load_config(env: Mapping[str, str]) -> Config:
             "META_ACCESS_TOKEN_SECRET is required (or META_ACCESS_TOKEN for local runs, or DRY_RUN=true)",
             field="META_ACCESS_TOKEN_SECRET",
         )
-    for name, value in (
+    secrets = [
         ("META_ACCESS_TOKEN_SECRET", config.access_token_secret),
         ("META_APP_SECRET_SECRET", config.app_secret_secret),
-        ("INGEST_API_KEY_SECRET", config.ingest_api_key_secret),
-    ):
+        # Several ingest-key secrets may be listed, comma-separated, for rotation.
+        *(("INGEST_API_KEY_SECRET", part.strip()) for part in (config.ingest_api_key_secret or "").split(",")),
+    ]
+    for name, value in secrets:
         if value and "/" not in value and not config.project:
             raise ConfigError(
                 f"{name} is a short secret name, so GOOGLE_CLOUD_PROJECT must be set"

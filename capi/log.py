@@ -39,20 +39,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stdout` is at emit time (test captures and redirects included)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property  # type: ignore[override]
+    def stream(self) -> IO[str]:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        pass
+
+
 def setup_logging(level: str = "INFO", stream: IO[str] | None = None) -> logging.Logger:
-    """Configure the `capi` logger once; later calls only change the level or the stream."""
+    """Configure the `capi` logger: JSON lines on stdout (or `stream`). Safe to call again."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(level)
     logger.propagate = False
-    target = stream or sys.stdout
-    handler = next((h for h in logger.handlers if getattr(h, "_capi", False)), None)
-    if handler is None or (stream is not None and getattr(handler, "stream", None) is not stream):
-        for old in [h for h in logger.handlers if getattr(h, "_capi", False)]:
-            logger.removeHandler(old)
-        handler = logging.StreamHandler(target)
-        handler._capi = True  # type: ignore[attr-defined]
-        handler.setFormatter(JsonFormatter())
-        logger.addHandler(handler)
+    for old in [h for h in logger.handlers if getattr(h, "_capi", False)]:
+        logger.removeHandler(old)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StdoutHandler()
+    handler._capi = True  # type: ignore[attr-defined]
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
     return logger
 
 

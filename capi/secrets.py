@@ -106,7 +106,7 @@ class SecretManagerSecret:
             raise self._unavailable(
                 "not found", "create it or add a version: gcloud secrets versions add ..."
             ) from None
-        except gexc.PermissionDenied:
+        except (gexc.PermissionDenied, gexc.Forbidden, gexc.Unauthenticated):
             raise self._unavailable(
                 "permission denied",
                 "grant roles/secretmanager.secretAccessor on this secret to the function's service account",

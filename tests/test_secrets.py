@@ -1,0 +1,183 @@
+"""Secret Manager with the real client library against a loopback fake of its REST API."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import flask
+import pytest
+
+from capi.app import Application
+from capi.config import load_config
+from capi.errors import SecretUnavailable
+from capi.secrets import SecretManagerSecret, resource_name
+from tests.conftest import PIXEL_ID
+
+TOKEN_SECRET = "projects/demo/secrets/meta-token"
+UA = "Mozilla/5.0"
+
+
+def lead(event_id: str = "L-1") -> dict[str, Any]:
+    return {
+        "event_name": "generate_lead",
+        "event_id": event_id,
+        "page_location": "https://x.example/",
+        "user_agent": UA,
+        "user_data": {"email_address": "a@b.co"},
+    }
+
+
+def serve(application: Application) -> Any:
+    """A Flask test client around an Application built with injected clients."""
+    app = flask.Flask("capi-test")
+
+    @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "DELETE"])
+    @app.route("/<path:path>", methods=["GET", "POST", "PUT", "DELETE"])
+    def events(path: str) -> flask.Response:
+        return application.events(flask.request)
+
+    return app.test_client()
+
+
+def build(secret_manager: Any, graph: Any = None, **env: str) -> Application:
+    config = load_config(
+        {
+            "META_PIXEL_ID": PIXEL_ID,
+            "GOOGLE_CLOUD_PROJECT": "demo",
+            "PROFILE_COLLECTION": "",
+            "META_API_BASE_URL": graph.base_url if graph else "http://127.0.0.1:9",
+            "META_RETRY_BUDGET_SECONDS": "2",
+            "ALLOW_UNAUTHENTICATED": "true",
+            **env,
+        }
+    )
+    return Application(config, secret_client=secret_manager.client())
+
+
+def test_resource_names() -> None:
+    assert resource_name("tok", "p") == "projects/p/secrets/tok/versions/latest"
+    assert resource_name("projects/p/secrets/tok", None) == "projects/p/secrets/tok/versions/latest"
+    assert resource_name("projects/p/secrets/tok/versions/3", None) == "projects/p/secrets/tok/versions/3"
+
+
+def test_cached_within_ttl_and_reread_after(secret_manager: Any) -> None:
+    secret_manager.fake.add_version(TOKEN_SECRET, "v1")
+    now = [0.0]
+    secret = SecretManagerSecret(
+        f"{TOKEN_SECRET}/versions/latest", ttl=300, client=secret_manager.client(), clock=lambda: now[0]
+    )
+    assert [secret.get(), secret.get()] == ["v1", "v1"]
+    assert secret_manager.fake.accesses[TOKEN_SECRET] == 1
+    secret_manager.fake.add_version(TOKEN_SECRET, "v2")
+    now[0] = 299
+    assert secret.get() == "v1"
+    now[0] = 301
+    assert secret.get() == "v2"
+    assert secret_manager.fake.accesses[TOKEN_SECRET] == 2
+
+
+def test_concurrent_first_calls_read_once(secret_manager: Any) -> None:
+    secret_manager.fake.add_version(TOKEN_SECRET, "v1")
+    secret_manager.fake.delay = 0.3
+    secret = SecretManagerSecret(f"{TOKEN_SECRET}/versions/latest", client=secret_manager.client())
+    results: list[str] = []
+    barrier = threading.Barrier(16)
+
+    def worker() -> None:
+        barrier.wait()
+        results.append(secret.get())
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == ["v1"] * 16
+    assert secret_manager.fake.accesses[TOKEN_SECRET] == 1
+
+
+def test_failed_read_is_not_cached(secret_manager: Any) -> None:
+    secret = SecretManagerSecret(f"{TOKEN_SECRET}/versions/latest", client=secret_manager.client())
+    with pytest.raises(SecretUnavailable):
+        secret.get()
+    secret_manager.fake.add_version(TOKEN_SECRET, "v1")
+    assert secret.get() == "v1"
+    assert secret_manager.fake.accesses[TOKEN_SECRET] == 2
+
+
+def test_checksum_mismatch_is_refused(secret_manager: Any) -> None:
+    secret_manager.fake.add_version(TOKEN_SECRET, "v1")
+    secret_manager.fake.corrupt = True
+    with pytest.raises(SecretUnavailable, match="checksum"):
+        SecretManagerSecret(f"{TOKEN_SECRET}/versions/1", client=secret_manager.client()).get()
+
+
+def test_190_rereads_the_secret_once_and_retries_once(secret_manager: Any, graph: Any) -> None:
+    secret_manager.fake.add_version(TOKEN_SECRET, "old-token")
+    graph.fake.token = "new-token"
+    application = build(secret_manager, graph, META_ACCESS_TOKEN_SECRET="meta-token")
+    client = serve(application)
+    # Warm the cache with the old token through a first delivery that fails with 190 twice.
+    assert client.post("/events", json=lead("L-0")).status_code == 502
+    assert graph.fake.requests == 2 and secret_manager.fake.accesses[TOKEN_SECRET] == 2
+    # Rotation: a new version is added; the next 190 re-reads it and the retry succeeds.
+    secret_manager.fake.add_version(TOKEN_SECRET, "new-token")
+    response = client.post("/events", json=lead("L-1"))
+    assert response.status_code == 200
+    assert graph.fake.requests == 4 and secret_manager.fake.accesses[TOKEN_SECRET] == 3
+    assert graph.fake.delivered[("Lead", "L-1")] == 1
+
+
+@pytest.mark.parametrize(("setup", "problem"), [("missing", "not found"), ("denied", "permission denied")])
+def test_secret_errors_are_503_naming_the_resource_never_the_value(
+    secret_manager: Any, graph: Any, capsys: Any, setup: str, problem: str
+) -> None:
+    if setup == "denied":
+        secret_manager.fake.add_version(TOKEN_SECRET, "s3cr3t-value")
+        secret_manager.fake.denied.add(TOKEN_SECRET)
+    client = serve(build(secret_manager, graph, META_ACCESS_TOKEN_SECRET="meta-token"))
+    response = client.post("/events", json=lead())
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["error"] == "secret_unavailable"
+    assert body["secret"] == f"{TOKEN_SECRET}/versions/latest"
+    assert problem in body["message"]
+    logged = capsys.readouterr().out
+    assert "s3cr3t-value" not in logged and "s3cr3t-value" not in response.get_data(as_text=True)
+    assert "secretAccessor" in logged or "gcloud secrets versions add" in logged
+    assert graph.fake.requests == 0
+
+
+def test_app_secret_from_secret_manager(secret_manager: Any, graph: Any) -> None:
+    secret_manager.fake.add_version(TOKEN_SECRET, graph.fake.token)
+    secret_manager.fake.add_version("projects/demo/secrets/app-secret", "the-app-secret")
+    graph.fake.app_secret = "the-app-secret"
+    client = serve(
+        build(
+            secret_manager,
+            graph,
+            META_ACCESS_TOKEN_SECRET="meta-token",
+            META_APP_SECRET_SECRET="projects/demo/secrets/app-secret/versions/1",
+        )
+    )
+    assert client.post("/events", json=lead()).status_code == 200
+    assert "appsecret_proof" in graph.fake.bodies[0]
+
+
+def test_ingest_keys_from_secret_versions_for_rotation(secret_manager: Any, graph: Any) -> None:
+    secret_manager.fake.add_version(TOKEN_SECRET, graph.fake.token)
+    secret_manager.fake.add_version("projects/demo/secrets/ingest", "key-one\nkey-two")
+    secret_manager.fake.add_version("projects/demo/secrets/ingest2", "key-three")
+    client = serve(
+        build(
+            secret_manager,
+            graph,
+            META_ACCESS_TOKEN_SECRET="meta-token",
+            INGEST_API_KEY_SECRET="ingest,projects/demo/secrets/ingest2/versions/1",
+        )
+    )
+    assert client.post("/events", json=lead(), headers={"X-Api-Key": "key-two"}).status_code == 200
+    assert client.post("/events", json=lead(), headers={"Authorization": "Bearer key-three"}).status_code == 200
+    assert client.post("/events", json=lead(), headers={"X-Api-Key": "key-four"}).status_code == 401
+    assert secret_manager.fake.accesses["projects/demo/secrets/ingest"] == 1  # cached across requests
