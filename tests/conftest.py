@@ -158,3 +158,39 @@ def firestore_db(firestore_emulator: str, monkeypatch: pytest.MonkeyPatch) -> An
 
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+def serve(application: Any) -> Any:
+    """A Flask test client around an `Application` built with injected clients."""
+    import flask
+
+    app = flask.Flask("capi-test")
+
+    @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "DELETE"])
+    @app.route("/<path:path>", methods=["GET", "POST", "PUT", "DELETE"])
+    def events(path: str) -> Any:
+        return application.events(flask.request)
+
+    @app.route("/replay", methods=["GET", "POST"])
+    def replay() -> Any:
+        return application.replay(flask.request)
+
+    return app.test_client()
+
+
+class CountingFirestore:
+    """Wraps a real Firestore client and counts batched reads (get_all) and commits."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.get_all_calls = 0
+        self.documents_read = 0
+
+    def get_all(self, refs: Any, *args: Any, **kwargs: Any) -> Any:
+        refs = list(refs)
+        self.get_all_calls += 1
+        self.documents_read += len(refs)
+        return self._client.get_all(refs, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import flask
 import pytest
 
 from capi.app import Application
 from capi.config import load_config
 from capi.errors import SecretUnavailable
 from capi.secrets import SecretManagerSecret, resource_name
-from tests.conftest import PIXEL_ID
+from tests.conftest import PIXEL_ID, serve
 
 TOKEN_SECRET = "projects/demo/secrets/meta-token"
 UA = "Mozilla/5.0"
@@ -26,18 +25,6 @@ def lead(event_id: str = "L-1") -> dict[str, Any]:
         "user_agent": UA,
         "user_data": {"email_address": "a@b.co"},
     }
-
-
-def serve(application: Application) -> Any:
-    """A Flask test client around an Application built with injected clients."""
-    app = flask.Flask("capi-test")
-
-    @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "DELETE"])
-    @app.route("/<path:path>", methods=["GET", "POST", "PUT", "DELETE"])
-    def events(path: str) -> flask.Response:
-        return application.events(flask.request)
-
-    return app.test_client()
 
 
 def build(secret_manager: Any, graph: Any = None, **env: str) -> Application:
