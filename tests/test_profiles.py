@@ -129,9 +129,9 @@ def test_repeated_user_read_once(firestore_db: Any) -> None:
 
 
 def _dead_firestore(host: str) -> Any:
-    from google.cloud import firestore
-
     import os
+
+    from google.cloud import firestore
 
     old = os.environ.get("FIRESTORE_EMULATOR_HOST")
     os.environ["FIRESTORE_EMULATOR_HOST"] = host
