@@ -16,10 +16,19 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from capi.errors import MetaError, StoreUnavailable
-from capi.events import PROFILE_FIELDS
+from capi.events import MAX_AGE_SECONDS, PROFILE_FIELDS
 from capi.log import log
+from capi.payload import request_body
 
 WRITE_CHUNK = 500  # writes per batch commit, Firestore's classic limit
+WRITE_TIMEOUT = 3.0  # per attempt; the caller is waiting, and a caller can retry a 503
+
+
+def _write_retry() -> Any:
+    """A short, bounded retry for writes: Firestore's default keeps trying for a minute."""
+    from google.api_core.retry import Retry, if_transient_error
+
+    return Retry(predicate=if_transient_error, initial=0.1, maximum=1.0, multiplier=2.0, timeout=4.0)
 
 
 class LazyFirestore:
@@ -127,7 +136,7 @@ class FirestoreDeadLetter:
                             "lease_until": 0.0,
                         },
                     )
-                batch.commit(timeout=10)
+                batch.commit(retry=_write_retry(), timeout=WRITE_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - any Firestore failure means "not stored"
             raise StoreUnavailable(f"dead-letter write failed ({type(exc).__name__})") from None
         log(logging.WARNING, "events stored for replay", stored=len(events), error=error.message[:200])
@@ -191,14 +200,14 @@ class FirestoreIdempotency:
                     batch = client.batch()
                     for key in todo:
                         write(batch, key)
-                    batch.commit(timeout=5)
+                    batch.commit(retry=_write_retry(), timeout=WRITE_TIMEOUT)
                 except (gexc.Conflict, gexc.FailedPrecondition, gexc.Aborted):
                     # A concurrent claim won at least one key: claim one by one to find which.
                     for key in todo:
                         try:
                             single = client.batch()
                             write(single, key)
-                            single.commit(timeout=5)
+                            single.commit(retry=_write_retry(), timeout=WRITE_TIMEOUT)
                         except (gexc.Conflict, gexc.FailedPrecondition, gexc.Aborted):
                             seen.add(key)
             return seen
@@ -222,7 +231,7 @@ class FirestoreIdempotency:
                     self._ref(key),
                     {"status": "delivered", "expires": now + self._ttl, "event_name": key[0], "event_id": key[1]},
                 )
-            batch.commit(timeout=5)
+            batch.commit(retry=_write_retry(), timeout=WRITE_TIMEOUT)
 
     def release(self, keys: list[tuple[str, str]]) -> None:
         client = self._client()
@@ -230,7 +239,7 @@ class FirestoreIdempotency:
             batch = client.batch()
             for key in chunk:
                 batch.delete(self._ref(key))
-            batch.commit(timeout=5)
+            batch.commit(retry=_write_retry(), timeout=WRITE_TIMEOUT)
 
 
 class Replayer:
@@ -261,9 +270,7 @@ class Replayer:
 
     def run(self, limit: int = 5000) -> dict[str, int]:
         from google.api_core import exceptions as gexc
-
-        from capi.events import MAX_AGE_SECONDS
-        from capi.payload import request_body
+        from google.cloud.firestore_v1.base_query import FieldFilter
 
         client = self._client()
         collection = client.collection(self._collection)
@@ -271,7 +278,7 @@ class Replayer:
         now = self._clock()
         owner = str(uuid.uuid4())
         claimed: list[tuple[Any, dict[str, Any]]] = []
-        for snap in collection.where("lease_until", "<", now).limit(limit).stream(timeout=30):
+        for snap in collection.where(filter=FieldFilter("lease_until", "<", now)).limit(limit).stream(timeout=30):
             counts["found"] += 1
             data = snap.to_dict() or {}
             if data.get("event_time", 0) < now - MAX_AGE_SECONDS + 60:
@@ -326,12 +333,12 @@ class Replayer:
                                 "lease_until": 0.0,
                             },
                         )
-                    batch.commit(timeout=10)
+                    batch.commit(retry=_write_retry(), timeout=WRITE_TIMEOUT)
                     continue
                 batch = client.batch()
                 for ref, _ in chunk:
                     batch.delete(ref)
-                batch.commit(timeout=10)
+                batch.commit(retry=_write_retry(), timeout=WRITE_TIMEOUT)
                 counts["delivered"] += len(chunk)
         log(logging.INFO, "replay finished", **counts)
         return counts
