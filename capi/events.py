@@ -14,6 +14,7 @@ One bad event never affects another: every problem is reported for its own index
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +61,10 @@ _PLAIN_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("fbp", ("x-fb-ck-fbp", "fbp")),
 )
 
+# fbc / fbp: fb.{subdomain index}.{creation ms}.{click id or random}, and param-builder's
+# optional fifth segment (capi-spec.md section 9).
+_FB_COOKIE = re.compile(r"fb\.\d\.\d{10,13}\.[^\s.]+(\.[^\s.]+)?")
+
 # Firestore profile field -> Meta key (design.md "Firestore user profiles").
 PROFILE_FIELDS: Mapping[str, str] = {
     "email": "em", "phone": "ph", "first_name": "fn", "last_name": "ln", "city": "ct",
@@ -99,6 +104,7 @@ class Draft:
     hashed_inputs: dict[str, list[tuple[str, str]]]  # meta key -> [(input path, raw value)]
     plain: dict[str, str]  # client_ip_address, client_user_agent, fbc, fbp
     user_id: str | None
+    given_id: str | None = None  # the caller's event_id; None when capi minted one
     notes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -401,6 +407,10 @@ def _collect_user(raw: Mapping[str, Any], draft: Draft) -> None:
                 except Dropped as exc:
                     draft.note(name, f"{exc}; ignored")
                     continue
+            elif key in ("fbc", "fbp") and not _FB_COOKIE.fullmatch(value.strip()):
+                # Meta refuses the whole request for a malformed click id (error 2804001).
+                draft.note(name, "not fb.{subdomain}.{ms}.{value}; ignored")
+                continue
             draft.plain[key] = value.strip()
             break
 
@@ -438,7 +448,7 @@ def prepare(
             "event_id": event_id,
         }
         action_source = raw.get("action_source", "website")
-        if action_source not in ACTION_SOURCES:
+        if not isinstance(action_source, str) or action_source not in ACTION_SOURCES:
             raise _Invalid("action_source", f"must be one of {', '.join(sorted(ACTION_SOURCES))}")
         event["action_source"] = action_source
         url_name = "page_location" if raw.get("page_location") else "event_source_url"
@@ -459,13 +469,13 @@ def prepare(
                 raise _Invalid("opt_out", "must be true or false")
             event["opt_out"] = raw["opt_out"]
         _dpo(raw, event)
-        draft = Draft(index, event, {}, {}, None)
+        draft = Draft(index, event, {}, {}, None, given_id=event_id if given_id and given_id.strip() else None)
         _collect_user(raw, draft)
     except _Invalid as exc:
         return Rejection(index, given_id, exc.field, exc.message)
     if action_source == "website" and "client_user_agent" not in draft.plain:
         return Rejection(
-            index, event_id, "user_agent", "Meta requires client_user_agent (user_agent) for website events"
+            index, draft.given_id, "user_agent", "Meta requires client_user_agent (user_agent) for website events"
         )
     if "fbc" not in draft.plain and (fbclid := _fbclid(url)):
         # Built from the landing URL's click id, case kept (capi-spec.md section 9); the
@@ -516,7 +526,7 @@ def finish(draft: Draft, profile: Mapping[str, Any] | None, default_country: str
     user_data.update(draft.plain)
     from_event.extend(k for k, _ in _PLAIN_SOURCES if k in draft.plain)
     if not user_data:
-        return Rejection(draft.index, draft.event_id, "user_data", "no customer information left to match on")
+        return Rejection(draft.index, draft.given_id, "user_data", "no customer information left to match on")
     event = dict(draft.event)
     event["user_data"] = user_data
     return Finished(draft.index, _ordered(event), from_event, from_profile, draft.notes)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from capi.errors import (
 from capi.log import log
 
 MAX_BODY_BYTES = 1024 * 1024
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> flask.Response:
@@ -63,9 +65,16 @@ def read_json(request: flask.Request) -> Any:
     except UnicodeDecodeError:
         raise RequestError("the body is not valid UTF-8", field="body") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise RequestError("the body is not valid JSON", field="body") from None
+    if _SURROGATE_ESCAPE.search(text):
+        # "\ud800" parses into a string that cannot be encoded again: refuse it here, once.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError("the body holds an unpaired UTF-16 surrogate escape", field="body") from None
+    return value
 
 
 Handler = Callable[[flask.Request], flask.Response]

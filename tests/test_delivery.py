@@ -44,12 +44,13 @@ def application(firestore_client: Any, graph: Any, **env: str) -> Application:
         "PROFILE_COLLECTION": "",
         "META_API_BASE_URL": graph.base_url,
         "META_ACCESS_TOKEN": graph.fake.token,
-        "META_RETRY_BUDGET_SECONDS": "2",
+        "META_RETRY_BUDGET_SECONDS": "10",
         "META_TIMEOUT_SECONDS": "0.5",
         **env,
     }
     app = Application(load_config(values), firestore_client=lambda: firestore_client)
     app.graph._sleep = lambda s: None  # backoff without waiting: the attempts still happen
+    app.graph._rng = lambda: 0.5  # fixed jitter: the number of attempts is deterministic
     app.replayer._sender = app.graph
     return app
 

@@ -265,15 +265,31 @@ def test_bad_values_dropped_with_messages_event_kept() -> None:
             event(
                 user_data={"email_address": "nope", "gender": "other", "phone_number": "12"},
                 ip_override="not-an-ip",
-                fbp="fb.1.1.2",
+                fbp="fb.1.1596403881668.1116446470",
+                fbc="IwAR-no-prefix",
             )
         ],
         DEFAULT_COUNTRY="US",
     )
     user = body["payload"]["data"][0]["user_data"]
-    assert user == {"client_user_agent": UA, "fbp": "fb.1.1.2"}
+    assert user == {"client_user_agent": UA, "fbp": "fb.1.1596403881668.1116446470"}
     fields = {m["field"] for m in body["messages"]}
-    assert {"user_data.email_address", "user_data.gender", "user_data.phone_number", "ip_override"} <= fields
+    assert {"user_data.email_address", "user_data.gender", "user_data.phone_number", "ip_override", "fbc"} <= fields
+
+
+@pytest.mark.parametrize(
+    ("fbc", "kept"),
+    [
+        ("fb.1.1554763741205.IwAR2F4-dbP0l7Mn1IawQQGCINEz7PYXQvwjNwB_qa2ofrHyiLjcbCRxTDMgk", True),
+        ("fb.2.1554763741205.AbC.AQICAQMC", True),  # param-builder's fifth segment
+        ("fb.1.1554763741205", False),
+        ("1554763741205.IwAR", False),
+        ("fb.1.now.IwAR", False),
+    ],
+)
+def test_fbc_shape_checked(fbc: str, kept: bool) -> None:
+    body = validate([event(fbc=fbc)])
+    assert ("fbc" in body["payload"]["data"][0]["user_data"]) is kept
 
 
 def test_event_without_any_customer_information_is_rejected() -> None:
@@ -281,7 +297,7 @@ def test_event_without_any_customer_information_is_rejected() -> None:
     assert body["rejected"] == [
         {
             "index": 0,
-            "event_id": "minted-0",
+            "event_id": None,
             "field": "user_data",
             "message": "no customer information left to match on",
         }
