@@ -1,0 +1,344 @@
+locals {
+  source_dir = coalesce(var.source_dir, abspath("${path.module}/.."))
+  labels     = merge({ app = "capi" }, var.labels)
+
+  # The function's own files only: never tests, terraform, virtualenvs or local files.
+  function_files = concat(["main.py", "requirements.txt"], sort(tolist(fileset(local.source_dir, "capi/**/*.py"))))
+
+  secret_prefix = "projects/${var.project_id}/secrets"
+  token_secret  = "${local.secret_prefix}/${google_secret_manager_secret.meta_token.secret_id}/versions/${var.meta_token_secret_version}"
+
+  # Environment of both functions: every variable capi's configuration reads is either set
+  # here or deliberately left to its default (tests/test_terraform.py checks the list).
+  environment = merge(
+    {
+      META_PIXEL_ID            = var.pixel_id
+      META_ACCESS_TOKEN_SECRET = local.token_secret
+      META_API_VERSION         = var.meta_api_version
+      PROFILE_COLLECTION       = var.profile_collection
+      FIRESTORE_DATABASE       = var.firestore_database
+      DEADLETTER_COLLECTION    = var.deadletter_collection
+      LOG_LEVEL                = var.log_level
+      GOOGLE_CLOUD_PROJECT     = var.project_id
+      # With no ingest key, capi refuses every request unless told that IAM guards it.
+      ALLOW_UNAUTHENTICATED = var.create_ingest_key ? "false" : "true"
+      # functions-framework's gunicorn threads = the requests one instance serves at once.
+      THREADS = tostring(var.max_instance_request_concurrency)
+    },
+    var.forward_events != "" ? { FORWARD_EVENTS = var.forward_events } : {},
+    length(var.event_name_map) > 0 ? { EVENT_NAME_MAP = jsonencode(var.event_name_map) } : {},
+    var.default_country != "" ? { DEFAULT_COUNTRY = upper(var.default_country) } : {},
+    var.idempotency_collection != "" ? { IDEMPOTENCY_COLLECTION = var.idempotency_collection } : {},
+    var.meta_test_event_code != "" ? { META_TEST_EVENT_CODE = var.meta_test_event_code } : {},
+    var.create_app_secret ? { META_APP_SECRET_SECRET = "${local.secret_prefix}/${google_secret_manager_secret.app_secret[0].secret_id}/versions/latest" } : {},
+    var.create_ingest_key ? { INGEST_API_KEY_SECRET = "${local.secret_prefix}/${google_secret_manager_secret.ingest_key[0].secret_id}/versions/latest" } : {},
+  )
+
+  secret_ids = concat(
+    [google_secret_manager_secret.meta_token.id],
+    google_secret_manager_secret.app_secret[*].id,
+    google_secret_manager_secret.ingest_key[*].id,
+  )
+
+  apis = [
+    "cloudfunctions.googleapis.com",
+    "run.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "artifactregistry.googleapis.com",
+    "secretmanager.googleapis.com",
+    "firestore.googleapis.com",
+    "cloudscheduler.googleapis.com",
+    "storage.googleapis.com",
+  ]
+}
+
+resource "google_project_service" "apis" {
+  for_each           = var.enable_apis ? toset(local.apis) : toset([])
+  project            = var.project_id
+  service            = each.value
+  disable_on_destroy = false
+}
+
+# -- identities ------------------------------------------------------------------------
+
+resource "google_service_account" "runtime" {
+  project      = var.project_id
+  account_id   = "${var.name}-runtime"
+  display_name = "capi functions runtime"
+}
+
+resource "google_service_account" "scheduler" {
+  project      = var.project_id
+  account_id   = "${var.name}-scheduler"
+  display_name = "capi replay scheduler (invokes capi_replay with OIDC)"
+}
+
+# Firestore: profiles (read), dead letters and idempotency records (write).
+resource "google_project_iam_member" "runtime_datastore" {
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.runtime.email}"
+}
+
+# Cloud Logging of the runtime account's structured logs.
+resource "google_project_iam_member" "runtime_logging" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = "serviceAccount:${google_service_account.runtime.email}"
+}
+
+# -- secrets (created empty: add versions with `gcloud secrets versions add`) ---------------
+
+resource "google_secret_manager_secret" "meta_token" {
+  project   = var.project_id
+  secret_id = "${var.name}-meta-token"
+  labels    = local.labels
+  replication {
+    auto {}
+  }
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_secret_manager_secret" "app_secret" {
+  count     = var.create_app_secret ? 1 : 0
+  project   = var.project_id
+  secret_id = "${var.name}-meta-app-secret"
+  labels    = local.labels
+  replication {
+    auto {}
+  }
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_secret_manager_secret" "ingest_key" {
+  count     = var.create_ingest_key ? 1 : 0
+  project   = var.project_id
+  secret_id = "${var.name}-ingest-key"
+  labels    = local.labels
+  replication {
+    auto {}
+  }
+  depends_on = [google_project_service.apis]
+}
+
+# Secret accessor on these secrets only, never project-wide.
+resource "google_secret_manager_secret_iam_member" "runtime_access" {
+  for_each  = { for index, id in local.secret_ids : tostring(index) => id }
+  project   = var.project_id
+  secret_id = each.value
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.runtime.email}"
+}
+
+# -- Firestore (optional) ----------------------------------------------------------------
+
+resource "google_firestore_database" "main" {
+  count                   = var.create_firestore_database ? 1 : 0
+  project                 = var.project_id
+  name                    = var.firestore_database
+  location_id             = var.firestore_location
+  type                    = "FIRESTORE_NATIVE"
+  delete_protection_state = "DELETE_PROTECTION_ENABLED"
+  depends_on              = [google_project_service.apis]
+}
+
+# -- source --------------------------------------------------------------------------------
+
+resource "google_storage_bucket" "logs" {
+  #checkov:skip=CKV_GCP_62:This is the access-log bucket itself; logging it into itself would loop.
+  project                     = var.project_id
+  name                        = "${var.project_id}-${var.name}-logs"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = false
+  labels                      = local.labels
+  versioning {
+    enabled = true
+  }
+  lifecycle_rule {
+    condition {
+      age = 90
+    }
+    action {
+      type = "Delete"
+    }
+  }
+}
+
+resource "google_storage_bucket" "source" {
+  project                     = var.project_id
+  name                        = "${var.project_id}-${var.name}-source"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  labels                      = local.labels
+  versioning {
+    enabled = true
+  }
+  logging {
+    log_bucket = google_storage_bucket.logs.name
+  }
+}
+
+data "archive_file" "source" {
+  type        = "zip"
+  output_path = "${path.module}/.build/capi-source.zip"
+
+  dynamic "source" {
+    for_each = toset(local.function_files)
+    content {
+      content  = file("${local.source_dir}/${source.value}")
+      filename = source.value
+    }
+  }
+}
+
+resource "google_storage_bucket_object" "source" {
+  # The content hash in the name makes a code change redeploy the functions.
+  name   = "capi-${data.archive_file.source.output_md5}.zip"
+  bucket = google_storage_bucket.source.name
+  source = data.archive_file.source.output_path
+}
+
+# -- functions -----------------------------------------------------------------------------
+
+resource "google_cloudfunctions2_function" "events" {
+  #checkov:skip=CKV_GCP_124:Callers outside Google Cloud (an sGTM container elsewhere, a shop back end) need ALLOW_ALL; set callers_inside_google_cloud = true for ALLOW_INTERNAL_AND_GCLB. Requests are still authenticated by IAM or the ingest key.
+  project     = var.project_id
+  location    = var.region
+  name        = "${var.name}-events"
+  description = "capi: GA4 / sGTM events -> Meta Conversions API"
+  labels      = local.labels
+
+  build_config {
+    runtime     = "python312"
+    entry_point = "capi_events"
+    source {
+      storage_source {
+        bucket = google_storage_bucket.source.name
+        object = google_storage_bucket_object.source.name
+      }
+    }
+  }
+
+  service_config {
+    max_instance_count               = var.max_instance_count
+    min_instance_count               = var.min_instance_count
+    max_instance_request_concurrency = var.max_instance_request_concurrency
+    available_memory                 = var.available_memory
+    available_cpu                    = var.available_cpu
+    timeout_seconds                  = var.timeout_seconds
+    ingress_settings                 = var.callers_inside_google_cloud ? "ALLOW_INTERNAL_AND_GCLB" : "ALLOW_ALL"
+    all_traffic_on_latest_revision   = true
+    service_account_email            = google_service_account.runtime.email
+    environment_variables            = local.environment
+  }
+
+  depends_on = [
+    google_project_service.apis,
+    google_secret_manager_secret_iam_member.runtime_access,
+    google_project_iam_member.runtime_datastore,
+  ]
+
+  lifecycle {
+    precondition {
+      condition     = !var.public_access || var.create_ingest_key
+      error_message = "public_access = true needs create_ingest_key = true: a public function must check an ingest key."
+    }
+  }
+}
+
+resource "google_cloudfunctions2_function" "replay" {
+  project     = var.project_id
+  location    = var.region
+  name        = "${var.name}-replay"
+  description = "capi: re-send dead-lettered events (called by Cloud Scheduler)"
+  labels      = local.labels
+
+  build_config {
+    runtime     = "python312"
+    entry_point = "capi_replay"
+    source {
+      storage_source {
+        bucket = google_storage_bucket.source.name
+        object = google_storage_bucket_object.source.name
+      }
+    }
+  }
+
+  service_config {
+    max_instance_count               = 1
+    min_instance_count               = 0
+    max_instance_request_concurrency = 1
+    available_memory                 = var.available_memory
+    available_cpu                    = var.available_cpu
+    timeout_seconds                  = 540
+    # Cloud Scheduler in the same project counts as internal traffic.
+    ingress_settings               = "ALLOW_INTERNAL_ONLY"
+    all_traffic_on_latest_revision = true
+    service_account_email          = google_service_account.runtime.email
+    environment_variables          = local.environment
+  }
+
+  depends_on = [
+    google_project_service.apis,
+    google_secret_manager_secret_iam_member.runtime_access,
+    google_project_iam_member.runtime_datastore,
+  ]
+}
+
+# -- who may call ----------------------------------------------------------------------------
+
+# A gen2 function is served by Cloud Run: invoking it needs run.invoker on that service.
+resource "google_cloud_run_service_iam_member" "events_invokers" {
+  for_each = toset(var.invoker_members)
+  project  = var.project_id
+  location = var.region
+  service  = google_cloudfunctions2_function.events.name
+  role     = "roles/run.invoker"
+  member   = each.value
+}
+
+resource "google_cloud_run_service_iam_member" "events_public" {
+  #checkov:skip=CKV_GCP_102:Only with public_access = true, which requires an ingest key (precondition on the function): for callers that cannot mint Google ID tokens.
+  count    = var.public_access ? 1 : 0
+  project  = var.project_id
+  location = var.region
+  service  = google_cloudfunctions2_function.events.name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}
+
+resource "google_cloud_run_service_iam_member" "replay_scheduler" {
+  project  = var.project_id
+  location = var.region
+  service  = google_cloudfunctions2_function.replay.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.scheduler.email}"
+}
+
+resource "google_cloud_scheduler_job" "replay" {
+  project          = var.project_id
+  region           = var.region
+  name             = "${var.name}-replay"
+  description      = "Re-send capi dead letters inside Meta's 7-day window"
+  schedule         = var.replay_schedule
+  time_zone        = var.replay_time_zone
+  attempt_deadline = "540s"
+
+  retry_config {
+    retry_count = 1
+  }
+
+  http_target {
+    http_method = "POST"
+    uri         = google_cloudfunctions2_function.replay.service_config[0].uri
+    oidc_token {
+      service_account_email = google_service_account.scheduler.email
+      audience              = google_cloudfunctions2_function.replay.service_config[0].uri
+    }
+  }
+
+  depends_on = [google_project_service.apis, google_cloud_run_service_iam_member.replay_scheduler]
+}

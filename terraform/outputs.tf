@@ -1,0 +1,34 @@
+output "events_url" {
+  description = "URL of capi_events: POST events to it (or /validate, GET /healthz)."
+  value       = google_cloudfunctions2_function.events.service_config[0].uri
+}
+
+output "replay_url" {
+  description = "URL of capi_replay (internal ingress; called by Cloud Scheduler with OIDC)."
+  value       = google_cloudfunctions2_function.replay.service_config[0].uri
+}
+
+output "runtime_service_account" {
+  description = "Email of the functions' runtime service account."
+  value       = google_service_account.runtime.email
+}
+
+output "scheduler_service_account" {
+  description = "Email of the service account Cloud Scheduler uses to invoke capi_replay."
+  value       = google_service_account.scheduler.email
+}
+
+output "meta_token_secret" {
+  description = "Secret to add the Meta access token to: gcloud secrets versions add <id> --data-file=-"
+  value       = google_secret_manager_secret.meta_token.secret_id
+}
+
+output "ingest_key_secret" {
+  description = "Secret holding caller ingest keys (null when create_ingest_key is false)."
+  value       = try(google_secret_manager_secret.ingest_key[0].secret_id, null)
+}
+
+output "app_secret_secret" {
+  description = "Secret holding the Meta app secret (null when create_app_secret is false)."
+  value       = try(google_secret_manager_secret.app_secret[0].secret_id, null)
+}

@@ -1,0 +1,243 @@
+variable "project_id" {
+  description = "Google Cloud project that runs capi."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a Google Cloud project id (6-30 lowercase letters, digits, hyphens)."
+  }
+}
+
+variable "region" {
+  description = "Region of the functions, the source bucket and the Scheduler job."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "name" {
+  description = "Prefix of every resource name (functions, service accounts, secrets, buckets)."
+  type        = string
+  default     = "capi"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,20}$", var.name))
+    error_message = "name must be 2-21 lowercase letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "pixel_id" {
+  description = "Meta pixel / dataset id (META_PIXEL_ID)."
+  type        = string
+  validation {
+    condition     = can(regex("^[0-9]+$", var.pixel_id))
+    error_message = "pixel_id must be digits."
+  }
+}
+
+variable "meta_token_secret_version" {
+  description = "Version of the Meta access token secret the function reads: a number (pinned, recommended in production: rotation = add a version, bump this) or \"latest\"."
+  type        = string
+  default     = "latest"
+  validation {
+    condition     = can(regex("^(latest|[0-9]+)$", var.meta_token_secret_version))
+    error_message = "meta_token_secret_version must be \"latest\" or a version number."
+  }
+}
+
+variable "create_app_secret" {
+  description = "Create a secret for the Meta app secret, so capi sends appsecret_proof (META_APP_SECRET_SECRET)."
+  type        = bool
+  default     = false
+}
+
+variable "create_ingest_key" {
+  description = "Create a secret for caller ingest keys (INGEST_API_KEY_SECRET). Required when public_access is true."
+  type        = bool
+  default     = false
+}
+
+variable "public_access" {
+  description = "Let anyone reach capi_events (allUsers invoker): for callers that cannot mint Google ID tokens, such as a server-side GTM container outside Google Cloud. Requires create_ingest_key."
+  type        = bool
+  default     = false
+}
+
+variable "invoker_members" {
+  description = "IAM members allowed to call capi_events with an ID token (e.g. serviceAccount:sgtm@p.iam.gserviceaccount.com)."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for m in var.invoker_members : can(regex("^(user|serviceAccount|group|domain):", m))])
+    error_message = "invoker_members entries must start with user:, serviceAccount:, group: or domain: (use public_access for allUsers)."
+  }
+}
+
+variable "callers_inside_google_cloud" {
+  description = "true when every caller runs inside Google Cloud (same project / VPC) or comes through a load balancer: ingress becomes ALLOW_INTERNAL_AND_GCLB. false (default) allows callers anywhere (ALLOW_ALL)."
+  type        = bool
+  default     = false
+}
+
+variable "forward_events" {
+  description = "FORWARD_EVENTS: comma list of event names to forward, or \"*\". Empty keeps capi's default (the mapped conversion events, no page_view)."
+  type        = string
+  default     = ""
+}
+
+variable "event_name_map" {
+  description = "EVENT_NAME_MAP: extra or overriding GA4 -> Meta event names."
+  type        = map(string)
+  default     = {}
+}
+
+variable "default_country" {
+  description = "DEFAULT_COUNTRY: ISO 3166 alpha-2 region for national phone numbers and postal codes when neither event nor profile says (empty: none)."
+  type        = string
+  default     = ""
+  validation {
+    condition     = can(regex("^([A-Za-z]{2})?$", var.default_country))
+    error_message = "default_country must be empty or a 2-letter ISO code such as US."
+  }
+}
+
+variable "profile_collection" {
+  description = "PROFILE_COLLECTION: Firestore collection of user profiles; empty turns enrichment off."
+  type        = string
+  default     = "users"
+}
+
+variable "firestore_database" {
+  description = "FIRESTORE_DATABASE: Firestore database id."
+  type        = string
+  default     = "(default)"
+}
+
+variable "create_firestore_database" {
+  description = "Create the Firestore database (Native mode). Leave false when the project already has it."
+  type        = bool
+  default     = false
+}
+
+variable "firestore_location" {
+  description = "Location of the Firestore database when create_firestore_database is true."
+  type        = string
+  default     = "eur3"
+}
+
+variable "deadletter_collection" {
+  description = "DEADLETTER_COLLECTION: Firestore collection for events kept for replay."
+  type        = string
+  default     = "capi_deadletter"
+  validation {
+    condition     = length(var.deadletter_collection) > 0
+    error_message = "deadletter_collection must not be empty."
+  }
+}
+
+variable "idempotency_collection" {
+  description = "IDEMPOTENCY_COLLECTION: Firestore collection for the optional 48 h idempotency guard; empty turns it off."
+  type        = string
+  default     = ""
+}
+
+variable "meta_api_version" {
+  description = "META_API_VERSION: Graph API version."
+  type        = string
+  default     = "v26.0"
+  validation {
+    condition     = can(regex("^v[0-9]+\\.[0-9]+$", var.meta_api_version))
+    error_message = "meta_api_version must look like v26.0."
+  }
+}
+
+variable "meta_test_event_code" {
+  description = "META_TEST_EVENT_CODE: send every event as a test event (empty in production)."
+  type        = string
+  default     = ""
+}
+
+variable "log_level" {
+  description = "LOG_LEVEL of the functions."
+  type        = string
+  default     = "INFO"
+  validation {
+    condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR"], var.log_level)
+    error_message = "log_level must be DEBUG, INFO, WARNING or ERROR."
+  }
+}
+
+variable "max_instance_request_concurrency" {
+  description = "Concurrent requests per instance (also the gunicorn THREADS). Above 1 needs at least 1 vCPU."
+  type        = number
+  default     = 8
+  validation {
+    condition     = var.max_instance_request_concurrency >= 1 && var.max_instance_request_concurrency <= 1000
+    error_message = "max_instance_request_concurrency must be 1..1000."
+  }
+}
+
+variable "max_instance_count" {
+  description = "Upper bound of instances of capi_events (cost and Meta rate-limit guard)."
+  type        = number
+  default     = 20
+  validation {
+    condition     = var.max_instance_count >= 1
+    error_message = "max_instance_count must be at least 1."
+  }
+}
+
+variable "min_instance_count" {
+  description = "Instances kept warm for capi_events (0 = scale to zero; 1 avoids cold starts)."
+  type        = number
+  default     = 0
+}
+
+variable "timeout_seconds" {
+  description = "Request timeout of capi_events; must cover Meta retries (10 s) plus a dead-letter write."
+  type        = number
+  default     = 60
+  validation {
+    condition     = var.timeout_seconds >= 30 && var.timeout_seconds <= 3600
+    error_message = "timeout_seconds must be 30..3600."
+  }
+}
+
+variable "available_memory" {
+  description = "Memory of each instance."
+  type        = string
+  default     = "512M"
+}
+
+variable "available_cpu" {
+  description = "vCPUs of each instance (at least 1 when concurrency is above 1)."
+  type        = string
+  default     = "1"
+}
+
+variable "replay_schedule" {
+  description = "Cron schedule of the dead-letter replay (Cloud Scheduler)."
+  type        = string
+  default     = "*/15 * * * *"
+}
+
+variable "replay_time_zone" {
+  description = "Time zone of replay_schedule."
+  type        = string
+  default     = "Etc/UTC"
+}
+
+variable "enable_apis" {
+  description = "Enable the Google APIs capi needs (left enabled on destroy)."
+  type        = bool
+  default     = true
+}
+
+variable "source_dir" {
+  description = "Directory holding main.py, requirements.txt and capi/ (the repository root)."
+  type        = string
+  default     = null
+}
+
+variable "labels" {
+  description = "Labels put on every resource that takes them."
+  type        = map(string)
+  default     = {}
+}
