@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -52,6 +53,10 @@ _USER_SOURCES: dict[str, tuple[tuple[str, str], ...]] = {
     "ge": (("user", "ge"), ("user", "gender")),
     "external_id": (("top", "user_id"), ("top", "external_id"), ("user", "external_id")),
 }  # fmt: skip
+
+_TOP_NAMES = {n: k for k, sources in _USER_SOURCES.items() for where, n in sources if where == "top"}
+_USER_NAMES = {n: k for k, sources in _USER_SOURCES.items() for where, n in sources if where == "user"}
+_ADDRESS_NAMES = {n: k for k, sources in _USER_SOURCES.items() for where, n in sources if where == "address"}
 
 # Never hashed: (meta key, input names in order of preference, at the top or in user_data).
 _PLAIN_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -239,9 +244,15 @@ def _currency(value: Any, name: str) -> str:
     if not isinstance(value, str) or len(value.strip()) != 3 or not value.strip().isalpha():
         raise _Invalid(name, "must be an ISO 4217 currency code such as USD")
     code = value.strip().upper()
-    if pycountry.currencies.get(alpha_3=code) is None:
+    if not _is_currency(code):
         raise _Invalid(name, f"{code} is not an ISO 4217 currency code")
     return code.lower()
+
+
+@lru_cache(maxsize=512)
+def _is_currency(code: str) -> bool:
+    # pycountry takes a lock and checks its lazy load on every call: ask it once per code.
+    return pycountry.currencies.get(alpha_3=code) is not None
 
 
 def _contents(items: Any, name: str) -> list[dict[str, Any]]:
@@ -363,35 +374,36 @@ def _collect_user(raw: Mapping[str, Any], draft: Draft) -> None:
     if address is not None and not addresses:
         raise _Invalid("user_data.address", "must be an object or a list of objects")
 
-    for key, sources in _USER_SOURCES.items():
-        found: list[tuple[str, str]] = []
-        for where, name in sources:
-            if where == "top":
-                candidates = [("", raw.get(name))]
-            elif where == "user":
-                candidates = [("user_data.", user.get(name))]
-            else:
-                candidates = [("user_data.address.", a.get(name)) for a in addresses]
-            for prefix, value in candidates:
-                if value is None:
-                    continue
-                path = prefix + name
-                for item in _values(value):
-                    text = _scalar_text(item)
-                    if text is None:
-                        if item is not None:
-                            draft.note(path, "must be a string or a list of strings; ignored")
-                        continue
-                    if text.strip():
-                        found.append((path, text))
-                        if key == "ph" and name == "sha256_phone_number":
-                            draft.note(
-                                path,
-                                "GA4 hashes phones with the leading '+', which Meta does not match;"
-                                " send phone_number too",
-                            )
-        if found:
-            draft.hashed_inputs[key] = found
+    found = draft.hashed_inputs
+
+    def add(key: str, path: str, value: Any) -> None:
+        if type(value) is str:  # the common case: one plain string
+            if value and not value.isspace():
+                found.setdefault(key, []).append((path, value))
+            return
+        for item in _values(value):
+            text = _scalar_text(item)
+            if text is None:
+                if item is not None:
+                    draft.note(path, "must be a string or a list of strings; ignored")
+            elif text.strip():
+                found.setdefault(key, []).append((path, text))
+        if path.endswith("sha256_phone_number"):
+            draft.note(path, "GA4 hashes phones with the leading '+', which Meta does not match; send phone_number too")
+
+    # Only the names present are visited: an event carries a handful of the many accepted names.
+    for name, key in _TOP_NAMES.items():
+        if raw.get(name) is not None:
+            add(key, name, raw[name])
+    for name, value in user.items():
+        key = _USER_NAMES.get(name)
+        if key is not None and value is not None:
+            add(key, f"user_data.{name}", value)
+    for entry in addresses:
+        for name, value in entry.items():
+            key = _ADDRESS_NAMES.get(name)
+            if key is not None and value is not None:
+                add(key, f"user_data.address.{name}", value)
 
     for key, names in _PLAIN_SOURCES:
         for name in names:
@@ -515,7 +527,8 @@ def finish(draft: Draft, profile: Mapping[str, Any] | None, default_country: str
     user_data: dict[str, Any] = {}
     for key in HASHED_KEYS:
         # The event's own values win; the profile only fills a key the event left empty.
-        hashed, source = _hash_all(key, inputs.get(key, ()), ctx, draft), from_event
+        values = inputs.get(key)
+        hashed, source = (_hash_all(key, values, ctx, draft) if values else None), from_event
         if not hashed and profile:
             hashed, source = _hash_all(key, _profile_values(profile, key), ctx, draft), from_profile
         if hashed:

@@ -7,13 +7,14 @@ fast and paths that need no Firestore never pay for it).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
+
+import orjson
 
 from capi.errors import MetaError, StoreUnavailable
 from capi.events import MAX_AGE_SECONDS, PROFILE_FIELDS
@@ -123,7 +124,7 @@ class FirestoreDeadLetter:
                     batch.set(
                         ref,
                         {
-                            "event_json": json.dumps(event, separators=(",", ":"), ensure_ascii=False),
+                            "event_json": orjson.dumps(event).decode("utf-8"),
                             "event_name": event["event_name"],
                             "event_id": event["event_id"],
                             "event_time": event["event_time"],
@@ -317,7 +318,7 @@ class Replayer:
             by_code.setdefault(data.get("test_event_code"), []).append((ref, data))
         for code, group in by_code.items():
             for chunk in _chunks(group, self._batch_size):
-                events = [json.loads(d["event_json"]) for _, d in chunk]
+                events = [orjson.loads(d["event_json"]) for _, d in chunk]
                 try:
                     self._sender.send(request_body(events, code))
                 except MetaError as error:

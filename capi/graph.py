@@ -7,7 +7,6 @@ deduplicates on (with event_name).
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -146,7 +146,7 @@ class GraphClient:
         full["access_token"] = token
         if self._app_secret is not None:
             full["appsecret_proof"] = appsecret_proof(self._app_secret.get(refresh=refresh), token)
-        return json.dumps(full, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return orjson.dumps(full)
 
     def send(self, body: dict[str, Any]) -> GraphResult:
         """POST one body (at most 1000 events); retry what is transient.

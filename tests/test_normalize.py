@@ -233,3 +233,51 @@ def test_ip_garbage_dropped() -> None:
 def test_country_lookup_is_case_insensitive() -> None:
     assert normalize_country("germany") == "de"
     assert normalize_country("GERMANY") == "de"
+
+
+def _slow_phone(text: str, region: str) -> str | None:
+    import phonenumbers
+
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    return f"{number.country_code}{number.national_number}" if phonenumbers.is_possible_number(number) else None
+
+
+def test_phone_fast_paths_agree_with_libphonenumber() -> None:
+    import random
+
+    rng = random.Random(7)
+    shapes = [
+        "({a}) {b}-{c}",
+        "{a}-{b}-{c}",
+        "{a}.{b}.{c}",
+        "{a}{b}{c}",
+        "1-{a}-{b}-{c}",
+        "+1 {a} {b} {c}",
+        "1 ({a}) {b}-{c}",
+        "+1{a}{b}{c}",
+        "({a}){b}-{c}",
+    ]
+    for _ in range(3000):
+        a, b, c = rng.randrange(200, 1000), f"{rng.randrange(0, 1000):03d}", f"{rng.randrange(0, 10000):04d}"
+        text = rng.choice(shapes).format(a=a, b=b, c=c)
+        region = rng.choice(["US", "CA"])
+        normalize_phone.cache_clear()
+        assert normalize_phone(text, region)[0] == _slow_phone(text, region), text
+
+
+def test_ipv4_fast_path_agrees_with_ipaddress() -> None:
+    import ipaddress
+    import random
+
+    rng = random.Random(3)
+    for _ in range(2000):
+        text = ".".join(
+            str(rng.choice([0, 1, 9, 10, 99, 100, 199, 200, 249, 250, 255, rng.randrange(256)])) for _ in range(4)
+        )
+        assert normalize_ip(text) == str(ipaddress.ip_address(text))
+    for bad in ("256.1.1.1", "01.2.3.4", "1.2.3"):
+        with pytest.raises(Dropped):
+            normalize_ip(bad)

@@ -236,3 +236,21 @@ class GraphServer:
         self.fake.stop_event.set()
         self._server.shutdown()
         self._server.server_close()
+
+
+def main() -> None:
+    """`python -m tests.fakes.graph --port N --latency 0.1`: serve until killed (benchmarks)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    fake = FakeGraph(latency=args.latency)
+    server = _Server(("127.0.0.1", args.port), _Handler)
+    server.fake = fake
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,430 @@
+"""capi benchmarks: `make bench` (or `.venv/bin/python -m bench [profile]`).
+
+Every figure is a ratio of two sides measured in the same run, because these machines are
+shared and noisy: CPU per event against Meta's SDK and against a floor, outbound calls,
+instance throughput against its latency bound and a trivial forwarder, cold start against a
+hello-world function, and resident memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.data import customers, ga4_event
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+RUNS = int(os.environ.get("BENCH_RUNS", "7"))
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in children:
+            pids.extend(tree(int(child)))
+    return pids
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process tree, every thread, in nanoseconds (schedstat), not 10 ms ticks."""
+    total = 0
+    for p in tree(pid):
+        for task in Path(f"/proc/{p}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Function:
+    """A function served as Cloud Functions serves it: functions-framework with gunicorn."""
+
+    def __init__(self, source: Path, target: str, env: dict[str, str], probe: str = "/healthz") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "PYTHONPATH": str(ROOT), **env}
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "functions-framework"),
+                f"--target={target}",
+                f"--source={source}",
+                "--host=127.0.0.1",
+                f"--port={self.port}",
+            ],
+            env=full_env,
+            cwd=source.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.ready_after = self._wait(probe)
+
+    def _wait(self, probe: str) -> float:
+        deadline = time.perf_counter() + 60
+        while time.perf_counter() < deadline:
+            try:
+                if requests.get(self.url + probe, timeout=0.5).status_code < 500:
+                    return time.perf_counter() - self.started
+            except requests.RequestException:
+                time.sleep(0.005)
+        raise RuntimeError(f"{self.url} did not start")
+
+    def worker_pid(self) -> int:
+        pids = tree(self.proc.pid)
+        return pids[-1]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def capi_env(**extra: str) -> dict[str, str]:
+    return {
+        "META_PIXEL_ID": "1234567890",
+        "ALLOW_UNAUTHENTICATED": "true",
+        "PROFILE_COLLECTION": "",
+        "DRY_RUN": "true",
+        "LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+def body_for(seed: int, n: int = 1000) -> bytes:
+    return json.dumps({"events": [ga4_event(c) for c in customers(n, seed)]}).encode()
+
+
+# -- 1. CPU per event -------------------------------------------------------------------------
+
+
+def bench_cpu() -> dict[str, Any]:
+    function = Function(ROOT / "main.py", "capi_events", capi_env(DEFAULT_COUNTRY="US"))
+    session = requests.Session()
+    capi: list[float] = []
+    payloads: list[dict[str, Any]] = []
+    try:
+        session.post(function.url + "/validate", data=body_for(0, 10), headers={"Content-Type": "application/json"})
+        for run in range(RUNS):
+            body = body_for(1000 + run)
+            before = tree_cpu(function.proc.pid)
+            response = session.post(function.url + "/validate", data=body, headers={"Content-Type": "application/json"})
+            capi.append(tree_cpu(function.proc.pid) - before)
+            assert response.status_code == 200 and len(response.json()["payload"]["data"]) == 1000, response.text[:300]
+            payloads.append(response.json()["payload"])
+        memory = rss_mib(function.worker_pid())
+    finally:
+        function.stop()
+
+    seeds = [str(2000 + run) for run in range(RUNS)]
+    sdk_out = subprocess.run(
+        [sys.executable, "-m", "bench.sdk", *seeds], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    sdk = [json.loads(line)["cpu"] for line in sdk_out.splitlines()]
+
+    floor = []
+    for run in range(RUNS):
+        people = customers(1000, 3000 + run)
+        started = time.process_time()
+        for c in people:
+            for value in (
+                c["email"],
+                c["phone"],
+                c["first"],
+                c["last"],
+                c["city"],
+                c["state"],
+                c["zip"],
+                c["country"],
+                c["uid"],
+            ):
+                hashlib.sha256(value.lower().encode()).hexdigest()
+        json.dumps(payloads[run % len(payloads)])
+        floor.append(time.process_time() - started)
+    best = min(capi)
+    return {
+        "capi_ms_per_1000": best * 1000,
+        "sdk_ms_per_1000": min(sdk) * 1000,
+        "floor_ms_per_1000": min(floor) * 1000,
+        "capi_vs_sdk": best / min(sdk),
+        "capi_vs_floor": best / min(floor),
+        "rss_mib_after_1000": memory,
+        "capi_runs_ms": [round(c * 1000, 1) for c in capi],
+        "sdk_runs_ms": [round(s * 1000, 1) for s in sdk],
+    }
+
+
+# -- 2. outbound efficiency, 3. throughput -----------------------------------------------------
+
+
+def bench_outbound_and_throughput(duration: float = 5.0) -> dict[str, Any]:
+    from tests.fakes.graph import GraphServer
+
+    results: dict[str, Any] = {}
+    with GraphServer() as graph:
+        env = capi_env(DRY_RUN="false", META_ACCESS_TOKEN=graph.fake.token, META_API_BASE_URL=graph.base_url)
+        function = Function(ROOT / "main.py", "capi_events", env)
+        try:
+            session = requests.Session()
+            for n in range(30):
+                response = session.post(
+                    function.url + "/events", data=body_for(5000 + n, 1), headers={"Content-Type": "application/json"}
+                )
+                assert response.json()["events_received"] == 1, response.text[:300]
+            results["connections_for_30_sequential"] = graph.fake.connections
+            before = graph.fake.requests
+            response = session.post(
+                function.url + "/events", data=body_for(4000), headers={"Content-Type": "application/json"}
+            )
+            assert response.json()["events_received"] == 1000, response.text[:300]
+            results["posts_per_1000_event_request"] = graph.fake.requests - before
+            results["rss_mib_after_1000_forwarded"] = rss_mib(function.worker_pid())
+        finally:
+            function.stop()
+
+    # Throughput: the fake Graph API in a process of its own, answering in 100 ms.
+    port = free_port()
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.graph", f"--port={port}", "--latency=0.1"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        base = f"http://127.0.0.1:{port}"
+        function = Function(
+            ROOT / "main.py",
+            "capi_events",
+            capi_env(DRY_RUN="false", META_ACCESS_TOKEN="test-token", META_API_BASE_URL=base, THREADS="8"),
+        )
+        try:
+            results["capi_rps"] = _load(function.url + "/events", duration)
+        finally:
+            function.stop()
+        forwarder = Function(
+            ROOT / "bench" / "functions" / "main.py",
+            "forwarder",
+            {"GRAPH_URL": base + "/v26.0/1234567890/events", "THREADS": "8", "TOKEN": "test-token"},
+            probe="/",
+        )
+        try:
+            results["forwarder_rps"] = _load(forwarder.url + "/", duration)
+        finally:
+            forwarder.stop()
+    finally:
+        fake.terminate()
+        fake.wait(timeout=10)
+    bound = 8 / 0.1
+    results["capi_pct_of_bound"] = 100 * results["capi_rps"] / bound
+    results["forwarder_pct_of_bound"] = 100 * results["forwarder_rps"] / bound
+    return results
+
+
+def _load(url: str, duration: float) -> float:
+    bodies = [body_for(6000 + n, 1) for n in range(8)]
+    stop = time.perf_counter() + duration
+    counts = [0] * 8
+
+    def caller(index: int) -> None:
+        session = requests.Session()
+        while time.perf_counter() < stop:
+            response = session.post(url, data=bodies[index], headers={"Content-Type": "application/json"})
+            if response.status_code < 500:  # the forwarder's raw GA4 body is refused: it still did the round trip
+                counts[index] += 1
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - started)
+
+
+# -- 4. cold start -----------------------------------------------------------------------------
+
+
+def bench_cold_start() -> dict[str, Any]:
+    capi, hello = [], []
+    for _ in range(RUNS):
+        f = Function(ROOT / "main.py", "capi_events", capi_env())
+        capi.append(f.ready_after)
+        f.stop()
+        h = Function(ROOT / "bench" / "functions" / "main.py", "hello", {}, probe="/")
+        hello.append(h.ready_after)
+        h.stop()
+    return {
+        "capi_cold_s": statistics.median(capi),
+        "hello_cold_s": statistics.median(hello),
+        "cold_ratio": statistics.median(capi) / statistics.median(hello),
+    }
+
+
+# -- Firestore: reads per request and the latency enrichment adds -------------------------------
+
+
+def bench_firestore() -> dict[str, Any]:
+    from google.cloud import firestore
+
+    from capi.app import Application
+    from capi.config import load_config
+    from tests.conftest import CountingFirestore, _free_port, _wait_ready, serve
+
+    host = f"127.0.0.1:{_free_port()}"
+    proc = subprocess.Popen(
+        ["gcloud", "emulators", "firestore", "start", f"--host-port={host}", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait_ready(host, time.monotonic() + 90, proc)
+        os.environ["FIRESTORE_EMULATOR_HOST"] = host
+        db = firestore.Client(project="demo-capi-bench")
+        people = customers(1000, 7000)
+        batch = db.batch()
+        for n, c in enumerate(people):
+            batch.set(db.collection("users").document(c["uid"]), {"email": c["email"], "phone": c["phone"]})
+            if n % 500 == 499:
+                batch.commit()
+                batch = db.batch()
+        events = []
+        for c in people:
+            event = ga4_event(c)
+            event["user_data"] = {"address": {"country": "US"}}  # the profile supplies email and phone
+            events.append(event)
+        counting = CountingFirestore(db)
+
+        def client(collection: str) -> Any:
+            config = load_config(
+                {
+                    "META_PIXEL_ID": "1",
+                    "DRY_RUN": "true",
+                    "ALLOW_UNAUTHENTICATED": "true",
+                    "PROFILE_COLLECTION": collection,
+                    "LOG_LEVEL": "WARNING",
+                }
+            )
+            return serve(Application(config, firestore_client=lambda: counting))
+
+        with_profiles, without = client("users"), client("")
+        with_profiles.post("/validate", json={"events": events[:5]})
+        timings: dict[str, list[float]] = {"with": [], "without": []}
+        reads_before = counting.get_all_calls
+        for _ in range(RUNS):
+            for name, c in (("with", with_profiles), ("without", without)):
+                started = time.perf_counter()
+                response = c.post("/validate", json={"events": events})
+                timings[name].append(time.perf_counter() - started)
+                assert response.status_code == 200
+                enriched = "em" in response.get_json()["payload"]["data"][0]["user_data"]
+                assert enriched is (name == "with")
+        reads = (counting.get_all_calls - reads_before) / RUNS
+        return {
+            "firestore_batched_reads_per_1000_user_request": reads,
+            "documents_per_read": counting.documents_read / max(counting.get_all_calls, 1),
+            "enriched_ms": min(timings["with"]) * 1000,
+            "unenriched_ms": min(timings["without"]) * 1000,
+            "enrichment_latency_ratio": min(timings["with"]) / min(timings["without"]),
+        }
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=15)
+
+
+# -- profile ---------------------------------------------------------------------------------------
+
+
+def profile() -> None:
+    from pyinstrument import Profiler
+
+    from capi.config import load_config
+    from capi.service import EventService
+
+    service = EventService(load_config({"META_PIXEL_ID": "1", "DRY_RUN": "true", "DEFAULT_COUNTRY": "US"}), sender=None)
+    body = json.loads(body_for(8000))
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    for run in range(3):
+        service.validate(json.loads(body_for(8001 + run)) if run else body)
+    profiler.stop()
+    print(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
+def main() -> None:
+    if sys.argv[1:] == ["profile"]:
+        profile()
+        return
+    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; runs={RUNS}")
+    figures: dict[str, Any] = {}
+    for name, bench in (
+        ("cpu", bench_cpu),
+        ("outbound+throughput", bench_outbound_and_throughput),
+        ("cold start", bench_cold_start),
+        ("firestore", bench_firestore),
+    ):
+        started = time.perf_counter()
+        figures.update(bench())
+        print(f"  ({name} took {time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}, indent=1))
+    print()
+    f = figures
+    print(
+        f"1. CPU, 1000 full events: capi {f['capi_ms_per_1000']:.0f} ms, SDK {f['sdk_ms_per_1000']:.0f} ms"
+        f" -> {figures['capi_vs_sdk']:.2f}x the SDK (target <= 0.5, accept <= 0.6);"
+        f" {figures['capi_vs_floor']:.1f}x the sha256+json floor"
+    )
+    print(
+        f"2. Graph POSTs per 1000-event request: {figures['posts_per_1000_event_request']} (target 1);"
+        f" connections for 30 sequential requests: {figures['connections_for_30_sequential']} (target 1);"
+        f" Firestore batched reads per 1000-user request: {f['firestore_batched_reads_per_1000_user_request']:.0f}"
+        f" (target 1)"
+    )
+    print(
+        f"3. throughput, 8 callers, Meta at 100 ms: capi {figures['capi_rps']:.1f} rps"
+        f" = {figures['capi_pct_of_bound']:.0f}% of the 80 rps bound (target >= 85%);"
+        f" trivial forwarder {figures['forwarder_pct_of_bound']:.0f}%"
+    )
+    print(
+        f"4. cold start: capi {f['capi_cold_s'] * 1000:.0f} ms, hello world {f['hello_cold_s'] * 1000:.0f} ms"
+        f" -> {figures['cold_ratio']:.2f}x (target <= 1.3)"
+    )
+    print(
+        f"5. memory after a 1000-event request: {figures['rss_mib_after_1000']:.0f} MiB (validate),"
+        f" {figures['rss_mib_after_1000_forwarded']:.0f} MiB (forward) (target < 256)"
+    )
+    print(
+        f"   enrichment on the emulator: {figures['enriched_ms']:.0f} ms vs {figures['unenriched_ms']:.0f} ms"
+        f" -> {figures['enrichment_latency_ratio']:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
