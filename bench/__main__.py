@@ -125,28 +125,33 @@ def body_for(seed: int, n: int = 1000) -> bytes:
 
 
 def bench_cpu() -> dict[str, Any]:
+    """capi serving /validate vs the SDK building the same events, runs interleaved."""
     function = Function(ROOT / "main.py", "capi_events", capi_env(DEFAULT_COUNTRY="US"))
+    sdk_proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.sdk"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     session = requests.Session()
     capi: list[float] = []
+    sdk: list[float] = []
     payloads: list[dict[str, Any]] = []
+    headers = {"Content-Type": "application/json"}
     try:
-        session.post(function.url + "/validate", data=body_for(0, 10), headers={"Content-Type": "application/json"})
+        session.post(function.url + "/validate", data=body_for(0, 10), headers=headers)
         for run in range(RUNS):
-            body = body_for(1000 + run)
+            body = body_for(1000 + run)  # new customers every run: no cache answers from the last
             before = tree_cpu(function.proc.pid)
-            response = session.post(function.url + "/validate", data=body, headers={"Content-Type": "application/json"})
+            response = session.post(function.url + "/validate", data=body, headers=headers)
             capi.append(tree_cpu(function.proc.pid) - before)
             assert response.status_code == 200 and len(response.json()["payload"]["data"]) == 1000, response.text[:300]
             payloads.append(response.json()["payload"])
+            sdk_proc.stdin.write(f"{2000 + run}\n")
+            sdk_proc.stdin.flush()
+            sdk.append(json.loads(sdk_proc.stdout.readline())["cpu"])
         memory = rss_mib(function.worker_pid())
     finally:
         function.stop()
-
-    seeds = [str(2000 + run) for run in range(RUNS)]
-    sdk_out = subprocess.run(
-        [sys.executable, "-m", "bench.sdk", *seeds], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
-    sdk = [json.loads(line)["cpu"] for line in sdk_out.splitlines()]
+        sdk_proc.stdin.close()
+        sdk_proc.wait(timeout=30)
 
     floor = []
     for run in range(RUNS):
@@ -178,6 +183,47 @@ def bench_cpu() -> dict[str, Any]:
         "capi_runs_ms": [round(c * 1000, 1) for c in capi],
         "sdk_runs_ms": [round(s * 1000, 1) for s in sdk],
     }
+
+
+_CAPI_REQUESTS = """
+import os, sys
+os.environ.update({"META_PIXEL_ID": "1", "DRY_RUN": "true", "DEFAULT_COUNTRY": "US", "LOG_LEVEL": "WARNING",
+                   "ALLOW_UNAUTHENTICATED": "true", "PROFILE_COLLECTION": ""})
+import functions_framework
+from bench.__main__ import body_for
+client = functions_framework.create_app("capi_events", "main.py").test_client()
+bodies = [body_for(9000 + i, 500) for i in range(2)]
+for body in bodies[: int(sys.argv[1])]:
+    assert client.post("/validate", data=body, content_type="application/json").status_code == 200
+"""
+
+
+def _instructions(command: list[str]) -> int:
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+        check=True,
+    )
+    return int(out.stderr.split("Collected :")[1].split()[0])
+
+
+def bench_instructions() -> dict[str, Any]:
+    """Instructions per 1000 events under callgrind: repeatable whatever the machine is doing.
+
+    Each side is the difference of two runs that differ only in the work measured, so imports
+    and input generation cancel out. capi's side is the whole request path in-process
+    (functions-framework's WSGI app: parse, pipeline, encode the answer), without gunicorn.
+    """
+    capi = _instructions([sys.executable, "-c", _CAPI_REQUESTS, "2"]) - _instructions(
+        [sys.executable, "-c", _CAPI_REQUESTS, "0"]
+    )
+    sdk = _instructions([sys.executable, "-m", "bench.sdk", "9100"]) - _instructions(
+        [sys.executable, "-m", "bench.sdk", "9100", "--no-build"]
+    )
+    return {"capi_minstr_per_1000": capi / 1e6, "sdk_minstr_per_1000": sdk / 1e6, "instr_ratio": capi / sdk}
 
 
 # -- 2. outbound efficiency, 3. throughput -----------------------------------------------------
@@ -386,6 +432,7 @@ def main() -> None:
     figures: dict[str, Any] = {}
     for name, bench in (
         ("cpu", bench_cpu),
+        ("instructions", bench_instructions),
         ("outbound+throughput", bench_outbound_and_throughput),
         ("cold start", bench_cold_start),
         ("firestore", bench_firestore),
@@ -400,6 +447,10 @@ def main() -> None:
         f"1. CPU, 1000 full events: capi {f['capi_ms_per_1000']:.0f} ms, SDK {f['sdk_ms_per_1000']:.0f} ms"
         f" -> {figures['capi_vs_sdk']:.2f}x the SDK (target <= 0.5, accept <= 0.6);"
         f" {figures['capi_vs_floor']:.1f}x the sha256+json floor"
+    )
+    print(
+        f"   instructions (callgrind, deterministic): capi {f['capi_minstr_per_1000']:.0f} M,"
+        f" SDK {f['sdk_minstr_per_1000']:.0f} M -> {f['instr_ratio']:.2f}x"
     )
     print(
         f"2. Graph POSTs per 1000-event request: {figures['posts_per_1000_event_request']} (target 1);"

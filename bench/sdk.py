@@ -20,9 +20,9 @@ from facebook_business.adobjects.serverside.user_data import UserData
 from bench.data import UA, customers
 
 
-def build(seed: int) -> str:
+def build(people: list[dict]) -> str:
     events = []
-    for c in customers(1000, seed):
+    for c in people:
         user = UserData(
             emails=[c["email"]],
             phones=[c["phone"]],
@@ -64,11 +64,18 @@ def build(seed: int) -> str:
 
 
 def main() -> None:
-    for seed in (int(s) for s in sys.argv[1:]):
+    """Seeds from the command line, or one per line on stdin (to interleave with capi's runs).
+
+    --no-build makes the inputs only: the baseline of an instruction-count difference.
+    """
+    run_build = "--no-build" not in sys.argv
+    seeds = [s for s in sys.argv[1:] if s != "--no-build"] or (line.strip() for line in sys.stdin)
+    for seed in seeds:
+        people = customers(1000, int(seed))  # made before the clock starts: only the SDK's work is timed
         started = time.process_time()
-        body = build(seed)
+        body = build(people) if run_build else ""
         elapsed = time.process_time() - started
-        print(json.dumps({"seed": seed, "cpu": elapsed, "bytes": len(body)}), flush=True)
+        print(json.dumps({"seed": int(seed), "cpu": elapsed, "bytes": len(body)}), flush=True)
 
 
 if __name__ == "__main__":

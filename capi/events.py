@@ -221,6 +221,9 @@ def _fbclid(url: str | None) -> str | None:
 
 
 def _number(value: Any, name: str) -> float | int:
+    kind = type(value)
+    if kind is int or (kind is float and math.isfinite(value)):  # the common case, first
+        return value
     if isinstance(value, bool):
         raise _Invalid(name, "must be a number")
     if isinstance(value, int):
@@ -260,23 +263,23 @@ def _contents(items: Any, name: str) -> list[dict[str, Any]]:
         raise _Invalid(name, "must be a list of items")
     contents = []
     for position, item in enumerate(items):
-        where = f"{name}[{position}]"
         if not isinstance(item, dict):
-            raise _Invalid(where, "must be an object")
+            raise _Invalid(f"{name}[{position}]", "must be an object")
         item_id = (
             _scalar_text(item.get("item_id")) or _scalar_text(item.get("id")) or _scalar_text(item.get("item_name"))
         )
-        if not item_id or not item_id.strip():
-            raise _Invalid(where, "needs item_id or item_name")
-        content: dict[str, Any] = {"id": item_id.strip()}
-        quantity = item.get("quantity", 1)
-        quantity = _number(quantity, f"{where}.quantity")
+        item_id = item_id.strip() if item_id else ""
+        if not item_id:
+            raise _Invalid(f"{name}[{position}]", "needs item_id or item_name")
+        quantity = _number(item.get("quantity", 1), f"{name}[{position}].quantity")
         if quantity != int(quantity) or quantity < 0:
-            raise _Invalid(f"{where}.quantity", "must be a whole number >= 0")
-        content["quantity"] = int(quantity)
-        if item.get("price") is not None or item.get("item_price") is not None:
-            price = item.get("price", item.get("item_price"))
-            content["item_price"] = _number(price, f"{where}.price")
+            raise _Invalid(f"{name}[{position}].quantity", "must be a whole number >= 0")
+        content: dict[str, Any] = {"id": item_id, "quantity": int(quantity)}
+        price = item.get("price")
+        if price is None:
+            price = item.get("item_price")
+        if price is not None:
+            content["item_price"] = _number(price, f"{name}[{position}].price")
         contents.append(content)
     return contents
 
@@ -407,7 +410,9 @@ def _collect_user(raw: Mapping[str, Any], draft: Draft) -> None:
 
     for key, names in _PLAIN_SOURCES:
         for name in names:
-            value = raw.get(name, user.get(name))
+            value = raw.get(name)
+            if value is None and user:
+                value = user.get(name)
             if value is None or value == "":
                 continue
             if not isinstance(value, str):
@@ -522,7 +527,9 @@ def finish(draft: Draft, profile: Mapping[str, Any] | None, default_country: str
     inputs = draft.hashed_inputs
     from_event: list[str] = []
     from_profile: list[str] = []
-    country = _country_of(inputs.get("country", [])) or _country_of(_profile_values(profile, "country"))
+    country = (_country_of(inputs["country"]) if "country" in inputs else None) or (
+        _country_of(_profile_values(profile, "country")) if profile else None
+    )
     ctx = FieldContext(country, default_country)
     user_data: dict[str, Any] = {}
     for key in HASHED_KEYS:
@@ -540,9 +547,8 @@ def finish(draft: Draft, profile: Mapping[str, Any] | None, default_country: str
     from_event.extend(k for k, _ in _PLAIN_SOURCES if k in draft.plain)
     if not user_data:
         return Rejection(draft.index, draft.given_id, "user_data", "no customer information left to match on")
-    event = dict(draft.event)
-    event["user_data"] = user_data
-    return Finished(draft.index, _ordered(event), from_event, from_profile, draft.notes)
+    event = _ordered({**draft.event, "user_data": user_data})
+    return Finished(draft.index, event, from_event, from_profile, draft.notes)
 
 
 def _hash_all(key: str, values: Iterable[tuple[str, str]], ctx: FieldContext, draft: Draft) -> list[str]:

@@ -308,24 +308,31 @@ def _phone(value: str, ctx: FieldContext) -> str:
     return digits
 
 
-_NORMALIZERS: dict[str, Callable[[str, FieldContext], str]] = {
-    "em": lambda v, ctx: normalize_email(v),
-    "ph": _phone,
-    "fn": lambda v, ctx: normalize_name(v),
-    "ln": lambda v, ctx: normalize_name(v),
-    "ge": lambda v, ctx: normalize_gender(v),
-    "db": lambda v, ctx: normalize_dob(v),
-    "ct": lambda v, ctx: normalize_city(v),
-    "st": lambda v, ctx: normalize_state(v, ctx.country),
-    "zp": lambda v, ctx: normalize_zip(v, ctx.region),
-    "country": lambda v, ctx: normalize_country(v),
-    "external_id": lambda v, ctx: normalize_external_id(v),
+# Normalizers that need nothing but the value; ph, st and zp also need the countries.
+_SIMPLE_NORMALIZERS: dict[str, Callable[[str], str]] = {
+    "em": normalize_email,
+    "fn": normalize_name,
+    "ln": normalize_name,
+    "ge": normalize_gender,
+    "db": normalize_dob,
+    "ct": normalize_city,
+    "country": normalize_country,
+    "external_id": normalize_external_id,
 }
 
 
 def normalize_value(key: str, value: str, ctx: FieldContext) -> str:
     """The plain normalized form of one value of a hashed key (before hashing)."""
-    return _NORMALIZERS[key](value, ctx)
+    simple = _SIMPLE_NORMALIZERS.get(key)
+    if simple is not None:
+        return simple(value)
+    if key == "ph":
+        return _phone(value, ctx)
+    if key == "st":
+        return normalize_state(value, ctx.country)
+    if key == "zp":
+        return normalize_zip(value, ctx.region)
+    raise KeyError(key)
 
 
 def hash_value(key: str, value: str, ctx: FieldContext) -> str:
@@ -345,8 +352,8 @@ def hash_value(key: str, value: str, ctx: FieldContext) -> str:
 
 
 # Keys whose values repeat across customers (first names, cities, states, ...): their digest
-# is cached. Emails, phones and ids are nearly unique, so caching them would only cost.
-_REPEATING_KEYS = frozenset({"fn", "ln", "ct", "st", "zp", "country", "ge", "db"})
+# is cached. Emails, phones, ids and postal codes are nearly unique: caching would only cost.
+_REPEATING_KEYS = frozenset({"fn", "ln", "ct", "st", "country", "ge", "db"})
 
 
 @lru_cache(maxsize=16384)

@@ -398,3 +398,11 @@ def test_non_object_events_rejected_individually() -> None:
     body = validate([5, "x", None, event(event_id="ok")])
     assert [r["index"] for r in body["rejected"]] == [0, 1, 2]
     assert body["event_ids"] == ["ok"]
+
+
+def test_item_price_used_when_price_is_null() -> None:
+    body = validate([event(items=[{"item_id": "A", "price": None, "item_price": 5}, {"id": "B", "quantity": "2"}])])
+    assert body["payload"]["data"][0]["custom_data"]["contents"] == [
+        {"id": "A", "quantity": 1, "item_price": 5},
+        {"id": "B", "quantity": 2},
+    ]
