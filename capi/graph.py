@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from requests.adapters import HTTPAdapter
 
 from capi.errors import MetaAuthError, MetaError
 from capi.log import log
-from capi.payload import appsecret_proof
+from capi.payload import GraphResult, appsecret_proof
 from capi.secrets import SecretSource
 
 TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 368, 613, 80003, 80004})
@@ -42,14 +42,6 @@ class RetryPolicy:
     def delay(self, attempt: int, rng: Callable[[], float]) -> float:
         ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
         return ceiling / 2 + rng() * ceiling / 2
-
-
-@dataclass
-class GraphResult:
-    events_received: int | None
-    fbtrace_id: str | None
-    messages: list[Any] = field(default_factory=list)
-    attempts: int = 1
 
 
 def classify(http_status: int, payload: Any) -> MetaError:

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass, field
 from typing import Any
 
 from capi import __version__
 
 PARTNER_AGENT = f"capi-gcf-{__version__}"
 MAX_EVENTS_PER_REQUEST = 1000  # Meta's limit for one POST to /{pixel_id}/events
+
+
+@dataclass
+class GraphResult:
+    """What Meta answered to an accepted POST."""
+
+    events_received: int | None
+    fbtrace_id: str | None
+    messages: list[Any] = field(default_factory=list)
+    attempts: int = 1
 
 
 def request_body(events: list[dict[str, Any]], test_event_code: str | None) -> dict[str, Any]:

@@ -16,9 +16,8 @@ from typing import Any, Protocol
 from capi.config import Config
 from capi.errors import MetaError, RequestError, StoreUnavailable
 from capi.events import Draft, Finished, Rejection, Skip, finish, prepare
-from capi.graph import GraphResult
 from capi.log import log
-from capi.payload import MAX_EVENTS_PER_REQUEST, request_body
+from capi.payload import MAX_EVENTS_PER_REQUEST, GraphResult, request_body
 
 
 class Sender(Protocol):

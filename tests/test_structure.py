@@ -1,0 +1,67 @@
+"""Structure and logging promises: a pure core, JSON logs with the trace, start-up notices."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+from tests.conftest import ROOT, base_env
+
+
+def test_pure_core_imports_no_io_library() -> None:
+    code = (
+        "import sys; import capi.service, capi.events, capi.normalize, capi.payload, capi.config;"
+        "print([m for m in ('requests', 'urllib3', 'flask', 'google.cloud.firestore',"
+        " 'google.cloud.secretmanager', 'grpc') if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_google_clients_not_imported_at_start_up() -> None:
+    code = (
+        "import os, sys; os.environ.update(META_PIXEL_ID='1', DRY_RUN='true', ALLOW_UNAUTHENTICATED='true');"
+        "import functions_framework; functions_framework.create_app('capi_events', 'main.py');"
+        "print([m for m in ('google.cloud.firestore', 'google.cloud.secretmanager') if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_log_lines_are_json_with_the_request_trace(graph: Any, make_client: Any, capsys: Any) -> None:
+    client = make_client(base_env(graph, GOOGLE_CLOUD_PROJECT="my-proj"))
+    event = {
+        "event_name": "generate_lead",
+        "event_id": "t-1",
+        "page_location": "https://x.example/",
+        "user_agent": "UA",
+        "user_data": {"em": "a@b.co"},
+    }
+    capsys.readouterr()
+    assert client.post("/events", json=event, headers={"X-Cloud-Trace-Context": "abc123def/42;o=1"}).status_code == 200
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    summary = next(line for line in lines if line["message"] == "events processed")
+    assert summary["severity"] == "INFO"
+    assert summary["logging.googleapis.com/trace"] == "projects/my-proj/traces/abc123def"
+    assert (summary["received"], summary["forwarded"], summary["fbtrace_id"]) == (1, 1, "AbCdEf123")
+
+
+def test_both_token_settings_secret_wins_and_is_said_once(secret_manager: Any, graph: Any, capsys: Any) -> None:
+    from capi.app import application_from_env
+
+    secret_manager.fake.add_version("projects/p/secrets/tok", graph.fake.token)
+    app = application_from_env(
+        {
+            "META_PIXEL_ID": "1",
+            "META_ACCESS_TOKEN": "literal-token",
+            "META_ACCESS_TOKEN_SECRET": "tok",
+            "GOOGLE_CLOUD_PROJECT": "p",
+            "META_API_BASE_URL": graph.base_url,
+        },
+        secret_client=secret_manager.client(),
+    )
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "secret wins" in line]
+    assert len(warnings) == 1 and "literal-token" not in warnings[0]
+    assert app.graph._token.name == "projects/p/secrets/tok/versions/latest"
