@@ -341,18 +341,10 @@ def bench_firestore() -> dict[str, Any]:
 
     from capi.app import Application
     from capi.config import load_config
-    from tests.conftest import CountingFirestore, _free_port, _wait_ready, serve
+    from tests.conftest import CountingFirestore, serve
+    from tests.fakes.emulator import running_emulator
 
-    host = f"127.0.0.1:{_free_port()}"
-    proc = subprocess.Popen(
-        ["gcloud", "emulators", "firestore", "start", f"--host-port={host}", "--quiet"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        _wait_ready(host, time.monotonic() + 90, proc)
-        os.environ["FIRESTORE_EMULATOR_HOST"] = host
+    with running_emulator():
         db = firestore.Client(project="demo-capi-bench")
         people = customers(1000, 7000)
         batch = db.batch()
@@ -400,9 +392,6 @@ def bench_firestore() -> dict[str, Any]:
             "unenriched_ms": min(timings["without"]) * 1000,
             "enrichment_latency_ratio": min(timings["with"]) / min(timings["without"]),
         }
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=15)
 
 
 # -- profile ---------------------------------------------------------------------------------------

@@ -5,21 +5,35 @@ locals {
   # The function's own files only: never tests, terraform, virtualenvs or local files.
   function_files = concat(["main.py", "requirements.txt"], sort(tolist(fileset(local.source_dir, "capi/**/*.py"))))
 
-  secret_prefix = "projects/${var.project_id}/secrets"
-  token_secret  = "${local.secret_prefix}/${google_secret_manager_secret.meta_token.secret_id}/versions/${var.meta_token_secret_version}"
+  # The secrets capi reads, created without values (add them with `gcloud secrets versions
+  # add`), and the variable that names each one to the code.
+  secrets = merge(
+    { meta_token = "${var.name}-meta-token" },
+    var.create_app_secret ? { app_secret = "${var.name}-meta-app-secret" } : {},
+    var.create_ingest_key ? { ingest_key = "${var.name}-ingest-key" } : {},
+  )
+  secret_env_names = {
+    meta_token = "META_ACCESS_TOKEN_SECRET"
+    app_secret = "META_APP_SECRET_SECRET"
+    ingest_key = "INGEST_API_KEY_SECRET"
+  }
+  # Only the token's version is pinnable: it is the one whose rotation needs a rollback path.
+  secret_env = {
+    for key, id in local.secrets : local.secret_env_names[key] =>
+    "projects/${var.project_id}/secrets/${id}/versions/${key == "meta_token" ? var.meta_token_secret_version : "latest"}"
+  }
 
   # Environment of both functions: every variable capi's configuration reads is either set
   # here or deliberately left to its default (tests/test_terraform.py checks the list).
   environment = merge(
     {
-      META_PIXEL_ID            = var.pixel_id
-      META_ACCESS_TOKEN_SECRET = local.token_secret
-      META_API_VERSION         = var.meta_api_version
-      PROFILE_COLLECTION       = var.profile_collection
-      FIRESTORE_DATABASE       = var.firestore_database
-      DEADLETTER_COLLECTION    = var.deadletter_collection
-      LOG_LEVEL                = var.log_level
-      GOOGLE_CLOUD_PROJECT     = var.project_id
+      META_PIXEL_ID         = var.pixel_id
+      META_API_VERSION      = var.meta_api_version
+      PROFILE_COLLECTION    = var.profile_collection
+      FIRESTORE_DATABASE    = var.firestore_database
+      DEADLETTER_COLLECTION = var.deadletter_collection
+      LOG_LEVEL             = var.log_level
+      GOOGLE_CLOUD_PROJECT  = var.project_id
       # With no ingest key, capi refuses every request unless told that IAM guards it.
       ALLOW_UNAUTHENTICATED = var.create_ingest_key ? "false" : "true"
       # functions-framework's gunicorn threads = the requests one instance serves at once.
@@ -30,14 +44,7 @@ locals {
     var.default_country != "" ? { DEFAULT_COUNTRY = upper(var.default_country) } : {},
     var.idempotency_collection != "" ? { IDEMPOTENCY_COLLECTION = var.idempotency_collection } : {},
     var.meta_test_event_code != "" ? { META_TEST_EVENT_CODE = var.meta_test_event_code } : {},
-    var.create_app_secret ? { META_APP_SECRET_SECRET = "${local.secret_prefix}/${google_secret_manager_secret.app_secret[0].secret_id}/versions/latest" } : {},
-    var.create_ingest_key ? { INGEST_API_KEY_SECRET = "${local.secret_prefix}/${google_secret_manager_secret.ingest_key[0].secret_id}/versions/latest" } : {},
-  )
-
-  secret_ids = concat(
-    [google_secret_manager_secret.meta_token.id],
-    google_secret_manager_secret.app_secret[*].id,
-    google_secret_manager_secret.ingest_key[*].id,
+    local.secret_env,
   )
 
   apis = [
@@ -89,31 +96,10 @@ resource "google_project_iam_member" "runtime_logging" {
 
 # -- secrets (created empty: add versions with `gcloud secrets versions add`) ---------------
 
-resource "google_secret_manager_secret" "meta_token" {
+resource "google_secret_manager_secret" "capi" {
+  for_each  = local.secrets
   project   = var.project_id
-  secret_id = "${var.name}-meta-token"
-  labels    = local.labels
-  replication {
-    auto {}
-  }
-  depends_on = [google_project_service.apis]
-}
-
-resource "google_secret_manager_secret" "app_secret" {
-  count     = var.create_app_secret ? 1 : 0
-  project   = var.project_id
-  secret_id = "${var.name}-meta-app-secret"
-  labels    = local.labels
-  replication {
-    auto {}
-  }
-  depends_on = [google_project_service.apis]
-}
-
-resource "google_secret_manager_secret" "ingest_key" {
-  count     = var.create_ingest_key ? 1 : 0
-  project   = var.project_id
-  secret_id = "${var.name}-ingest-key"
+  secret_id = each.value
   labels    = local.labels
   replication {
     auto {}
@@ -123,9 +109,9 @@ resource "google_secret_manager_secret" "ingest_key" {
 
 # Secret accessor on these secrets only, never project-wide.
 resource "google_secret_manager_secret_iam_member" "runtime_access" {
-  for_each  = { for index, id in local.secret_ids : tostring(index) => id }
+  for_each  = google_secret_manager_secret.capi
   project   = var.project_id
-  secret_id = each.value
+  secret_id = each.value.id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.runtime.email}"
 }

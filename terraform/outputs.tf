@@ -20,15 +20,15 @@ output "scheduler_service_account" {
 
 output "meta_token_secret" {
   description = "Secret to add the Meta access token to: gcloud secrets versions add <id> --data-file=-"
-  value       = google_secret_manager_secret.meta_token.secret_id
+  value       = google_secret_manager_secret.capi["meta_token"].secret_id
 }
 
 output "ingest_key_secret" {
   description = "Secret holding caller ingest keys (null when create_ingest_key is false)."
-  value       = try(google_secret_manager_secret.ingest_key[0].secret_id, null)
+  value       = try(google_secret_manager_secret.capi["ingest_key"].secret_id, null)
 }
 
 output "app_secret_secret" {
   description = "Secret holding the Meta app secret (null when create_app_secret is false)."
-  value       = try(google_secret_manager_secret.app_secret[0].secret_id, null)
+  value       = try(google_secret_manager_secret.capi["app_secret"].secret_id, null)
 }

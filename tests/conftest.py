@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.fakes.emulator import clear, running_emulator, wait_ready
 from tests.fakes.graph import GraphServer
 from tests.fakes.secretmanager import SecretManagerServer
 
@@ -86,25 +81,6 @@ def make_client(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
 # -- Firestore emulator -----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_ready(host: str, deadline: float, proc: subprocess.Popen | None) -> None:
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the Firestore emulator exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://{host}/", timeout=1) as response:
-                if response.read().strip() == b"Ok":
-                    return
-        except OSError:
-            time.sleep(0.25)
-    raise RuntimeError(f"the Firestore emulator on {host} did not answer in time")
-
-
 @pytest.fixture(scope="session")
 def firestore_emulator() -> Iterator[str]:
     """HOST:PORT of a Firestore emulator: $FIRESTORE_EMULATOR_HOST, or one we start and stop.
@@ -113,36 +89,11 @@ def firestore_emulator() -> Iterator[str]:
     """
     host = os.environ.get("FIRESTORE_EMULATOR_HOST")
     if host:
-        _wait_ready(host, time.monotonic() + 30, None)
-        os.environ.setdefault("GOOGLE_CLOUD_PROJECT", EMULATOR_PROJECT)
+        wait_ready(host, time.monotonic() + 30, None)
         yield host
         return
-    gcloud = shutil.which("gcloud")
-    if not gcloud:
-        raise RuntimeError("gcloud is not installed: the Firestore emulator tests need it (see README)")
-    host = f"127.0.0.1:{_free_port()}"
-    proc = subprocess.Popen(
-        [gcloud, "emulators", "firestore", "start", f"--host-port={host}", "--quiet"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        _wait_ready(host, time.monotonic() + 90, proc)
-        os.environ["FIRESTORE_EMULATOR_HOST"] = host
-        yield host
-    finally:
-        os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # gcloud starts java as a child: stop the group
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-def clear_emulator(host: str) -> None:
-    url = f"http://{host}/emulator/v1/projects/{EMULATOR_PROJECT}/databases/(default)/documents"
-    urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10).read()
+    with running_emulator() as started:
+        yield started
 
 
 @pytest.fixture
@@ -152,12 +103,8 @@ def firestore_db(firestore_emulator: str, monkeypatch: pytest.MonkeyPatch) -> An
 
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator)
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", EMULATOR_PROJECT)
-    clear_emulator(firestore_emulator)
+    clear(firestore_emulator, EMULATOR_PROJECT)
     return firestore.Client(project=EMULATOR_PROJECT)
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 def serve(application: Any) -> Any:

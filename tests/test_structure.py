@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -10,24 +11,25 @@ from typing import Any
 from tests.conftest import ROOT, base_env
 
 
-def test_pure_core_imports_no_io_library() -> None:
-    code = (
-        "import sys; import capi.service, capi.events, capi.normalize, capi.payload, capi.config;"
-        "print([m for m in ('requests', 'urllib3', 'flask', 'google.cloud.firestore',"
-        " 'google.cloud.secretmanager', 'grpc') if m in sys.modules])"
-    )
+def _modules_loaded_after(setup: str, watched: tuple[str, ...]) -> list[str]:
+    """Which of `watched` a fresh interpreter has imported once `setup` ran."""
+    code = f"import sys\n{setup}\nprint([m for m in {watched!r} if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert result.stdout.strip() == "[]"
+    return ast.literal_eval(result.stdout.strip().splitlines()[-1])
+
+
+def test_pure_core_imports_no_io_library() -> None:
+    setup = "import capi.service, capi.events, capi.normalize, capi.payload, capi.config"
+    io_libraries = ("requests", "urllib3", "flask", "google.cloud.firestore", "google.cloud.secretmanager", "grpc")
+    assert _modules_loaded_after(setup, io_libraries) == []
 
 
 def test_google_clients_not_imported_at_start_up() -> None:
-    code = (
-        "import os, sys; os.environ.update(META_PIXEL_ID='1', DRY_RUN='true', ALLOW_UNAUTHENTICATED='true');"
-        "import functions_framework; functions_framework.create_app('capi_events', 'main.py');"
-        "print([m for m in ('google.cloud.firestore', 'google.cloud.secretmanager') if m in sys.modules])"
+    setup = (
+        "import os; os.environ.update(META_PIXEL_ID='1', DRY_RUN='true', ALLOW_UNAUTHENTICATED='true')\n"
+        "import functions_framework; functions_framework.create_app('capi_events', 'main.py')"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert _modules_loaded_after(setup, ("google.cloud.firestore", "google.cloud.secretmanager")) == []
 
 
 def test_log_lines_are_json_with_the_request_trace(graph: Any, make_client: Any, capsys: Any) -> None:

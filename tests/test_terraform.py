@@ -70,8 +70,11 @@ def functions() -> dict[str, dict[str, Any]]:
 
 
 def environment_names() -> set[str]:
-    expression = load(TF / "main.tf")["locals"][0]["environment"]
-    return set(re.findall(r"\b([A-Z][A-Z0-9_]+)\s*=", expression))
+    """Every variable name the module puts in the functions' environment."""
+    local = load(TF / "main.tf")["locals"][0]
+    names = set(re.findall(r"\b([A-Z][A-Z0-9_]+)\s*=", local["environment"]))
+    assert "local.secret_env" in local["environment"]
+    return names | set(local["secret_env_names"].values())
 
 
 def test_module_files() -> None:
@@ -160,7 +163,9 @@ def test_every_config_variable_is_set_or_deliberately_defaulted() -> None:
 
 def test_secrets_least_privilege() -> None:
     secrets = resources("google_secret_manager_secret")
-    assert {"meta_token", "app_secret", "ingest_key"} <= set(secrets)
+    assert secrets["capi"]["for_each"] == "${local.secrets}"
+    local = load(TF / "main.tf")["locals"][0]
+    assert set(local["secret_env_names"]) == {"meta_token", "app_secret", "ingest_key"}
     assert all("secret_data" not in body for body in secrets.values())  # values never in Terraform state
     assert not resources("google_secret_manager_secret_version")
     accessors = resources("google_secret_manager_secret_iam_member")
