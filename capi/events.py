@@ -478,6 +478,7 @@ def prepare(
         referrer = _http_url(raw.get(ref_name), ref_name)
         if referrer:
             event["referrer_url"] = referrer
+        event["user_data"] = None  # filled by finish(); its place keeps Meta's field order
         custom = _custom_data(raw, meta_name)
         if custom:
             event["custom_data"] = custom
@@ -544,10 +545,11 @@ def finish(draft: Draft, profile: Mapping[str, Any] | None, default_country: str
     for field_name, message in ctx.notes:
         draft.note(f"user_data.{field_name}", message)
     user_data.update(draft.plain)
-    from_event.extend(k for k, _ in _PLAIN_SOURCES if k in draft.plain)
+    from_event.extend(draft.plain)
     if not user_data:
         return Rejection(draft.index, draft.given_id, "user_data", "no customer information left to match on")
-    event = _ordered({**draft.event, "user_data": user_data})
+    event = draft.event
+    event["user_data"] = user_data
     return Finished(draft.index, event, from_event, from_profile, draft.notes)
 
 
@@ -562,12 +564,3 @@ def _hash_all(key: str, values: Iterable[tuple[str, str]], ctx: FieldContext, dr
         if digest not in out:
             out.append(digest)
     return out
-
-
-_ORDER = ("event_name", "event_time", "event_id", "action_source", "event_source_url", "referrer_url",
-          "user_data", "custom_data", "opt_out", "data_processing_options",
-          "data_processing_options_country", "data_processing_options_state")  # fmt: skip
-
-
-def _ordered(event: dict[str, Any]) -> dict[str, Any]:
-    return {k: event[k] for k in _ORDER if k in event}

@@ -288,16 +288,12 @@ def normalize_ip(value: str) -> str:
 class FieldContext:
     """What the normalizers of one event need to know: the user's and the default country."""
 
-    __slots__ = ("country", "default_country", "notes")
+    __slots__ = ("country", "notes", "region")
 
     def __init__(self, country: str | None, default_country: str | None) -> None:
         self.country = country  # lowercase alpha-2 from the event or profile, or None
-        self.default_country = default_country  # lowercase alpha-2 or None
+        self.region = country or default_country  # the country rules are taken from
         self.notes: list[tuple[str, str]] = []
-
-    @property
-    def region(self) -> str | None:
-        return self.country or self.default_country
 
 
 def _phone(value: str, ctx: FieldContext) -> str:
