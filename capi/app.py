@@ -15,7 +15,7 @@ import flask
 
 from capi.auth import Authenticator, split_keys
 from capi.config import Config, load_config
-from capi.errors import ConfigError
+from capi.errors import ConfigError, MethodNotAllowed
 from capi.firestore import (
     FirestoreDeadLetter,
     FirestoreIdempotency,
@@ -46,7 +46,6 @@ class Application:
         setup_logging(config.log_level)
         secret_factory = _lazy(secret_client) if secret_client is not None else None
         holder: Callable[[], Any] = firestore_client or LazyFirestore(config.project, config.firestore_database)
-        self.firestore = holder
 
         token = self._secret(config.access_token, config.access_token_secret, secret_factory)
         app_secret = self._secret(config.app_secret, config.app_secret_secret, secret_factory)
@@ -132,8 +131,6 @@ class Application:
     def _replay(self, request: flask.Request) -> flask.Response:
         set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)
         if request.method not in ("POST", "GET"):
-            from capi.errors import MethodNotAllowed
-
             raise MethodNotAllowed("use POST to run a replay")
         if self.graph is None:
             return json_response(200, {"message": "DRY_RUN without a token: nothing to replay to"})
