@@ -105,16 +105,12 @@ class Draft:
     """A valid event whose customer information is collected but not yet hashed."""
 
     index: int
-    event: dict[str, Any]  # the Meta server event, without user_data
+    event: dict[str, Any]  # the Meta server event; its user_data is filled by finish()
     hashed_inputs: dict[str, list[tuple[str, str]]]  # meta key -> [(input path, raw value)]
     plain: dict[str, str]  # client_ip_address, client_user_agent, fbc, fbp
     user_id: str | None
     given_id: str | None = None  # the caller's event_id; None when capi minted one
     notes: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def event_id(self) -> str:
-        return self.event["event_id"]
 
     def note(self, field_name: str, message: str) -> None:
         self.notes.append({"index": self.index, "field": field_name, "message": message})
@@ -128,7 +124,6 @@ class Finished:
     event: dict[str, Any]
     from_event: list[str]
     from_profile: list[str]
-    notes: list[dict[str, Any]]
 
 
 class _Invalid(Exception):
@@ -380,6 +375,8 @@ def _collect_user(raw: Mapping[str, Any], draft: Draft) -> None:
     found = draft.hashed_inputs
 
     def add(key: str, path: str, value: Any) -> None:
+        if path.endswith("sha256_phone_number"):
+            draft.note(path, "GA4 hashes phones with the leading '+', which Meta does not match; send phone_number too")
         if type(value) is str:  # the common case: one plain string
             if value and not value.isspace():
                 found.setdefault(key, []).append((path, value))
@@ -391,8 +388,6 @@ def _collect_user(raw: Mapping[str, Any], draft: Draft) -> None:
                     draft.note(path, "must be a string or a list of strings; ignored")
             elif text.strip():
                 found.setdefault(key, []).append((path, text))
-        if path.endswith("sha256_phone_number"):
-            draft.note(path, "GA4 hashes phones with the leading '+', which Meta does not match; send phone_number too")
 
     # Only the names present are visited: an event carries a handful of the many accepted names.
     for name, key in _TOP_NAMES.items():
@@ -550,7 +545,7 @@ def finish(draft: Draft, profile: Mapping[str, Any] | None, default_country: str
         return Rejection(draft.index, draft.given_id, "user_data", "no customer information left to match on")
     event = draft.event
     event["user_data"] = user_data
-    return Finished(draft.index, event, from_event, from_profile, draft.notes)
+    return Finished(draft.index, event, from_event, from_profile)
 
 
 def _hash_all(key: str, values: Iterable[tuple[str, str]], ctx: FieldContext, draft: Draft) -> list[str]:

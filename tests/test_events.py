@@ -406,3 +406,12 @@ def test_item_price_used_when_price_is_null() -> None:
         {"id": "A", "quantity": 1, "item_price": 5},
         {"id": "B", "quantity": 2},
     ]
+
+
+def test_ga4_sha256_phone_is_sent_with_a_warning() -> None:
+    digest = sha("+16505551212")
+    for value in (digest, [digest]):
+        body = validate([event(user_data={"sha256_phone_number": value})])
+        assert body["payload"]["data"][0]["user_data"]["ph"] == [digest]
+        assert [m["field"] for m in body["messages"]] == ["user_data.sha256_phone_number"]
+        assert "leading '+'" in body["messages"][0]["message"]
