@@ -65,6 +65,15 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
         yield items[start : start + size]
 
 
+def _write_in_batches(client: Any, items: list[Any], write: Callable[[Any, Any], None]) -> None:
+    """Apply `write(batch, item)` to every item, committed WRITE_CHUNK writes at a time."""
+    for chunk in _chunks(items, WRITE_CHUNK):
+        batch = client.batch()
+        for item in chunk:
+            write(batch, item)
+        batch.commit(retry=_write_retry(), timeout=WRITE_TIMEOUT)
+
+
 class FirestoreProfileStore:
     """Profiles by user_id: document id = user_id in `collection`, read in one batch."""
 
@@ -116,28 +125,29 @@ class FirestoreDeadLetter:
         try:
             client = self._client()
             collection = client.collection(self._collection)
-            for chunk in _chunks(events, WRITE_CHUNK):
-                batch = client.batch()
-                for event in chunk:
-                    ref = collection.document(_doc_id(self._pixel_id, event["event_name"], event["event_id"]))
-                    # merge=True keeps attempts/first_failure when the same event fails again.
-                    batch.set(
-                        ref,
-                        {
-                            "event_json": orjson.dumps(event).decode("utf-8"),
-                            "event_name": event["event_name"],
-                            "event_id": event["event_id"],
-                            "event_time": event["event_time"],
-                            "pixel_id": self._pixel_id,
-                            "test_event_code": test_event_code,
-                            "attempts": 1,
-                            "first_failure": now,
-                            "last_attempt": now,
-                            "last_error": error.message[:500],
-                            "lease_until": 0.0,
-                        },
-                    )
-                batch.commit(retry=_write_retry(), timeout=WRITE_TIMEOUT)
+
+            def write(batch: Any, event: dict[str, Any]) -> None:
+                # One document per (pixel, event_name, event_id): the same event failing again
+                # overwrites its dead letter instead of adding a second copy.
+                ref = collection.document(_doc_id(self._pixel_id, event["event_name"], event["event_id"]))
+                batch.set(
+                    ref,
+                    {
+                        "event_json": orjson.dumps(event).decode("utf-8"),
+                        "event_name": event["event_name"],
+                        "event_id": event["event_id"],
+                        "event_time": event["event_time"],
+                        "pixel_id": self._pixel_id,
+                        "test_event_code": test_event_code,
+                        "attempts": 1,
+                        "first_failure": now,
+                        "last_attempt": now,
+                        "last_error": error.message[:500],
+                        "lease_until": 0.0,
+                    },
+                )
+
+            _write_in_batches(client, events, write)
         except Exception as exc:  # noqa: BLE001 - any Firestore failure means "not stored"
             raise StoreUnavailable(f"dead-letter write failed ({type(exc).__name__})") from None
         log(logging.WARNING, "events stored for replay", stored=len(events), error=error.message[:200])
@@ -223,24 +233,17 @@ class FirestoreIdempotency:
         return float(record.get("expires", 0)) > now
 
     def delivered(self, keys: list[tuple[str, str]]) -> None:
-        now = self._clock()
-        client = self._client()
-        for chunk in _chunks(keys, WRITE_CHUNK):
-            batch = client.batch()
-            for key in chunk:
-                batch.set(
-                    self._ref(key),
-                    {"status": "delivered", "expires": now + self._ttl, "event_name": key[0], "event_id": key[1]},
-                )
-            batch.commit(retry=_write_retry(), timeout=WRITE_TIMEOUT)
+        expires = self._clock() + self._ttl
+        _write_in_batches(
+            self._client(),
+            keys,
+            lambda batch, key: batch.set(
+                self._ref(key), {"status": "delivered", "expires": expires, "event_name": key[0], "event_id": key[1]}
+            ),
+        )
 
     def release(self, keys: list[tuple[str, str]]) -> None:
-        client = self._client()
-        for chunk in _chunks(keys, WRITE_CHUNK):
-            batch = client.batch()
-            for key in chunk:
-                batch.delete(self._ref(key))
-            batch.commit(retry=_write_retry(), timeout=WRITE_TIMEOUT)
+        _write_in_batches(self._client(), keys, lambda batch, key: batch.delete(self._ref(key)))
 
 
 class Replayer:
@@ -323,23 +326,16 @@ class Replayer:
                     self._sender.send(request_body(events, code))
                 except MetaError as error:
                     counts["failed"] += len(chunk)
-                    batch = client.batch()
-                    for ref, data in chunk:
-                        batch.update(
-                            ref,
-                            {
-                                "attempts": int(data.get("attempts", 0)) + 1,
-                                "last_attempt": self._clock(),
-                                "last_error": error.message[:500],
-                                "lease_until": 0.0,
-                            },
-                        )
-                    batch.commit(retry=_write_retry(), timeout=WRITE_TIMEOUT)
+                    failed = {"last_attempt": self._clock(), "last_error": error.message[:500], "lease_until": 0.0}
+                    _write_in_batches(
+                        client,
+                        chunk,
+                        lambda batch, doc, failed=failed: batch.update(
+                            doc[0], {**failed, "attempts": int(doc[1].get("attempts", 0)) + 1}
+                        ),
+                    )
                     continue
-                batch = client.batch()
-                for ref, _ in chunk:
-                    batch.delete(ref)
-                batch.commit(retry=_write_retry(), timeout=WRITE_TIMEOUT)
+                _write_in_batches(client, chunk, lambda batch, doc: batch.delete(doc[0]))
                 counts["delivered"] += len(chunk)
         log(logging.INFO, "replay finished", **counts)
         return counts
