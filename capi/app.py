@@ -20,11 +20,12 @@ from capi.firestore import (
     FirestoreDeadLetter,
     FirestoreIdempotency,
     FirestoreProfileStore,
-    LazyFirestore,
     Replayer,
 )
+from capi.firestore import new_client as new_firestore_client
 from capi.graph import GraphClient, RetryPolicy
 from capi.http import guarded, health, json_response, read_json, route
+from capi.lazy import Lazy
 from capi.log import log, set_trace, setup_logging
 from capi.secrets import SecretManagerSecret, SecretSource, StaticSecret, resource_name
 from capi.service import EventService
@@ -45,7 +46,9 @@ class Application:
         self.config = config
         setup_logging(config.log_level)
         secret_factory = _lazy(secret_client) if secret_client is not None else None
-        holder: Callable[[], Any] = firestore_client or LazyFirestore(config.project, config.firestore_database)
+        holder: Callable[[], Any] = firestore_client or Lazy(
+            lambda: new_firestore_client(config.project, config.firestore_database)
+        )
 
         token = self._secret(config.access_token, config.access_token_secret, secret_factory)
         app_secret = self._secret(config.app_secret, config.app_secret_secret, secret_factory)
@@ -92,7 +95,7 @@ class Application:
     ) -> SecretSource | None:
         if secret:
             return SecretManagerSecret(
-                resource_name(secret, self.config.project), ttl=self.config.secret_cache_seconds, client_factory=factory
+                resource_name(secret, self.config.project), ttl=self.config.secret_cache_seconds, client=factory
             )
         if literal:
             return StaticSecret(literal)
@@ -101,9 +104,7 @@ class Application:
     def _keys(self, factory: Callable[[], Any] | None) -> Callable[[], tuple[str, ...]] | None:
         config = self.config
         sources = [
-            SecretManagerSecret(
-                resource_name(name, config.project), ttl=config.secret_cache_seconds, client_factory=factory
-            )
+            SecretManagerSecret(resource_name(name, config.project), ttl=config.secret_cache_seconds, client=factory)
             for name in split_keys(config.ingest_api_key_secret or "")
         ]
         literal = config.ingest_api_keys

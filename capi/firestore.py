@@ -1,14 +1,13 @@
 """Firestore edges: user profiles, the dead-letter store and the idempotency guard.
 
-One Firestore client per instance, created on first use (never at import: cold starts stay
-fast and paths that need no Firestore never pay for it).
+One Firestore client per instance, created on first use through `capi.lazy.Lazy` (never at
+import: cold starts stay fast and paths that need no Firestore never pay for it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -32,27 +31,11 @@ def _write_retry() -> Any:
     return Retry(predicate=if_transient_error, initial=0.1, maximum=1.0, multiplier=2.0, timeout=4.0)
 
 
-class LazyFirestore:
-    """Creates the Firestore client once, on first use, thread-safely."""
+def new_client(project: str | None, database: str) -> Any:
+    """A Firestore client (wrap it in `capi.lazy.Lazy`: one per instance, on first use)."""
+    from google.cloud import firestore
 
-    def __init__(self, project: str | None, database: str, factory: Callable[[], Any] | None = None) -> None:
-        self._project = project
-        self._database = database
-        self._factory = factory
-        self._client: Any = None
-        self._lock = threading.Lock()
-
-    def __call__(self) -> Any:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    if self._factory is not None:
-                        self._client = self._factory()
-                    else:
-                        from google.cloud import firestore
-
-                        self._client = firestore.Client(project=self._project, database=self._database)
-        return self._client
+    return firestore.Client(project=project, database=database)
 
 
 def _doc_id(*parts: str) -> str:

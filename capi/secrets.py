@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from capi.errors import SecretUnavailable
+from capi.lazy import Lazy
 from capi.log import log
 
 
@@ -43,6 +44,16 @@ def resource_name(secret: str, project: str | None) -> str:
     return f"projects/{project}/secrets/{secret}/versions/latest"
 
 
+def _new_client() -> Any:
+    from google.cloud import secretmanager
+
+    return secretmanager.SecretManagerServiceClient()
+
+
+# Every secret of the instance (token, app secret, ingest keys) shares one client.
+_shared_client: Lazy[Any] = Lazy(_new_client)
+
+
 class SecretManagerSecret:
     """A Secret Manager secret version, cached per instance for `ttl` seconds.
 
@@ -55,15 +66,13 @@ class SecretManagerSecret:
         resource: str,
         *,
         ttl: float = 300.0,
-        client: Any = None,
-        client_factory: Callable[[], Any] | None = None,
+        client: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         timeout: float = 5.0,
     ) -> None:
         self.name = resource
         self._ttl = ttl
-        self._client = client
-        self._client_factory = client_factory
+        self._client = client or _shared_client
         self._clock = clock
         self._timeout = timeout
         self._lock = threading.Lock()
@@ -72,16 +81,6 @@ class SecretManagerSecret:
 
     def __repr__(self) -> str:
         return f"SecretManagerSecret(name={self.name!r})"
-
-    def _get_client(self) -> Any:
-        if self._client is None:
-            if self._client_factory is not None:
-                self._client = self._client_factory()
-            else:
-                from google.cloud import secretmanager
-
-                self._client = secretmanager.SecretManagerServiceClient()
-        return self._client
 
     def get(self, *, refresh: bool = False) -> str:
         value = self._value
@@ -101,7 +100,7 @@ class SecretManagerSecret:
         from google.api_core import exceptions as gexc
 
         try:
-            response = self._get_client().access_secret_version(request={"name": self.name}, timeout=self._timeout)
+            response = self._client().access_secret_version(request={"name": self.name}, timeout=self._timeout)
         except gexc.NotFound:
             raise self._unavailable(
                 "not found", "create it or add a version: gcloud secrets versions add ..."

@@ -188,9 +188,9 @@ def test_client_created_lazily_once(firestore_db: Any) -> None:
             "GOOGLE_CLOUD_PROJECT": EMULATOR_PROJECT,
         }
     )
-    from capi.firestore import LazyFirestore
+    from capi.lazy import Lazy
 
-    holder = LazyFirestore(EMULATOR_PROJECT, "(default)", factory=factory)
+    holder = Lazy(factory)
     app = Application(config, firestore_client=holder)
     assert created == []  # nothing created at start-up
     client = serve(app)

@@ -52,7 +52,7 @@ def test_cached_within_ttl_and_reread_after(secret_manager: Any) -> None:
     secret_manager.fake.add_version(TOKEN_SECRET, "v1")
     now = [0.0]
     secret = SecretManagerSecret(
-        f"{TOKEN_SECRET}/versions/latest", ttl=300, client=secret_manager.client(), clock=lambda: now[0]
+        f"{TOKEN_SECRET}/versions/latest", ttl=300, client=secret_manager.client, clock=lambda: now[0]
     )
     assert [secret.get(), secret.get()] == ["v1", "v1"]
     assert secret_manager.fake.accesses[TOKEN_SECRET] == 1
@@ -67,7 +67,7 @@ def test_cached_within_ttl_and_reread_after(secret_manager: Any) -> None:
 def test_concurrent_first_calls_read_once(secret_manager: Any) -> None:
     secret_manager.fake.add_version(TOKEN_SECRET, "v1")
     secret_manager.fake.delay = 0.3
-    secret = SecretManagerSecret(f"{TOKEN_SECRET}/versions/latest", client=secret_manager.client())
+    secret = SecretManagerSecret(f"{TOKEN_SECRET}/versions/latest", client=secret_manager.client)
     results: list[str] = []
     barrier = threading.Barrier(16)
 
@@ -85,7 +85,7 @@ def test_concurrent_first_calls_read_once(secret_manager: Any) -> None:
 
 
 def test_failed_read_is_not_cached(secret_manager: Any) -> None:
-    secret = SecretManagerSecret(f"{TOKEN_SECRET}/versions/latest", client=secret_manager.client())
+    secret = SecretManagerSecret(f"{TOKEN_SECRET}/versions/latest", client=secret_manager.client)
     with pytest.raises(SecretUnavailable):
         secret.get()
     secret_manager.fake.add_version(TOKEN_SECRET, "v1")
@@ -97,7 +97,7 @@ def test_checksum_mismatch_is_refused(secret_manager: Any) -> None:
     secret_manager.fake.add_version(TOKEN_SECRET, "v1")
     secret_manager.fake.corrupt = True
     with pytest.raises(SecretUnavailable, match="checksum"):
-        SecretManagerSecret(f"{TOKEN_SECRET}/versions/1", client=secret_manager.client()).get()
+        SecretManagerSecret(f"{TOKEN_SECRET}/versions/1", client=secret_manager.client).get()
 
 
 def test_190_rereads_the_secret_once_and_retries_once(secret_manager: Any, graph: Any) -> None:
@@ -168,3 +168,23 @@ def test_ingest_keys_from_secret_versions_for_rotation(secret_manager: Any, grap
     assert client.post("/events", json=lead(), headers={"Authorization": "Bearer key-three"}).status_code == 200
     assert client.post("/events", json=lead(), headers={"X-Api-Key": "key-four"}).status_code == 401
     assert secret_manager.fake.accesses["projects/demo/secrets/ingest"] == 1  # cached across requests
+
+
+def test_secrets_share_one_lazily_built_client(monkeypatch: Any, secret_manager: Any) -> None:
+    import capi.secrets
+    from capi.lazy import Lazy
+
+    built: list[int] = []
+
+    def build() -> Any:
+        built.append(1)
+        return secret_manager.client()
+
+    monkeypatch.setattr(capi.secrets, "_shared_client", Lazy(build))
+    secret_manager.fake.add_version(TOKEN_SECRET, "token")
+    secret_manager.fake.add_version("projects/demo/secrets/app", "app")
+    token = SecretManagerSecret(f"{TOKEN_SECRET}/versions/latest")
+    app_secret = SecretManagerSecret("projects/demo/secrets/app/versions/latest")
+    assert built == []  # nothing built before the first read
+    assert (token.get(), app_secret.get()) == ("token", "app")
+    assert built == [1]
