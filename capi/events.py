@@ -375,7 +375,7 @@ def _collect_user(raw: Mapping[str, Any], draft: Draft) -> None:
     found = draft.hashed_inputs
 
     def add(key: str, path: str, value: Any) -> None:
-        if path.endswith("sha256_phone_number"):
+        if key == "ph" and path.endswith("sha256_phone_number"):
             draft.note(path, "GA4 hashes phones with the leading '+', which Meta does not match; send phone_number too")
         if type(value) is str:  # the common case: one plain string
             if value and not value.isspace():

@@ -69,7 +69,6 @@ def normalize_email(value: str) -> str:
     return email
 
 
-@lru_cache(maxsize=8192)
 def normalize_phone(value: str, region: str | None) -> tuple[str, str | None]:
     """Digits with the country code (E.164 without '+'), plus a note when unsure.
 
