@@ -147,13 +147,13 @@ def application_from_env(env: Mapping[str, str] | None = None, **clients: Any) -
     """Load the configuration and build the application; one clear line on bad config."""
     env = os.environ if env is None else env
     config = load_config(env)
-    setup_logging(config.log_level)  # before the warning below; Application sets it up again harmlessly
+    application = Application(config, **clients)  # sets up logging
     if config.access_token and config.access_token_secret:
         log(
             logging.WARNING,
             "both META_ACCESS_TOKEN and META_ACCESS_TOKEN_SECRET are set; the Secret Manager secret wins",
         )
-    return Application(config, **clients)
+    return application
 
 
 def exit_on_config_error(build: Callable[[], Application]) -> Application:

@@ -104,10 +104,6 @@ class Config:
             return True
         return incoming in self.forward_events or meta_name in self.forward_events
 
-    @property
-    def auth_configured(self) -> bool:
-        return bool(self.ingest_api_keys or self.ingest_api_key_secret)
-
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)

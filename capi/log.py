@@ -54,14 +54,14 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def setup_logging(level: str = "INFO", stream: IO[str] | None = None) -> logging.Logger:
-    """Configure the `capi` logger: JSON lines on stdout (or `stream`). Safe to call again."""
+def setup_logging(level: str = "INFO") -> logging.Logger:
+    """Configure the `capi` logger: JSON lines on stdout. Safe to call again."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(level)
     logger.propagate = False
     for old in [h for h in logger.handlers if getattr(h, "_capi", False)]:
         logger.removeHandler(old)
-    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StdoutHandler()
+    handler = _StdoutHandler()
     handler._capi = True  # type: ignore[attr-defined]
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)
