@@ -6,6 +6,7 @@ per instance, unless a test passes its own.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -137,6 +138,25 @@ class Application:
             return json_response(200, {"message": "DRY_RUN without a token: nothing to replay to"})
         counts = self.replayer.run()
         return json_response(200, counts)
+
+
+# Containers alive during one 1000-event request: about 45 000 (parsed input, events, answer).
+GC_GEN0_THRESHOLD = 50_000
+
+
+def tune_gc(gen0_threshold: int = GC_GEN0_THRESHOLD) -> None:
+    """Keep the cyclic garbage collector out of the request path.
+
+    What a request allocates is acyclic and freed by reference counting the moment it is
+    done, yet the collector, triggered every 700 allocations by default, walks every object
+    the request still holds: about 40 passes per 1000-event request, and a full pass over the
+    whole heap every few requests. Freezing what start-up loaded (modules, libphonenumber
+    and pycountry data) takes it out of every pass, and a threshold above a request's peak
+    leaves collections to the rare real cycles. Cycles are still collected, only later.
+    """
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0_threshold, gen1, gen2)
 
 
 def _lazy(value: Any) -> Callable[[], Any]:

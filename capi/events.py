@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 import pycountry
@@ -54,9 +54,35 @@ _USER_SOURCES: dict[str, tuple[tuple[str, str], ...]] = {
     "external_id": (("top", "user_id"), ("top", "external_id"), ("user", "external_id")),
 }  # fmt: skip
 
-_TOP_NAMES = {n: k for k, sources in _USER_SOURCES.items() for where, n in sources if where == "top"}
-_USER_NAMES = {n: k for k, sources in _USER_SOURCES.items() for where, n in sources if where == "user"}
-_ADDRESS_NAMES = {n: k for k, sources in _USER_SOURCES.items() for where, n in sources if where == "address"}
+
+class Source(NamedTuple):
+    """Where a customer value came from: the Meta key it feeds, and the path messages name."""
+
+    key: str
+    path: str
+
+
+# One customer value to hash: made once per value, so a plain tuple.
+Input = tuple[Source, str]
+
+_PATH_PREFIX = {"top": "", "user": "user_data.", "address": "user_data.address."}
+
+
+def _names(where: str) -> dict[str, Source]:
+    """Input name -> its Source, for one place in the event."""
+    return {
+        name: Source(key, _PATH_PREFIX[where] + name)
+        for key, sources in _USER_SOURCES.items()
+        for place, name in sources
+        if place == where
+    }
+
+
+_TOP_NAMES = _names("top")
+_USER_NAMES = _names("user")
+_ADDRESS_NAMES = _names("address")
+# GA4 hashes phones with their leading '+': Meta's digest of the same number differs.
+_GA4_HASHED_PHONE = _USER_NAMES["sha256_phone_number"]
 
 # Never hashed: (meta key, input names in order of preference, at the top or in user_data).
 _PLAIN_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -100,13 +126,13 @@ class Rejection:
         return {"index": self.index, "event_id": self.event_id, "field": self.field, "message": self.message}
 
 
-@dataclass
+@dataclass(slots=True)
 class Draft:
     """A valid event whose customer information is collected but not yet hashed."""
 
     index: int
     event: dict[str, Any]  # the Meta server event; its user_data is filled by finish()
-    hashed_inputs: dict[str, list[tuple[str, str]]]  # meta key -> [(input path, raw value)]
+    hashed_inputs: list[Input]  # the customer values to hash, in input order
     plain: dict[str, str]  # client_ip_address, client_user_agent, fbc, fbp
     user_id: str | None
     given_id: str | None = None  # the caller's event_id; None when capi minted one
@@ -116,7 +142,7 @@ class Draft:
         self.notes.append({"index": self.index, "field": field_name, "message": message})
 
 
-@dataclass
+@dataclass(slots=True)
 class Finished:
     """A Meta server event ready to send, and where its match keys came from."""
 
@@ -161,6 +187,8 @@ def _event_id(raw: Mapping[str, Any], mint: Callable[[], str]) -> str:
 
 def parse_event_time(value: Any, now: float) -> int:
     """Unix seconds or ISO 8601 -> unix seconds inside Meta's window (7 days back, 1 minute ahead)."""
+    if type(value) is int and now - MAX_AGE_SECONDS <= value <= now + MAX_FUTURE_SECONDS:
+        return value  # the common case
     if value is None or value == "":
         return int(now)
     if isinstance(value, bool):
@@ -239,18 +267,22 @@ def _number(value: Any, name: str) -> float | int:
 
 
 def _currency(value: Any, name: str) -> str:
-    if not isinstance(value, str) or len(value.strip()) != 3 or not value.strip().isalpha():
-        raise _Invalid(name, "must be an ISO 4217 currency code such as USD")
-    code = value.strip().upper()
-    if not _is_currency(code):
-        raise _Invalid(name, f"{code} is not an ISO 4217 currency code")
-    return code.lower()
+    code = _currency_code(value) if isinstance(value, str) else None
+    if code is None:
+        if not isinstance(value, str) or len(value.strip()) != 3 or not value.strip().isalpha():
+            raise _Invalid(name, "must be an ISO 4217 currency code such as USD")
+        raise _Invalid(name, f"{value.strip().upper()} is not an ISO 4217 currency code")
+    return code
 
 
 @lru_cache(maxsize=512)
-def _is_currency(code: str) -> bool:
-    # pycountry takes a lock and checks its lazy load on every call: ask it once per code.
-    return pycountry.currencies.get(alpha_3=code) is not None
+def _currency_code(value: str) -> str | None:
+    """' USD ' -> 'usd'; None when not an ISO 4217 code. Cached: a shop sends a handful of codes,
+    and pycountry takes a lock and checks its lazy load on every call."""
+    code = value.strip().upper()
+    if len(code) != 3 or not code.isalpha() or pycountry.currencies.get(alpha_3=code) is None:
+        return None
+    return code.lower()
 
 
 def _contents(items: Any, name: str) -> list[dict[str, Any]]:
@@ -258,25 +290,35 @@ def _contents(items: Any, name: str) -> list[dict[str, Any]]:
         raise _Invalid(name, "must be a list of items")
     contents = []
     for position, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise _Invalid(f"{name}[{position}]", "must be an object")
-        item_id = (
-            _scalar_text(item.get("item_id")) or _scalar_text(item.get("id")) or _scalar_text(item.get("item_name"))
-        )
-        item_id = item_id.strip() if item_id else ""
-        if not item_id:
-            raise _Invalid(f"{name}[{position}]", "needs item_id or item_name")
-        quantity = _number(item.get("quantity", 1), f"{name}[{position}].quantity")
-        if quantity != int(quantity) or quantity < 0:
-            raise _Invalid(f"{name}[{position}].quantity", "must be a whole number >= 0")
-        content: dict[str, Any] = {"id": item_id, "quantity": int(quantity)}
-        price = item.get("price")
-        if price is None:
-            price = item.get("item_price")
-        if price is not None:
-            content["item_price"] = _number(price, f"{name}[{position}].price")
-        contents.append(content)
+        try:
+            contents.append(_content(item))
+        except _Invalid as exc:  # the item's own problem, named by its place in the list
+            raise _Invalid(f"{name}[{position}]{exc.field}", exc.message) from None
     return contents
+
+
+def _content(item: Any) -> dict[str, Any]:
+    """One GA4 item -> one Meta content. Errors name the field relative to the item."""
+    if not isinstance(item, dict):
+        raise _Invalid("", "must be an object")
+    item_id = item.get("item_id")
+    if type(item_id) is not str or not item_id:  # the common case is a plain item_id string
+        item_id = _scalar_text(item_id) or _scalar_text(item.get("id")) or _scalar_text(item.get("item_name")) or ""
+    item_id = item_id.strip()
+    if not item_id:
+        raise _Invalid("", "needs item_id or item_name")
+    quantity = item.get("quantity", 1)
+    if type(quantity) is not int or quantity < 0:
+        quantity = _number(quantity, ".quantity")
+        if quantity != int(quantity) or quantity < 0:
+            raise _Invalid(".quantity", "must be a whole number >= 0")
+    content: dict[str, Any] = {"id": item_id, "quantity": int(quantity)}
+    price = item.get("price")
+    if price is None:
+        price = item.get("item_price")
+    if price is not None:
+        content["item_price"] = _number(price, ".price")
+    return content
 
 
 def _custom_data(raw: Mapping[str, Any], meta_name: str) -> dict[str, Any] | None:
@@ -286,8 +328,9 @@ def _custom_data(raw: Mapping[str, Any], meta_name: str) -> dict[str, Any] | Non
     ecommerce = ecommerce or {}
 
     def pick(key: str) -> tuple[Any, str]:
-        if raw.get(key) is not None:
-            return raw[key], key
+        value = raw.get(key)
+        if value is not None or not ecommerce:
+            return value, key
         return ecommerce.get(key), f"ecommerce.{key}"
 
     data: dict[str, Any] = {}
@@ -310,7 +353,7 @@ def _custom_data(raw: Mapping[str, Any], meta_name: str) -> dict[str, Any] | Non
             data["contents"] = contents
             data["content_ids"] = [c["id"] for c in contents]
             data["content_type"] = "product"
-            data["num_items"] = sum(c["quantity"] for c in contents)
+            data["num_items"] = sum([c["quantity"] for c in contents])
     search = raw.get("search_term")
     if search is not None:
         if not isinstance(search, str):
@@ -361,6 +404,26 @@ def _values(value: Any) -> Iterable[Any]:
     return value if isinstance(value, list) else (value,)
 
 
+def _clean_inputs(found: list[tuple[Source, Any]], draft: Draft) -> list[Input]:
+    """Values as strings (lists flattened, numbers as text), blanks and nulls left out."""
+    out: list[Input] = []
+    for source, value in found:
+        if source is _GA4_HASHED_PHONE:
+            draft.note(
+                source.path, "GA4 hashes phones with the leading '+', which Meta does not match; send phone_number too"
+            )
+        if value is None:
+            continue
+        for item in _values(value):
+            text = _scalar_text(item)
+            if text is None:
+                if item is not None:
+                    draft.note(source.path, "must be a string or a list of strings; ignored")
+            elif text.strip():
+                out.append((source, text))
+    return out
+
+
 def _collect_user(raw: Mapping[str, Any], draft: Draft) -> None:
     user = raw.get("user_data")
     if user is None:
@@ -368,40 +431,23 @@ def _collect_user(raw: Mapping[str, Any], draft: Draft) -> None:
     if not isinstance(user, dict):
         raise _Invalid("user_data", "must be an object")
     address = user.get("address")
-    addresses = [a for a in _values(address) if isinstance(a, dict)] if address is not None else []
+    if type(address) is dict:  # the common case
+        addresses = [address]
+    else:
+        addresses = [a for a in _values(address) if isinstance(a, dict)] if address is not None else []
     if address is not None and not addresses:
         raise _Invalid("user_data.address", "must be an object or a list of objects")
 
-    found = draft.hashed_inputs
-
-    def add(key: str, path: str, value: Any) -> None:
-        if key == "ph" and path.endswith("sha256_phone_number"):
-            draft.note(path, "GA4 hashes phones with the leading '+', which Meta does not match; send phone_number too")
-        if type(value) is str:  # the common case: one plain string
-            if value and not value.isspace():
-                found.setdefault(key, []).append((path, value))
-            return
-        for item in _values(value):
-            text = _scalar_text(item)
-            if text is None:
-                if item is not None:
-                    draft.note(path, "must be a string or a list of strings; ignored")
-            elif text.strip():
-                found.setdefault(key, []).append((path, text))
-
     # Only the names present are visited: an event carries a handful of the many accepted names.
-    for name, key in _TOP_NAMES.items():
-        if raw.get(name) is not None:
-            add(key, name, raw[name])
-    for name, value in user.items():
-        key = _USER_NAMES.get(name)
-        if key is not None and value is not None:
-            add(key, f"user_data.{name}", value)
+    found = [(source, raw[name]) for name, source in _TOP_NAMES.items() if name in raw]
+    found += [(_USER_NAMES[name], value) for name, value in user.items() if name in _USER_NAMES]
     for entry in addresses:
-        for name, value in entry.items():
-            key = _ADDRESS_NAMES.get(name)
-            if key is not None and value is not None:
-                add(key, f"user_data.address.{name}", value)
+        found += [(_ADDRESS_NAMES[name], value) for name, value in entry.items() if name in _ADDRESS_NAMES]
+    for source, value in found:
+        if type(value) is not str or not value or value.isspace() or source is _GA4_HASHED_PHONE:
+            found = _clean_inputs(found, draft)  # not only plain strings: the slow path
+            break
+    draft.hashed_inputs = found
 
     for key, names in _PLAIN_SOURCES:
         for name in names:
@@ -482,7 +528,7 @@ def prepare(
                 raise _Invalid("opt_out", "must be true or false")
             event["opt_out"] = raw["opt_out"]
         _dpo(raw, event)
-        draft = Draft(index, event, {}, {}, None, given_id=event_id if given_id and given_id.strip() else None)
+        draft = Draft(index, event, [], {}, None, given_id=event_id if given_id and given_id.strip() else None)
         _collect_user(raw, draft)
     except _Invalid as exc:
         return Rejection(index, given_id, exc.field, exc.message)
@@ -497,48 +543,44 @@ def prepare(
     return draft
 
 
-def _profile_values(profile: Mapping[str, Any] | None, key: str) -> list[tuple[str, str]]:
-    if not profile:
-        return []
-    name = _PROFILE_NAME[key]
+def _profile_inputs(profile: Mapping[str, Any], keys: Iterable[str]) -> list[Input]:
     out = []
-    for item in _values(profile.get(name)):
-        text = _scalar_text(item)
-        if text and text.strip():
-            out.append((f"profile.{name}", text))
+    for key in keys:
+        name = _PROFILE_NAME[key]
+        for item in _values(profile.get(name)):
+            text = _scalar_text(item)
+            if text and text.strip():
+                out.append((Source(key, f"profile.{name}"), text))
     return out
 
 
-def _country_of(values: list[tuple[str, str]]) -> str | None:
-    for _, text in values:
-        try:
-            return normalize_country(text)
-        except Dropped:
-            continue
+def _country_of(inputs: list[Input]) -> str | None:
+    for (key, _), text in inputs:
+        if key == "country":
+            try:
+                return normalize_country(text)
+            except Dropped:
+                continue
     return None
 
 
 def finish(draft: Draft, profile: Mapping[str, Any] | None, default_country: str | None) -> Finished | Rejection:
     """Merge the profile into a draft, normalize and hash its customer information."""
     inputs = draft.hashed_inputs
-    from_event: list[str] = []
-    from_profile: list[str] = []
-    country = (_country_of(inputs["country"]) if "country" in inputs else None) or (
-        _country_of(_profile_values(profile, "country")) if profile else None
-    )
+    country = _country_of(inputs) or (_country_of(_profile_inputs(profile, ("country",))) if profile else None)
     ctx = FieldContext(country, default_country)
-    user_data: dict[str, Any] = {}
-    for key in HASHED_KEYS:
-        # The event's own values win; the profile only fills a key the event left empty.
-        values = inputs.get(key)
-        hashed, source = (_hash_all(key, values, ctx, draft) if values else None), from_event
-        if not hashed and profile:
-            hashed, source = _hash_all(key, _profile_values(profile, key), ctx, draft), from_profile
-        if hashed:
-            user_data[key] = hashed
-            source.append(key)
+    digests: dict[str, list[str]] = {}
+    _hash_into(digests, inputs, ctx, draft)
+    from_event = [key for key in HASHED_KEYS if key in digests]
+    from_profile: list[str] = []
+    if profile:
+        # The event's own values win; the profile only fills the keys the event left empty.
+        missing = [key for key in HASHED_KEYS if key not in digests]
+        _hash_into(digests, _profile_inputs(profile, missing), ctx, draft)
+        from_profile = [key for key in missing if key in digests]
     for field_name, message in ctx.notes:
         draft.note(f"user_data.{field_name}", message)
+    user_data: dict[str, Any] = {key: digests[key] for key in HASHED_KEYS if key in digests}
     user_data.update(draft.plain)
     from_event.extend(draft.plain)
     if not user_data:
@@ -548,14 +590,16 @@ def finish(draft: Draft, profile: Mapping[str, Any] | None, default_country: str
     return Finished(draft.index, event, from_event, from_profile)
 
 
-def _hash_all(key: str, values: Iterable[tuple[str, str]], ctx: FieldContext, draft: Draft) -> list[str]:
-    out: list[str] = []
-    for path, text in values:
+def _hash_into(digests: dict[str, list[str]], inputs: list[Input], ctx: FieldContext, draft: Draft) -> None:
+    """Add the distinct digests of `inputs` to `digests` (meta key -> digests, in input order)."""
+    for (key, path), text in inputs:
         try:
             digest = hash_value(key, text, ctx)
         except Dropped as exc:
             draft.note(path, f"{exc}; not sent")
             continue
-        if digest not in out:
-            out.append(digest)
-    return out
+        found = digests.get(key)
+        if found is None:
+            digests[key] = [digest]
+        elif digest not in found:
+            found.append(digest)

@@ -98,7 +98,9 @@ def normalize_phone(value: str, region: str | None) -> tuple[str, str | None]:
         raise Dropped(f"not a phone number ({exc.error_type!r})") from None
     if not phonenumbers.is_possible_number(number):
         raise Dropped("not a possible phone number for its country")
-    return f"{number.country_code}{number.national_number}", None
+    # E.164 keeps a leading zero that belongs to the number (Italy's 06 ...), which
+    # country_code + national_number would lose.
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:], None
 
 
 def normalize_name(value: str) -> str:
@@ -162,7 +164,9 @@ def normalize_state(value: str, country: str | None) -> str:
 
 
 def normalize_zip(value: str, country: str | None) -> str:
-    postal = "".join(ch for ch in value.lower() if ch.isalnum())
+    postal = value.lower()
+    if not postal.isalnum():  # most postal codes already are: skip the per-character pass
+        postal = "".join(ch for ch in postal if ch.isalnum())
     if not postal:
         raise Dropped("empty postal code")
     if country == "us":
@@ -262,8 +266,9 @@ def normalize_gender(value: str) -> str:
 
 
 def normalize_external_id(value: str) -> str:
-    # As Meta's param-builder does: whitespace removed, lower-cased, then hashed.
-    ext = _WHITESPACE.sub("", value).lower()
+    # As Meta's param-builder does: whitespace removed, lower-cased, then hashed. str.split()
+    # splits on exactly what the regex \s matches (str.isspace), at a third of the cost.
+    ext = "".join(value.split()).lower()
     if not ext:
         raise Dropped("empty")
     return ext
@@ -303,7 +308,15 @@ def _phone(value: str, ctx: FieldContext) -> str:
     return digits
 
 
-# Normalizers that need nothing but the value; ph, st and zp also need the countries.
+def _state(value: str, ctx: FieldContext) -> str:
+    return normalize_state(value, ctx.country)
+
+
+def _zip(value: str, ctx: FieldContext) -> str:
+    return normalize_zip(value, ctx.region)
+
+
+# Normalizers that need nothing but the value, and those that also need the countries.
 _SIMPLE_NORMALIZERS: dict[str, Callable[[str], str]] = {
     "em": normalize_email,
     "fn": normalize_name,
@@ -314,20 +327,13 @@ _SIMPLE_NORMALIZERS: dict[str, Callable[[str], str]] = {
     "country": normalize_country,
     "external_id": normalize_external_id,
 }
+_CONTEXT_NORMALIZERS: dict[str, Callable[[str, FieldContext], str]] = {"ph": _phone, "st": _state, "zp": _zip}
 
 
 def normalize_value(key: str, value: str, ctx: FieldContext) -> str:
     """The plain normalized form of one value of a hashed key (before hashing)."""
     simple = _SIMPLE_NORMALIZERS.get(key)
-    if simple is not None:
-        return simple(value)
-    if key == "ph":
-        return _phone(value, ctx)
-    if key == "st":
-        return normalize_state(value, ctx.country)
-    if key == "zp":
-        return normalize_zip(value, ctx.region)
-    raise KeyError(key)
+    return simple(value) if simple is not None else _CONTEXT_NORMALIZERS[key](value, ctx)
 
 
 def hash_value(key: str, value: str, ctx: FieldContext) -> str:
@@ -343,7 +349,10 @@ def hash_value(key: str, value: str, ctx: FieldContext) -> str:
         return text.lower()
     if key in _REPEATING_KEYS:
         return _cached_digest(key, text, ctx.country, ctx.region)
-    return sha256_hex(normalize_value(key, text, ctx))
+    # normalize_value() and sha256_hex() inlined: this runs for every unique value.
+    simple = _SIMPLE_NORMALIZERS.get(key)
+    normalized = simple(text) if simple is not None else _CONTEXT_NORMALIZERS[key](text, ctx)
+    return hashlib.sha256(normalized.encode()).hexdigest()
 
 
 # Keys whose values repeat across customers (first names, cities, states, ...): their digest

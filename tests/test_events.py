@@ -155,6 +155,11 @@ def test_ecommerce_object_and_custom_data_pass_through() -> None:
         ({"page_location": "ftp://x"}, "page_location", "http(s) URL"),
         ({"user_agent": None}, "user_agent", "client_user_agent"),
         ({"items": [{"price": 3}]}, "items[0]", "item_id"),
+        ({"items": [{"item_id": "A"}, {"item_id": "B", "quantity": 1.5}]}, "items[1].quantity", "whole number"),
+        ({"items": [{"item_id": "A", "quantity": -1}]}, "items[0].quantity", "whole number"),
+        ({"ecommerce": {"items": [{"item_id": "A", "price": "cheap"}]}}, "ecommerce.items[0].price", "number"),
+        ({"items": [{"item_id": 7, "quantity": "2"}, "B"]}, "items[1]", "must be an object"),
+        ({"currency": 840}, "currency", "ISO 4217 currency code such as USD"),
         ({"items": "A"}, "items", "list"),
         ({"user_data": "john@example.com"}, "user_data", "must be an object"),
         ({"event_id": {"a": 1}}, "event_id", "non-empty string"),
@@ -171,6 +176,11 @@ def test_one_bad_event_is_rejected_with_its_field_and_the_others_go_through(
     rejected = body["rejected"][0]
     assert (rejected["index"], rejected["field"]) == (1, field)
     assert message in rejected["message"]
+
+
+def test_currency_trimmed_and_sent_lowercase() -> None:
+    body = validate([event(event_id="a", currency=" usd "), event(event_id="b", currency="EUR")])
+    assert [e["custom_data"]["currency"] for e in body["payload"]["data"]] == ["usd", "eur"]
 
 
 def test_iso_event_time_and_default_now() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from datetime import date
 
 import pytest
@@ -14,6 +15,7 @@ from capi.normalize import (
     is_sha256,
     normalize_country,
     normalize_dob,
+    normalize_external_id,
     normalize_ip,
     normalize_phone,
     normalize_value,
@@ -81,6 +83,10 @@ def test_digests_agree_with_meta_page_prefixes() -> None:
         ("ph", "16505551212", "us", None, "16505551212"),
         ("ph", "+1 650-555-1212", None, None, "16505551212"),
         ("ph", "07700 900000", "gb", None, "447700900000"),
+        # Italy: the leading 0 of the number is part of E.164, however it is written
+        ("ph", "06 1234 5678", "it", None, "390612345678"),
+        ("ph", "+39 06 1234 5678", None, None, "390612345678"),
+        ("ph", "+390612345678", None, None, "390612345678"),
         # names: lowercase, punctuation and spaces removed, every script kept
         ("fn", "Mary-Ann", None, None, "maryann"),
         ("ln", "O'Brien Jr.", None, None, "obrienjr"),
@@ -197,6 +203,14 @@ def test_sha256_values_are_lowercased_not_hashed_again(digest: str) -> None:
         assert hash_value(key, f" {digest} ", ctx()) == digest.lower()
 
 
+def test_external_id_loses_every_unicode_whitespace() -> None:
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    assert len(spaces) > 20  # ASCII, NBSP, the U+2000 series, ideographic space, ...
+    for space in spaces:
+        assert normalize_external_id(f"A{space}b{space}") == "ab", hex(ord(space))
+    assert normalize_external_id("a\u200bb") == "a\u200bb"  # zero-width space is not whitespace
+
+
 def test_md5_like_values_are_plain_values() -> None:
     md5 = "5d41402abc4b2a76b9719d911017c592"
     assert not is_sha256(md5)
@@ -242,7 +256,9 @@ def _slow_phone(text: str, region: str) -> str | None:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         return None
-    return f"{number.country_code}{number.national_number}" if phonenumbers.is_possible_number(number) else None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
 
 
 def test_phone_fast_paths_agree_with_libphonenumber() -> None:

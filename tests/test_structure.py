@@ -32,6 +32,16 @@ def test_google_clients_not_imported_at_start_up() -> None:
     assert _modules_loaded_after(setup, ("google.cloud.firestore", "google.cloud.secretmanager")) == []
 
 
+def test_start_up_freezes_what_it_loaded_and_raises_the_collection_threshold() -> None:
+    code = (
+        "import gc, os; os.environ.update(META_PIXEL_ID='1', DRY_RUN='true', ALLOW_UNAUTHENTICATED='true')\n"
+        "import functions_framework; functions_framework.create_app('capi_events', 'main.py')\n"
+        "print(gc.get_threshold()[0], gc.get_freeze_count() > 1000)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.split() == ["50000", "True"]
+
+
 def test_log_lines_are_json_with_the_request_trace(graph: Any, make_client: Any, capsys: Any) -> None:
     client = make_client(base_env(graph, GOOGLE_CLOUD_PROJECT="my-proj"))
     event = {
