@@ -17,7 +17,7 @@ import math
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -136,20 +136,25 @@ class Draft:
     plain: dict[str, str]  # client_ip_address, client_user_agent, fbc, fbp
     user_id: str | None
     given_id: str | None = None  # the caller's event_id; None when capi minted one
-    notes: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[dict[str, Any]] | None = None  # made by the first note: most events have none
 
     def note(self, field_name: str, message: str) -> None:
+        if self.notes is None:
+            self.notes = []
         self.notes.append({"index": self.index, "field": field_name, "message": message})
 
 
 @dataclass(slots=True)
 class Finished:
-    """A Meta server event ready to send, and where its match keys came from."""
+    """A Meta server event ready to send, and which of its match keys the profile gave."""
 
     index: int
     event: dict[str, Any]
-    from_event: list[str]
-    from_profile: list[str]
+    from_profile: tuple[str, ...]
+
+    @property
+    def from_event(self) -> list[str]:
+        return [key for key in self.event["user_data"] if key not in self.from_profile]
 
 
 class _Invalid(Exception):
@@ -569,25 +574,23 @@ def finish(draft: Draft, profile: Mapping[str, Any] | None, default_country: str
     inputs = draft.hashed_inputs
     country = _country_of(inputs) or (_country_of(_profile_inputs(profile, ("country",))) if profile else None)
     ctx = FieldContext(country, default_country)
-    digests: dict[str, list[str]] = {}
-    _hash_into(digests, inputs, ctx, draft)
-    from_event = [key for key in HASHED_KEYS if key in digests]
-    from_profile: list[str] = []
+    # The event's keys in the order they were collected, then the profile's, then the unhashed ones.
+    user_data: dict[str, Any] = {}
+    _hash_into(user_data, inputs, ctx, draft)
+    from_profile: tuple[str, ...] = ()
     if profile:
         # The event's own values win; the profile only fills the keys the event left empty.
-        missing = [key for key in HASHED_KEYS if key not in digests]
-        _hash_into(digests, _profile_inputs(profile, missing), ctx, draft)
-        from_profile = [key for key in missing if key in digests]
+        missing = [key for key in HASHED_KEYS if key not in user_data]
+        _hash_into(user_data, _profile_inputs(profile, missing), ctx, draft)
+        from_profile = tuple(key for key in missing if key in user_data)
     for field_name, message in ctx.notes:
         draft.note(f"user_data.{field_name}", message)
-    user_data: dict[str, Any] = {key: digests[key] for key in HASHED_KEYS if key in digests}
     user_data.update(draft.plain)
-    from_event.extend(draft.plain)
     if not user_data:
         return Rejection(draft.index, draft.given_id, "user_data", "no customer information left to match on")
     event = draft.event
     event["user_data"] = user_data
-    return Finished(draft.index, event, from_event, from_profile)
+    return Finished(draft.index, event, from_profile)
 
 
 def _hash_into(digests: dict[str, list[str]], inputs: list[Input], ctx: FieldContext, draft: Draft) -> None:

@@ -342,24 +342,33 @@ def hash_value(key: str, value: str, ctx: FieldContext) -> str:
     Raises:
         Dropped: the value cannot be normalized (the reason says why).
     """
+    if key not in _REPEATING_KEYS:
+        return _digest(key, value, ctx)
+    memo = (key, value, ctx.country)  # st is read by the country; no cached key uses the region
+    digest = _DIGESTS.get(memo)
+    if digest is None:
+        digest = _digest(key, value, ctx)
+        if len(_DIGESTS) >= _DIGESTS_LIMIT:
+            _DIGESTS.clear()  # bounded, and cheaper than an LRU's bookkeeping on every hit
+        _DIGESTS[memo] = digest
+    return digest
+
+
+def _digest(key: str, value: str, ctx: FieldContext) -> str:
     text = value.strip()
     if not text:
         raise Dropped("empty")
     if is_sha256(text):
         return text.lower()
-    if key in _REPEATING_KEYS:
-        return _cached_digest(key, text, ctx.country, ctx.region)
     # normalize_value() and sha256_hex() inlined: this runs for every unique value.
     simple = _SIMPLE_NORMALIZERS.get(key)
     normalized = simple(text) if simple is not None else _CONTEXT_NORMALIZERS[key](text, ctx)
     return hashlib.sha256(normalized.encode()).hexdigest()
 
 
-# Keys whose values repeat across customers (first names, cities, states, ...): their digest
-# is cached. Emails, phones, ids and postal codes are nearly unique: caching would only cost.
+# Keys whose values repeat across customers (first names, cities, states, ...): their digests
+# are remembered. Emails, phones, ids and postal codes are nearly unique: remembering them
+# would only cost.
 _REPEATING_KEYS = frozenset({"fn", "ln", "ct", "st", "country", "ge", "db"})
-
-
-@lru_cache(maxsize=16384)
-def _cached_digest(key: str, text: str, country: str | None, region: str | None) -> str:
-    return sha256_hex(normalize_value(key, text, FieldContext(country, region)))
+_DIGESTS: dict[tuple[str, str, str | None], str] = {}
+_DIGESTS_LIMIT = 16384

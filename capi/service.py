@@ -129,30 +129,39 @@ class EventService:
     def _build(self, events: list[Any]) -> _Batch:
         batch = _Batch(received=len(events))
         now = self.clock()
+        # With enrichment, every draft waits for the one batched profile read; without, each
+        # is finished at once, while its values are still in the CPU's cache.
+        enrich = self.profiles is not None and bool(self.config.profile_collection)
         drafts: list[Draft] = []
         for index, raw in enumerate(events):
             result = prepare(raw, index, self.config, now, self.mint)
             if isinstance(result, Draft):
-                drafts.append(result)
+                if enrich:
+                    drafts.append(result)
+                else:
+                    self._finish(batch, result, None)
             elif isinstance(result, Skip):
                 batch.skipped.append(result)
             else:
                 batch.rejected.append(result)
-        profiles = self._profiles(drafts, batch)
-        for draft in drafts:
-            done = finish(draft, profiles.get(draft.user_id) if draft.user_id else None, self.config.default_country)
-            batch.messages.extend(draft.notes)
-            if isinstance(done, Finished):
-                batch.finished.append(done)
-            else:
-                batch.rejected.append(done)
+        if drafts:
+            profiles = self._profiles(drafts, batch)
+            for draft in drafts:
+                self._finish(batch, draft, profiles.get(draft.user_id) if draft.user_id else None)
         return batch
 
+    def _finish(self, batch: _Batch, draft: Draft, profile: Mapping[str, Any] | None) -> None:
+        done = finish(draft, profile, self.config.default_country)
+        if draft.notes:
+            batch.messages.extend(draft.notes)
+        if isinstance(done, Finished):
+            batch.finished.append(done)
+        else:
+            batch.rejected.append(done)
+
     def _profiles(self, drafts: list[Draft], batch: _Batch) -> Mapping[str, dict[str, Any]]:
-        if self.profiles is None or not self.config.profile_collection:
-            return {}
         user_ids = sorted({d.user_id for d in drafts if d.user_id})
-        if not user_ids:
+        if self.profiles is None or not user_ids:
             return {}
         try:
             return self.profiles.get_many(user_ids)

@@ -296,3 +296,23 @@ def test_ipv4_fast_path_agrees_with_ipaddress() -> None:
     for bad in ("256.1.1.1", "01.2.3.4", "1.2.3"):
         with pytest.raises(Dropped):
             normalize_ip(bad)
+
+
+def test_remembered_digests_depend_on_the_country_and_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from capi import normalize
+
+    monkeypatch.setattr(normalize, "_DIGESTS", {})
+    monkeypatch.setattr(normalize, "_DIGESTS_LIMIT", 50)
+    # The same text is a US state in the US and a plain region elsewhere: one entry each.
+    assert hash_value("st", "California", ctx("us")) == hashlib.sha256(b"ca").hexdigest()
+    assert hash_value("st", "California", ctx("fr")) == hashlib.sha256(b"california").hexdigest()
+    assert hash_value("st", "California", ctx("us")) == hashlib.sha256(b"ca").hexdigest()
+    for n in range(500):
+        assert hash_value("fn", f"Name{n}", ctx()) == hashlib.sha256(f"name{n}".encode()).hexdigest()
+        assert len(normalize._DIGESTS) <= 50
+    with pytest.raises(Dropped):  # a dropped value is not remembered as anything
+        hash_value("ge", "unknown", ctx())
+    assert ("ge", "unknown", None) not in normalize._DIGESTS
+    # Unique keys are never remembered.
+    hash_value("em", "someone@example.com", ctx())
+    assert not any(key == "em" for key, _, _ in normalize._DIGESTS)

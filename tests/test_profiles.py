@@ -80,7 +80,7 @@ def test_profile_fills_what_the_event_lacks_and_event_wins(firestore_db: Any) ->
         {
             "index": 0,
             "event_id": "L-u1",
-            "from_event": ["fn", "external_id", "client_user_agent"],
+            "from_event": ["external_id", "fn", "client_user_agent"],
             "from_profile": ["em", "ph", "ge", "db", "ct", "zp", "country"],
         }
     ]
