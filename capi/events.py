@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -132,10 +132,10 @@ class Draft:
 
     index: int
     event: dict[str, Any]  # the Meta server event; its user_data is filled by finish()
-    hashed_inputs: list[Input]  # the customer values to hash, in input order
-    plain: dict[str, str]  # client_ip_address, client_user_agent, fbc, fbp
-    user_id: str | None
-    given_id: str | None = None  # the caller's event_id; None when capi minted one
+    given_id: str | None  # the caller's event_id; None when capi minted one
+    hashed_inputs: Sequence[Input] = ()  # the customer values to hash, in input order
+    plain: dict[str, str] = field(default_factory=dict)  # client_ip_address, client_user_agent, fbc, fbp
+    user_id: str | None = None
     notes: list[dict[str, Any]] | None = None  # made by the first note: most events have none
 
     def note(self, field_name: str, message: str) -> None:
@@ -154,6 +154,8 @@ class Finished:
 
     @property
     def from_event(self) -> list[str]:
+        if not self.from_profile:
+            return list(self.event["user_data"])
         return [key for key in self.event["user_data"] if key not in self.from_profile]
 
 
@@ -437,7 +439,7 @@ def _collect_user(raw: Mapping[str, Any], draft: Draft) -> None:
         raise _Invalid("user_data", "must be an object")
     address = user.get("address")
     if type(address) is dict:  # the common case
-        addresses = [address]
+        addresses: Iterable[dict[str, Any]] = (address,)
     else:
         addresses = [a for a in _values(address) if isinstance(a, dict)] if address is not None else []
     if address is not None and not addresses:
@@ -533,7 +535,7 @@ def prepare(
                 raise _Invalid("opt_out", "must be true or false")
             event["opt_out"] = raw["opt_out"]
         _dpo(raw, event)
-        draft = Draft(index, event, [], {}, None, given_id=event_id if given_id and given_id.strip() else None)
+        draft = Draft(index, event, event_id if given_id and given_id.strip() else None)
         _collect_user(raw, draft)
     except _Invalid as exc:
         return Rejection(index, given_id, exc.field, exc.message)
@@ -559,7 +561,7 @@ def _profile_inputs(profile: Mapping[str, Any], keys: Iterable[str]) -> list[Inp
     return out
 
 
-def _country_of(inputs: list[Input]) -> str | None:
+def _country_of(inputs: Iterable[Input]) -> str | None:
     for (key, _), text in inputs:
         if key == "country":
             try:
@@ -593,7 +595,7 @@ def finish(draft: Draft, profile: Mapping[str, Any] | None, default_country: str
     return Finished(draft.index, event, from_profile)
 
 
-def _hash_into(digests: dict[str, list[str]], inputs: list[Input], ctx: FieldContext, draft: Draft) -> None:
+def _hash_into(digests: dict[str, list[str]], inputs: Iterable[Input], ctx: FieldContext, draft: Draft) -> None:
     """Add the distinct digests of `inputs` to `digests` (meta key -> digests, in input order)."""
     for (key, path), text in inputs:
         try:

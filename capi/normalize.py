@@ -80,7 +80,7 @@ def normalize_phone(value: str, region: str | None) -> tuple[str, str | None]:
     if _E164_RE.fullmatch(text):
         return text[1:], None
     if region in _NANP_REGIONS and (nanp := _NANP_RE.fullmatch(text)):
-        return "1" + "".join(nanp.groups()), None
+        return "1" + nanp[1] + nanp[2] + nanp[3], None
     if text.startswith("00"):
         text = "+" + text[2:]
     digits = _NON_DIGITS.sub("", text)
