@@ -140,7 +140,7 @@ class Application:
         return json_response(200, counts)
 
 
-# Containers alive during one 1000-event request: about 45 000 (parsed input, events, answer).
+# Containers alive at the peak of a 1000-event request: about 27 000 (parsed input, events, answer).
 GC_GEN0_THRESHOLD = 50_000
 
 

@@ -179,11 +179,8 @@ def _scalar_text(value: Any) -> str | None:
     return None
 
 
-def _event_id(raw: Mapping[str, Any], mint: Callable[[], str]) -> str:
-    value = raw.get("event_id")
-    if value is None or value == "":
-        return mint()
-    text = _scalar_text(value)
+def _event_id(text: str | None) -> str:
+    """The caller's event_id (as text, or None when it is not a string or number), checked."""
     if text is None or not text.strip():
         raise _Invalid("event_id", "must be a non-empty string")
     text = text.strip()
@@ -316,10 +313,11 @@ def _content(item: Any) -> dict[str, Any]:
         raise _Invalid("", "needs item_id or item_name")
     quantity = item.get("quantity", 1)
     if type(quantity) is not int or quantity < 0:
-        quantity = _number(quantity, ".quantity")
-        if quantity != int(quantity) or quantity < 0:
+        number = _number(quantity, ".quantity")
+        if number != int(number) or number < 0:
             raise _Invalid(".quantity", "must be a whole number >= 0")
-    content: dict[str, Any] = {"id": item_id, "quantity": int(quantity)}
+        quantity = int(number)
+    content: dict[str, Any] = {"id": item_id, "quantity": quantity}
     price = item.get("price")
     if price is None:
         price = item.get("item_price")
@@ -494,7 +492,8 @@ def prepare(
     if not isinstance(raw, dict):
         return Rejection(index, None, "event", "must be a JSON object")
     name = raw.get("event_name")
-    given_id = _scalar_text(raw.get("event_id"))
+    raw_id = raw.get("event_id")
+    given_id = raw_id if type(raw_id) is str else _scalar_text(raw_id)
     if not isinstance(name, str) or not name.strip():
         return Rejection(index, given_id, "event_name", "is required (a GA4 or Meta event name)")
     name = name.strip()
@@ -503,10 +502,11 @@ def prepare(
         return Rejection(index, given_id, "event_name", "longer than 100 characters")
     if not config.should_forward(name, meta_name):
         return Skip(index, given_id, "not in FORWARD_EVENTS")
-    if _consent_denied(raw):
+    if "consent" in raw and _consent_denied(raw):
         return Skip(index, given_id, "consent")
     try:
-        event_id = _event_id(raw, mint)
+        minted = raw_id is None or raw_id == ""
+        event_id = mint() if minted else _event_id(given_id)
         event: dict[str, Any] = {
             "event_name": meta_name,
             "event_time": parse_event_time(raw.get("event_time"), now),
@@ -534,8 +534,9 @@ def prepare(
             if not isinstance(raw["opt_out"], bool):
                 raise _Invalid("opt_out", "must be true or false")
             event["opt_out"] = raw["opt_out"]
-        _dpo(raw, event)
-        draft = Draft(index, event, event_id if given_id and given_id.strip() else None)
+        if "data_processing_options" in raw:
+            _dpo(raw, event)
+        draft = Draft(index, event, None if minted else event_id)
         _collect_user(raw, draft)
     except _Invalid as exc:
         return Rejection(index, given_id, exc.field, exc.message)
