@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pycountry
@@ -55,15 +55,11 @@ _USER_SOURCES: dict[str, tuple[tuple[str, str], ...]] = {
 }  # fmt: skip
 
 
-class Source(NamedTuple):
-    """Where a customer value came from: the Meta key it feeds, and the path messages name."""
-
-    key: str
-    path: str
-
-
-# One customer value to hash: made once per value, so a plain tuple.
-Input = tuple[Source, str]
+# Where a customer value came from: (the Meta key it feeds, the path messages name it by).
+# A plain tuple, not a NamedTuple: the hot loops unpack it, and CPython unpacks an exact tuple
+# about three times faster than a subclass (15 ns against 45 here).
+Source = tuple[str, str]
+Input = tuple[Source, str]  # one customer value to hash
 
 _PATH_PREFIX = {"top": "", "user": "user_data.", "address": "user_data.address."}
 
@@ -71,7 +67,7 @@ _PATH_PREFIX = {"top": "", "user": "user_data.", "address": "user_data.address."
 def _names(where: str) -> dict[str, Source]:
     """Input name -> its Source, for one place in the event."""
     return {
-        name: Source(key, _PATH_PREFIX[where] + name)
+        name: (key, _PATH_PREFIX[where] + name)
         for key, sources in _USER_SOURCES.items()
         for place, name in sources
         if place == where
@@ -413,17 +409,16 @@ def _clean_inputs(found: list[tuple[Source, Any]], draft: Draft) -> list[Input]:
     """Values as strings (lists flattened, numbers as text), blanks and nulls left out."""
     out: list[Input] = []
     for source, value in found:
+        path = source[1]
         if source is _GA4_HASHED_PHONE:
-            draft.note(
-                source.path, "GA4 hashes phones with the leading '+', which Meta does not match; send phone_number too"
-            )
+            draft.note(path, "GA4 hashes phones with the leading '+', which Meta does not match; send phone_number too")
         if value is None:
             continue
         for item in _values(value):
             text = _scalar_text(item)
             if text is None:
                 if item is not None:
-                    draft.note(source.path, "must be a string or a list of strings; ignored")
+                    draft.note(path, "must be a string or a list of strings; ignored")
             elif text.strip():
                 out.append((source, text))
     return out
@@ -558,7 +553,7 @@ def _profile_inputs(profile: Mapping[str, Any], keys: Iterable[str]) -> list[Inp
         for item in _values(profile.get(name)):
             text = _scalar_text(item)
             if text and text.strip():
-                out.append((Source(key, f"profile.{name}"), text))
+                out.append(((key, f"profile.{name}"), text))
     return out
 
 
