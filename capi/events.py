@@ -409,11 +409,11 @@ def _clean_inputs(found: list[tuple[Source, Any]], draft: Draft) -> list[Input]:
     """Values as strings (lists flattened, numbers as text), blanks and nulls left out."""
     out: list[Input] = []
     for source, value in found:
+        if value is None:
+            continue
         path = source[1]
         if source is _GA4_HASHED_PHONE:
             draft.note(path, "GA4 hashes phones with the leading '+', which Meta does not match; send phone_number too")
-        if value is None:
-            continue
         for item in _values(value):
             text = _scalar_text(item)
             if text is None:

@@ -425,3 +425,11 @@ def test_ga4_sha256_phone_is_sent_with_a_warning() -> None:
         assert body["payload"]["data"][0]["user_data"]["ph"] == [digest]
         assert [m["field"] for m in body["messages"]] == ["user_data.sha256_phone_number"]
         assert "leading '+'" in body["messages"][0]["message"]
+
+
+def test_null_customer_fields_are_ignored_without_messages() -> None:
+    body = validate(
+        [event(user_id=None, user_data={"sha256_phone_number": None, "email": None, "address": {"city": None}})]
+    )
+    assert body["payload"]["data"][0]["user_data"] == {"client_user_agent": UA}
+    assert body["messages"] == []
