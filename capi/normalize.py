@@ -44,10 +44,6 @@ def is_sha256(value: str) -> bool:
     return len(value) == 64 and _SHA256_RE.fullmatch(value) is not None
 
 
-def sha256_hex(value: str) -> str:
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
-
-
 def _letters_and_digits(value: str) -> str:
     """Lowercase, NFC, keep letters (every script), combining marks and digits only.
 
@@ -360,7 +356,7 @@ def _digest(key: str, value: str, ctx: FieldContext) -> str:
         raise Dropped("empty")
     if is_sha256(text):
         return text.lower()
-    # normalize_value() and sha256_hex() inlined: this runs for every unique value.
+    # normalize_value(), inlined: this runs for every unique value.
     simple = _SIMPLE_NORMALIZERS.get(key)
     normalized = simple(text) if simple is not None else _CONTEXT_NORMALIZERS[key](text, ctx)
     return hashlib.sha256(normalized.encode()).hexdigest()
