@@ -90,7 +90,7 @@ _PLAIN_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 # fbc / fbp: fb.{subdomain index}.{creation ms}.{click id or random}, and param-builder's
 # optional fifth segment (capi-spec.md section 9).
-_FB_COOKIE = re.compile(r"fb\.\d\.\d{10,13}\.[^\s.]+(\.[^\s.]+)?")
+_FB_COOKIE = re.compile(r"fb\.[0-9]\.[0-9]{10,13}\.[^\s.]+(\.[^\s.]+)?")
 
 # Firestore profile field -> Meta key (design.md "Firestore user profiles").
 PROFILE_FIELDS: Mapping[str, str] = {

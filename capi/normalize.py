@@ -27,11 +27,14 @@ HASHED_KEYS: tuple[str, ...] = (
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 _EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 _NON_DIGITS = re.compile(r"\D")
-_E164_RE = re.compile(r"\+[1-9]\d{6,14}")
+# The fast paths' patterns say [0-9], not \d: \d also matches other scripts' digits, which
+# libphonenumber converts, ipaddress refuses and Meta does not match.
+_E164_RE = re.compile(r"\+[1-9][0-9]{6,14}")
 # A North American number written nationally: (650) 555-1212, 650.555.1212, 1-650-555-1212.
-_NANP_RE = re.compile(r"(?:\+?1[\s.\-]?)?\(?([2-9]\d{2})\)?[\s.\-]?(\d{3})[\s.\-]?(\d{4})")
+_NANP_RE = re.compile(r"(?:\+?1[\s.\-]?)?\(?([2-9][0-9]{2})\)?[\s.\-]?([0-9]{3})[\s.\-]?([0-9]{4})")
 _NANP_REGIONS = frozenset({"US", "CA"})
-_IPV4_RE = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_RE = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 _WHITESPACE = re.compile(r"\s+")
 
 

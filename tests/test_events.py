@@ -295,6 +295,10 @@ def test_bad_values_dropped_with_messages_event_kept() -> None:
         ("fb.1.1554763741205", False),
         ("1554763741205.IwAR", False),
         ("fb.1.now.IwAR", False),
+        (
+            "fb.1.\u0661\u0665\u0665\u0664\u0667\u0666\u0663\u0667\u0664\u0661\u0662\u0660\u0665.IwAR",
+            False,
+        ),  # Arabic-Indic ms
     ],
 )
 def test_fbc_shape_checked(fbc: str, kept: bool) -> None:

@@ -240,8 +240,15 @@ def test_ip_port_stripped(raw: str, ip: str) -> None:
 
 
 def test_ip_garbage_dropped() -> None:
-    with pytest.raises(Dropped):
-        normalize_ip("localhost")
+    for garbage in ("localhost", "\u0669.\u0669.\u0669.\u0669"):  # the second in Arabic-Indic digits
+        with pytest.raises(Dropped):
+            normalize_ip(garbage)
+
+
+def test_phone_fast_paths_take_ascii_digits_only() -> None:
+    # Other scripts' digits go to libphonenumber, which converts them.
+    assert normalize_phone("+1\u0666\u0665\u0660\u0665\u0665\u0665\u0661\u0662\u0661\u0662", None)[0] == "16505551212"
+    assert normalize_phone("(\u0666\u0665\u0660) 555-1212", "US")[0] == "16505551212"
 
 
 def test_country_lookup_is_case_insensitive() -> None:
