@@ -359,10 +359,7 @@ def _digest(key: str, value: str, ctx: FieldContext) -> str:
         raise Dropped("empty")
     if is_sha256(text):
         return text.lower()
-    # normalize_value(), inlined: this runs for every unique value.
-    simple = _SIMPLE_NORMALIZERS.get(key)
-    normalized = simple(text) if simple is not None else _CONTEXT_NORMALIZERS[key](text, ctx)
-    return hashlib.sha256(normalized.encode()).hexdigest()
+    return hashlib.sha256(normalize_value(key, text, ctx).encode()).hexdigest()
 
 
 # Keys whose values repeat across customers (first names, cities, states, ...): their digests
