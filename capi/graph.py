@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from capi.errors import MetaAuthError, MetaError
+from capi.lazy import Lazy
 from capi.log import log
 from capi.payload import GraphResult, appsecret_proof
 from capi.secrets import SecretSource
@@ -85,6 +85,16 @@ def _retry_after(response: requests.Response) -> float | None:
         return None
 
 
+def _new_session(pool_size: int) -> requests.Session:
+    """Keep-alive connections, a pool sized for the instance's concurrent requests, and no
+    urllib3 retries: retrying is `GraphClient.send`'s job, by Meta's error codes."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
 class GraphClient:
     """Sends request bodies to one pixel's /events edge.
 
@@ -111,26 +121,16 @@ class GraphClient:
         self.url = f"{base_url.rstrip('/')}/{api_version}/{pixel_id}/events"
         self._token = token
         self._app_secret = app_secret
-        self._session = session
-        self._session_lock = threading.Lock()
+        self._session = Lazy(lambda: session or _new_session(pool_size))
         self._timeout = timeout
         self._policy = policy or RetryPolicy()
-        self._pool_size = pool_size
         self._sleep = sleep
         self._clock = clock
         self._rng = rng
 
     @property
     def session(self) -> requests.Session:
-        if self._session is None:
-            with self._session_lock:
-                if self._session is None:
-                    session = requests.Session()
-                    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size, max_retries=0)
-                    session.mount("https://", adapter)
-                    session.mount("http://", adapter)
-                    self._session = session
-        return self._session
+        return self._session()
 
     def _wire(self, body: dict[str, Any], refresh: bool) -> bytes:
         token = self._token.get(refresh=refresh)
