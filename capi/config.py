@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 import pycountry
 
+from capi.auth import split_keys
 from capi.errors import ConfigError
 
 # GA4 / server-side GTM event names -> Meta standard events (design.md).
@@ -204,7 +205,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         raise ConfigError("META_MAX_ATTEMPTS and REPLAY_MAX_ATTEMPTS must be whole numbers", field="META_MAX_ATTEMPTS")
 
     event_map = _event_map(_opt(env, "EVENT_NAME_MAP"))
-    keys = tuple(k.strip() for k in env.get("INGEST_API_KEY", "").split(",") if k.strip())
+    keys = split_keys(env.get("INGEST_API_KEY", ""))
     dry_run = _bool(env, "DRY_RUN", False)
     config = Config(
         pixel_id=pixel_id,
@@ -244,7 +245,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         ("META_ACCESS_TOKEN_SECRET", config.access_token_secret),
         ("META_APP_SECRET_SECRET", config.app_secret_secret),
         # Several ingest-key secrets may be listed, comma-separated, for rotation.
-        *(("INGEST_API_KEY_SECRET", part.strip()) for part in (config.ingest_api_key_secret or "").split(",")),
+        *(("INGEST_API_KEY_SECRET", part) for part in split_keys(config.ingest_api_key_secret or "")),
     ]
     for name, value in secrets:
         if value and "/" not in value and not config.project:
