@@ -169,25 +169,25 @@ class FirestoreIdempotency:
         now = self._clock()
         try:
             client = self._client()
-            by_id = {self._ref(k).id: k for k in dict.fromkeys(keys)}
-            collection = client.collection(self._collection)
+            refs = {key: self._ref(key) for key in keys}
+            by_id = {ref.id: key for key, ref in refs.items()}
             seen: set[tuple[str, str]] = set()
             stale: dict[tuple[str, str], Any] = {}  # expired records, taken over if unchanged
-            for snap in client.get_all([collection.document(i) for i in by_id], timeout=5):
+            for snap in client.get_all(list(refs.values()), timeout=5):
                 if snap.exists:
                     if self._live(snap.to_dict() or {}, now):
                         seen.add(by_id[snap.id])
                     else:
                         stale[by_id[snap.id]] = snap.update_time
-            todo = [k for k in by_id.values() if k not in seen]
+            todo = [k for k in refs if k not in seen]
             record = {"status": "claimed", "claimed_at": now, "expires": now + self._lease}
 
             def write(batch: Any, key: tuple[str, str]) -> None:
                 data = {**record, "event_name": key[0], "event_id": key[1]}
                 if key in stale:
-                    batch.update(self._ref(key), data, option=client.write_option(last_update_time=stale[key]))
+                    batch.update(refs[key], data, option=client.write_option(last_update_time=stale[key]))
                 else:
-                    batch.create(self._ref(key), data)  # fails if another request claimed it first
+                    batch.create(refs[key], data)  # fails if another request claimed it first
 
             if todo:
                 try:
