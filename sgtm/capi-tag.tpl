@@ -409,7 +409,252 @@ ___SERVER_PERMISSIONS___
 
 ___TESTS___
 
-scenarios: []
+scenarios:
+- name: Success posts the event data, the cookies, the key and the test code to {url}/events
+  code: |-
+    let sent;
+    mock('sendHttpRequest', (url, options, body) => {
+      sent = {url: url, options: options, body: JSON.parse(body)};
+      return answer(200, {forwarded: 1, event_ids: ['ORDER-1001'], events_received: 1});
+    });
+
+    runCode(mockData);
+
+    callLater(() => {
+      assertApi('gtmOnSuccess').wasCalled();
+      assertApi('gtmOnFailure').wasNotCalled();
+      assertThat(sent.url).isEqualTo('https://capi-events-abc123-ew.a.run.app/events');
+      assertThat(sent.options.method).isEqualTo('POST');
+      assertThat(sent.options.headers['Content-Type']).isEqualTo('application/json');
+      assertThat(sent.options.headers['X-Api-Key']).isEqualTo('test-ingest-key');
+      assertThat(sent.options.timeout).isEqualTo(15000);
+      assertThat(sent.body.event_name).isEqualTo('purchase');
+      assertThat(sent.body.event_id).isEqualTo('ORDER-1001');
+      assertThat(sent.body.user_data.email_address).isEqualTo('Jane.Doe@Example.com');
+      assertThat(sent.body['x-ga-gcs']).isEqualTo('G111');
+      assertThat(sent.body['x-fb-ck-fbp']).isEqualTo(FBP);
+      assertThat(sent.body['x-fb-ck-fbc']).isEqualTo(FBC);
+      assertThat(sent.body.test_event_code).isEqualTo('TEST12345');
+    });
+- name: Cookies forwarded only when the event data lacks them, and only when asked
+  code: |-
+    const bodies = [];
+    mock('sendHttpRequest', (url, options, body) => {
+      bodies.push(JSON.parse(body));
+      return answer(200, {forwarded: 1});
+    });
+    mock('getAllEventData', () => {
+      const event = purchase();
+      event['x-fb-ck-fbp'] = 'fb.1.1600000000000.111';
+      event.fbc = 'fb.1.1600000000000.FromEvent';
+      return event;
+    });
+    runCode(mockData);
+
+    mock('getAllEventData', purchase);
+    runCode({url: mockData.url, ingestKey: mockData.ingestKey, forwardCookies: false, failOnRejected: true, timeoutMs: ''});
+
+    callLater(() => {
+      assertThat(bodies[0]['x-fb-ck-fbp']).isEqualTo('fb.1.1600000000000.111');
+      assertThat(bodies[0]['x-fb-ck-fbc']).isUndefined();
+      assertThat(bodies[0].fbc).isEqualTo('fb.1.1600000000000.FromEvent');
+      assertThat(bodies[1]['x-fb-ck-fbp']).isUndefined();
+      assertThat(bodies[1]['x-fb-ck-fbc']).isUndefined();
+      assertThat(bodies[1].test_event_code).isUndefined();
+    });
+- name: Rejected event fails the tag when failOnRejected is on
+  code: |-
+    mock('sendHttpRequest', () => answer(200, {forwarded: 0, rejected: [
+      {index: 0, event_id: 'ORDER-1001', field: 'event_time', message: 'older than 7 days: Meta does not accept it'}]}));
+
+    runCode(mockData);
+
+    callLater(() => {
+      assertApi('gtmOnFailure').wasCalled();
+      assertApi('gtmOnSuccess').wasNotCalled();
+    });
+- name: Rejected event is a success when failOnRejected is off
+  code: |-
+    mock('sendHttpRequest', () => answer(200, {forwarded: 0, rejected: [
+      {index: 0, event_id: 'ORDER-1001', field: 'event_time', message: 'older than 7 days: Meta does not accept it'}]}));
+    mockData.failOnRejected = false;
+
+    runCode(mockData);
+
+    callLater(() => {
+      assertApi('gtmOnSuccess').wasCalled();
+      assertApi('gtmOnFailure').wasNotCalled();
+    });
+- name: Event Meta refused on its own (failed) fails the tag when failOnRejected is on
+  code: |-
+    mock('sendHttpRequest', () => answer(200, {forwarded: 0, failed: [
+      {index: 0, event_id: 'ORDER-1001', message: 'Invalid parameter'}]}));
+
+    runCode(mockData);
+
+    callLater(() => assertApi('gtmOnFailure').wasCalled());
+- name: Consent skip is a success
+  code: |-
+    mock('sendHttpRequest', () => answer(200, {forwarded: 0, skipped: [
+      {index: 0, event_id: 'ORDER-1001', reason: 'consent'}]}));
+
+    runCode(mockData);
+
+    callLater(() => {
+      assertApi('gtmOnSuccess').wasCalled();
+      assertApi('gtmOnFailure').wasNotCalled();
+    });
+- name: Event not in FORWARD_EVENTS is a success
+  code: |-
+    mock('sendHttpRequest', () => answer(200, {forwarded: 0, skipped: [
+      {index: 0, event_id: 'pv-1', reason: 'not in FORWARD_EVENTS'}]}));
+
+    runCode(mockData);
+
+    callLater(() => assertApi('gtmOnSuccess').wasCalled());
+- name: Stored for replay (202) is a success
+  code: |-
+    mock('sendHttpRequest', () => answer(202, {forwarded: 0, stored: 1}));
+
+    runCode(mockData);
+
+    callLater(() => assertApi('gtmOnSuccess').wasCalled());
+- name: 5xx fails the tag
+  code: |-
+    mock('sendHttpRequest', () => answer(503, {error: 'store_unavailable', message: 'Meta failed and the events could not be stored'}));
+
+    runCode(mockData);
+
+    callLater(() => {
+      assertApi('gtmOnFailure').wasCalled();
+      assertApi('gtmOnSuccess').wasNotCalled();
+    });
+- name: Wrong key (401) fails the tag
+  code: |-
+    mock('sendHttpRequest', () => answer(401, {error: 'unauthorized', message: 'wrong ingest key'}));
+
+    runCode(mockData);
+
+    callLater(() => assertApi('gtmOnFailure').wasCalled());
+- name: An answer that is not JSON (wrong URL, Google's 403) fails the tag
+  code: |-
+    mock('sendHttpRequest', () => Promise.create((resolve) => resolve(
+      {statusCode: 200, headers: {}, body: '<html>Error: Forbidden</html>'})));
+
+    runCode(mockData);
+
+    callLater(() => assertApi('gtmOnFailure').wasCalled());
+- name: capi unreachable or too slow fails the tag
+  code: |-
+    mock('sendHttpRequest', () => Promise.create((resolve, reject) => reject({reason: 'failed'})));
+    runCode(mockData);
+    mock('sendHttpRequest', () => Promise.create((resolve, reject) => reject({reason: 'timed_out'})));
+    runCode(mockData);
+
+    callLater(() => {
+      assertApi('gtmOnFailure').wasCalled();
+      assertApi('gtmOnSuccess').wasNotCalled();
+    });
+- name: timeoutMs text becomes a number, with a default and a cap
+  code: |-
+    const timeouts = [];
+    mock('sendHttpRequest', (url, options) => {
+      timeouts.push(options.timeout);
+      return answer(200, {forwarded: 1});
+    });
+    const texts = ['2500', '', 'soon', '0', '-5', '60000', '60001'];
+    for (let i = 0; i < texts.length; i++) {
+      mockData.timeoutMs = texts[i];
+      runCode(mockData);
+    }
+
+    callLater(() => assertThat(timeouts).isEqualTo([2500, 15000, 15000, 15000, 15000, 60000, 60000]));
+- name: A URL already ending in /events is used as it is
+  code: |-
+    let sentTo;
+    mock('sendHttpRequest', (url) => {
+      sentTo = url;
+      return answer(200, {forwarded: 1});
+    });
+    mockData.url = 'https://europe-west1-shop.cloudfunctions.net/capi-events/events/';
+
+    runCode(mockData);
+
+    callLater(() => assertThat(sentTo).isEqualTo('https://europe-west1-shop.cloudfunctions.net/capi-events/events'));
+- name: Logs only in preview, never the key or personal data
+  code: |-
+    const lines = [];
+    mock('logToConsole', (line) => lines.push(line));
+    mock('sendHttpRequest', () => answer(200, {forwarded: 0, rejected: [
+      {index: 0, event_id: 'ORDER-1001', field: 'event_time', message: 'older than 7 days: Meta does not accept it'}]}));
+
+    runCode(mockData);
+    mock('getContainerVersion', () => ({previewMode: true, debugMode: false}));
+    runCode(mockData);
+
+    callLater(() => {
+      assertThat(lines.length).isEqualTo(2);
+      const all = lines.join('\n');
+      assertThat(all).contains('older than 7 days', 'event_time', 'ORDER-1001');
+      assertThat(all).doesNotContain('test-ingest-key', 'Jane.Doe', '650');
+    });
+- name: An empty ingest key fails without sending
+  code: |-
+    mock('sendHttpRequest', () => answer(200, {forwarded: 1}));
+    mockData.ingestKey = '';
+
+    runCode(mockData);
+
+    assertApi('sendHttpRequest').wasNotCalled();
+    assertApi('gtmOnFailure').wasCalled();
+setup: |-
+  const JSON = require('JSON');
+  const Promise = require('Promise');
+
+  const FBP = 'fb.1.1700000000000.1234567890';
+  const FBC = 'fb.1.1700000000000.IwAR2xYz';
+
+  // The fields as the tag editor fills them (checkboxes true/false, numbers as text).
+  const mockData = {
+    url: 'https://capi-events-abc123-ew.a.run.app/',
+    ingestKey: 'test-ingest-key',
+    testEventCode: 'TEST12345',
+    forwardCookies: true,
+    failOnRejected: true,
+    timeoutMs: '15000'
+  };
+
+  // Event data as the GA4 client builds it (keys from Google's common event data and
+  // immutable x-ga-* parameters, shaped like the mock event of Meta's own sGTM tag tests).
+  function purchase() {
+    return {
+      event_name: 'purchase',
+      event_id: 'ORDER-1001',
+      client_id: '1234567890.1700000000',
+      ip_override: '203.0.113.9',
+      user_agent: 'Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5)',
+      page_location: 'https://shop.example.com/checkout/thanks',
+      value: 59.9,
+      currency: 'EUR',
+      transaction_id: 'ORDER-1001',
+      items: [{item_id: 'SKU-1', price: 29.95, quantity: 2}],
+      user_data: {email_address: 'Jane.Doe@Example.com', phone_number: '(650) 555-1212'},
+      'x-ga-protocol_version': '2',
+      'x-ga-gcs': 'G111'
+    };
+  }
+
+  function answer(status, fields) {
+    const body = {received: 1, forwarded: 0, stored: 0, skipped: [], rejected: [], event_ids: [], messages: []};
+    for (const key in fields) {
+      body[key] = fields[key];
+    }
+    return Promise.create((resolve) => resolve({statusCode: status, headers: {}, body: JSON.stringify(body)}));
+  }
+
+  mock('getAllEventData', purchase);
+  mock('getCookieValues', (name) => name === '_fbp' ? [FBP] : name === '_fbc' ? [FBC] : []);
+  mock('getContainerVersion', () => ({previewMode: false, debugMode: false}));
 
 
 ___NOTES___
