@@ -610,6 +610,7 @@ scenarios:
 setup: |-
   const JSON = require('JSON');
   const Promise = require('Promise');
+  const callLater = require('callLater');
 
   const FBP = 'fb.1.1700000000000.1234567890';
   const FBC = 'fb.1.1700000000000.IwAR2xYz';

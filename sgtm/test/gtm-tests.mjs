@@ -110,8 +110,10 @@ async function runScenario(js, permissions, setup, scenario) {
       return realApis[name];
     },
   });
+  const callLater = (fn) => later.push(fn);
   const globals = {
-    require: (name) => realApis[name],
+    // Test code requires utilities (JSON, Promise) and callLater, as in GTM.
+    require: (name) => (name === 'callLater' ? callLater : realApis[name]),
     mock: (name, impl) => {
       mocks[name] = typeof impl === 'function' ? impl : () => impl;
     },
@@ -131,7 +133,6 @@ async function runScenario(js, permissions, setup, scenario) {
       };
     },
     assertThat,
-    callLater: (fn) => later.push(fn),
     fail: (message) => { throw new Error(message || 'fail()'); },
   };
   try {
