@@ -9,6 +9,7 @@ asserted. The template's own GTM test scenarios (`___TESTS___`) run under Node a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,7 +27,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PIXEL_ID, TOKEN
+from tests.conftest import EMULATOR_PROJECT, PIXEL_ID, TOKEN
+from tests.fakes.emulator import clear
 from tests.fakes.graph import GraphServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,38 +70,46 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], deadline: float) ->
     raise RuntimeError("capi did not answer /healthz within 30 s")
 
 
+@contextlib.contextmanager
+def serve_capi(graph: GraphServer, **extra: str) -> Iterator[str]:
+    """The real capi function (functions-framework) on a loopback port; yields its URL."""
+    port = free_port()
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("META_", "INGEST_", "FORWARD_", "DRY_RUN", "ALLOW_"))
+    }
+    env.update(
+        META_PIXEL_ID=PIXEL_ID,
+        META_ACCESS_TOKEN=TOKEN,
+        META_API_BASE_URL=graph.base_url,
+        META_TIMEOUT_SECONDS="1",
+        META_RETRY_BUDGET_SECONDS="2",
+        INGEST_API_KEY=KEY,
+        PROFILE_COLLECTION="",
+        DRY_RUN="false",
+        **extra,
+    )
+    command = [
+        str(Path(sys.executable).parent / "functions-framework"),
+        "--target=capi_events",
+        "--source=main.py",
+        "--host=127.0.0.1",
+        f"--port={port}",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process, time.monotonic() + 30)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def capi() -> Iterator[tuple[str, GraphServer]]:
-    """The real capi function on a loopback port, forwarding to a fake Graph API."""
-    with GraphServer() as graph:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("META_", "INGEST_", "FORWARD_", "DRY_RUN"))}
-        env.update(
-            META_PIXEL_ID=PIXEL_ID,
-            META_ACCESS_TOKEN=TOKEN,
-            META_API_BASE_URL=graph.base_url,
-            META_TIMEOUT_SECONDS="1",
-            META_RETRY_BUDGET_SECONDS="2",
-            INGEST_API_KEY=KEY,
-            PROFILE_COLLECTION="",
-            DRY_RUN="false",
-        )
-        env.pop("ALLOW_UNAUTHENTICATED", None)
-        command = [
-            str(Path(sys.executable).parent / "functions-framework"),
-            "--target=capi_events",
-            "--source=main.py",
-            "--host=127.0.0.1",
-            f"--port={port}",
-        ]
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(url, process, time.monotonic() + 30)
-            yield url, graph
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    """capi forwarding to a fake Graph API, Firestore unused (no profiles)."""
+    with GraphServer() as graph, serve_capi(graph) as url:
+        yield url, graph
 
 
 def run_tag(url: str, event: dict[str, Any], *, preview: bool = True, **fields: Any) -> dict[str, Any]:
@@ -255,6 +265,25 @@ def test_event_outside_forward_events_is_a_success(capi: Any) -> None:
     assert sent_for(graph, "SGTM-PV") == []
     [line] = [line for line in preview_lines(result) if "outcome" in line]
     assert line["skipped"] == [{"index": 0, "event_id": "SGTM-PV", "reason": "not in FORWARD_EVENTS"}]
+
+
+@pytest.mark.emulator
+def test_meta_down_stored_for_replay_is_a_success(firestore_emulator: str) -> None:
+    """Meta answers 503 to every try: capi stores the event in Firestore (the emulator), answers 202."""
+    clear(firestore_emulator, EMULATOR_PROJECT)
+    with GraphServer() as graph:
+        graph.fake.down = "503"
+        with serve_capi(
+            graph, FIRESTORE_EMULATOR_HOST=firestore_emulator, GOOGLE_CLOUD_PROJECT=EMULATOR_PROJECT
+        ) as url:
+            result = run_tag(url, ga4_event("SGTM-STORED"))
+        assert graph.fake.requests >= 2  # tried and retried
+    assert graph.fake.bodies == []
+    assert result["outcome"] == "success"
+    [line] = [line for line in preview_lines(result) if "outcome" in line]
+    assert line["status"] == 202
+    assert line["stored"] == 1
+    assert line["note"] == "Meta failed for now; capi stored the event and its replay will deliver it"
 
 
 def test_wrong_key_fails_the_tag(capi: Any) -> None:
