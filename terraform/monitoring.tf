@@ -27,6 +27,8 @@ locals {
     meta_errors = "${local.capi_logs} AND jsonPayload.message=\"Meta call failed\""
     # Meta refused the token, its permission or the pixel (delivery or capi_quality).
     meta_config = "${local.capi_logs} AND severity>=ERROR AND jsonPayload.error=\"meta_config\""
+    # A secret (the token, an ingest key) cannot be read: capi_events answers 503.
+    secret = "${local.capi_logs} AND severity>=ERROR AND jsonPayload.message=\"secret unavailable\""
     # capi_quality: one line per event name, and a WARNING per event name under EMQ_ALERT_BELOW.
     quality   = "${local.capi_logs} AND jsonPayload.message=\"dataset quality\" AND jsonPayload.score>=0"
     emq_below = "${local.capi_logs} AND severity>=WARNING AND jsonPayload.message=\"Event Match Quality below threshold\""
@@ -334,6 +336,30 @@ resource "google_monitoring_alert_policy" "replay_gave_up" {
     content   = "capi_replay deleted dead letters it could not deliver: after REPLAY_MAX_ATTEMPTS tries, or older than Meta's 7 days. These events are lost to Meta. The lines `dead letter dropped: ...` name each event_id. README, Runbook."
   }
   depends_on = [google_logging_metric.replay_gave_up]
+}
+
+resource "google_monitoring_alert_policy" "secret" {
+  project               = var.project_id
+  display_name          = "capi: a secret cannot be read"
+  combiner              = "OR"
+  severity              = "CRITICAL"
+  notification_channels = local.notification_channels
+  conditions {
+    display_name = "a secret unavailable line"
+    condition_matched_log {
+      filter = local.filters.secret
+    }
+  }
+  alert_strategy {
+    notification_rate_limit {
+      period = "3600s"
+    }
+    auto_close = "86400s"
+  }
+  documentation {
+    mime_type = "text/markdown"
+    content   = "capi cannot read a Secret Manager secret (the Meta token or an ingest key): capi_events answers 503 and stores nothing, so callers must retry. The line's `secret` and `fix` say which and why (no version, or the runtime account lost secretAccessor). README, Runbook."
+  }
 }
 
 resource "google_monitoring_alert_policy" "emq_below" {

@@ -293,6 +293,7 @@ def test_events_by_name_and_match_keys(capsys: Any) -> None:
     ]
     log_by_name({"Purchase": {"forwarded": 2, "rejected": 1, "skipped": 0, "stored": 0, "failed": 0}}, forwarded)
     records = captured(capsys, EVENTS)
+    assert len(records) == 2  # outcomes with no event write no line
     ok = only(records, "events by name", outcome="forwarded")
     rejected = only(records, "events by name", outcome="rejected")
     assert ok["jsonPayload"]["match_keys"] == {"em": 1, "fbp": 2, "ph": 1} and ok["jsonPayload"]["count"] == 2
@@ -304,6 +305,26 @@ def test_events_by_name_and_match_keys(capsys: Any) -> None:
     assert extract(render(METRICS["match_keys"]["value_extractor"], each="fbp"), ok) == 2
     assert not matches(metric_filter("match_keys", each="em"), rejected)
     assert not matches(metric_filter("match_keys", each="external_id"), ok)  # no event had it
+
+
+def test_secret_unavailable(capsys: Any) -> None:
+    from google.api_core import exceptions as gexc
+
+    from capi.errors import SecretUnavailable
+    from capi.log import setup_logging
+    from capi.secrets import SecretManagerSecret
+
+    class NoVersion:
+        def access_secret_version(self, **kwargs: Any) -> Any:
+            raise gexc.NotFound("no version")
+
+    setup_logging()
+    capsys.readouterr()
+    with pytest.raises(SecretUnavailable):
+        SecretManagerSecret("projects/p/secrets/s/versions/latest", client=NoVersion).get()
+    [line] = captured(capsys, EVENTS)
+    assert line["severity"] == "ERROR" and matches(FILTERS["secret"], line)
+    assert not matches(FILTERS["secret"], CONTRACT_META_CONFIG)
 
 
 # -- the alerts are wired to those filters ----------------------------------------------------------
@@ -321,6 +342,7 @@ def one(block: Any) -> dict[str, Any]:
 # Each alert policy, and the filter (or metric) whose test above proves it fires on its line.
 ALERT_SOURCES = {
     "meta_config": ("log", "meta_config"),
+    "secret": ("log", "secret"),
     "emq_below": ("log", "emq_below"),
     "quality_unavailable": ("log", "quality_unavailable"),
     "stored_for_replay": ("metric", "stored_for_replay"),
