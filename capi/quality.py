@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import requests
 
-from capi.errors import MetaError, SecretUnavailable
+from capi.errors import MetaAuthError, MetaError, SecretUnavailable
 from capi.graph import CONNECT_TIMEOUT, classify
 from capi.log import log
 from capi.payload import PARTNER_AGENT
@@ -133,9 +133,16 @@ class DatasetQualityClient:
                 something unreadable or empty (`QualityUnavailable`).
             SecretUnavailable: the token could not be read.
         """
+        try:
+            return self._fetch(destination, refresh=False)
+        except MetaAuthError:
+            # The token may have been rotated since it was cached: read it again, once (as delivery does).
+            return self._fetch(destination, refresh=True)
+
+    def _fetch(self, destination: Destination, *, refresh: bool) -> list[dict[str, Any]]:
         params = {"dataset_id": destination.pixel_id, "agent_name": AGENT_NAME, "fields": FIELDS}
         # The token goes in a header, so no URL capi or `requests` might log ever holds it.
-        headers = {"Authorization": f"Bearer {destination.token.get()}"}
+        headers = {"Authorization": f"Bearer {destination.token.get(refresh=refresh)}"}
         try:
             with self._session.get(
                 self.url, params=params, headers=headers, timeout=(CONNECT_TIMEOUT, self._timeout), stream=True
@@ -236,7 +243,7 @@ class QualityReport:
                 match_keys=event["match_keys"],
                 dedupe=event["dedupe"],
                 event_coverage=event["event_coverage"],
-                diagnostics=len(event["diagnostics"]),
+                diagnostics=[d["name"] for d in event["diagnostics"]],
             )
             if event["below_threshold"]:
                 log(

@@ -76,6 +76,7 @@ def test_answers_and_logs_per_event_name(
     ]
     assert quality[1]["match_keys"] == {"email": 100, "ip_address": 99.9}
     assert quality[1]["dedupe"]["event_id"]["server"] == 100
+    assert quality[1]["diagnostics"] == ["Server sending mismatched IP addresses"] and quality[0]["diagnostics"] == []
     assert all(q["destination"] == "default" and q["pixel_id"] == PIXEL_ID for q in quality)
     [warning] = [line for line in logged if line["message"] == "Event Match Quality below threshold"]
     assert {k: warning[k] for k in ("severity", "event_name", "score", "threshold", "pixel_id", "destination")} == {
@@ -144,6 +145,25 @@ def test_wrong_token_is_190_and_never_logged(graph: GraphServer, make_client: Ca
     assert body["destinations"][0]["error"] == "meta_config" and body["destinations"][0]["meta_code"] == 190
     assert "token" in body["destinations"][0]["fix"]
     assert "expired-token-value" not in capsys.readouterr().out
+
+
+def test_a_rotated_token_is_read_again_once_on_190(graph: GraphServer) -> None:
+    class Rotated:
+        name = "rotated"
+
+        def __init__(self) -> None:
+            self.reads: list[bool] = []
+
+        def get(self, *, refresh: bool = False) -> str:
+            self.reads.append(refresh)
+            return TOKEN if refresh else "the-old-token"
+
+    graph.fake.quality.web[PIXEL_ID] = SAMPLE_WEB
+    token = Rotated()
+    client = DatasetQualityClient(base_url=graph.base_url, api_version="v26.0")
+    status, body = QualityReport(client, [Destination("default", PIXEL_ID, token)], 6.0).run()
+    assert status == 200 and len(body["destinations"][0]["events"]) == 2
+    assert token.reads == [False, True] and len(graph.fake.quality.requests) == 2
 
 
 def test_timeout_is_bounded(graph: GraphServer) -> None:
