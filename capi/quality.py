@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import requests
+from urllib3.exceptions import HTTPError as TransportError
 
 from capi.errors import MetaAuthError, MetaError, SecretUnavailable
 from capi.graph import CONNECT_TIMEOUT, classify
@@ -149,7 +150,8 @@ class DatasetQualityClient:
             ) as response:
                 raw = response.raw.read(self._max_bytes + 1, decode_content=True)
                 status = response.status_code
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except (requests.ConnectionError, requests.Timeout, TransportError) as exc:
+            # TransportError: the body is read from the socket here (stream=True), past requests' wrapping.
             raise MetaError(f"could not reach Meta ({type(exc).__name__})", transient=True) from None
         if len(raw) > self._max_bytes:
             raise QualityUnavailable(f"Meta's answer is over {self._max_bytes} bytes", "meta_unreadable")

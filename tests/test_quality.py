@@ -4,6 +4,7 @@ through main.py's real entry point: the answer, the log lines, every way Meta ca
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -166,11 +167,14 @@ def test_a_rotated_token_is_read_again_once_on_190(graph: GraphServer) -> None:
     assert token.reads == [False, True] and len(graph.fake.quality.requests) == 2
 
 
-def test_timeout_is_bounded(graph: GraphServer) -> None:
-    graph.fake.quality.mode = "hang"
+@pytest.mark.parametrize("mode", ["hang", "stall"])
+def test_timeout_is_bounded(graph: GraphServer, mode: str) -> None:
+    graph.fake.quality.mode = mode  # no headers at all; or headers and half a body
     client = DatasetQualityClient(base_url=graph.base_url, api_version="v26.0", timeout=0.3)
     report = QualityReport(client, [Destination("default", PIXEL_ID, StaticSecret(TOKEN))], 6.0)
+    started = time.monotonic()
     status, body = report.run()
+    assert time.monotonic() - started < 2
     assert status == 502 and body["destinations"][0]["error"] == "meta_unavailable"
     assert "Timeout" in body["destinations"][0]["message"]
 

@@ -74,14 +74,14 @@ SAMPLE_WEB: list[dict[str, Any]] = [
 
 @dataclass
 class FakeDatasetQuality:
-    """Answers per pixel id; `mode` fails on demand: ok, code:<n>, empty, html, garbage, big, hang."""
+    """Answers per pixel id; `mode` fails on demand: ok, code:<n>, empty, html, garbage, big, hang, stall."""
 
     token: str = "test-token"
     web: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # pixel id -> web list
     mode: str = "ok"
     requests: list[dict[str, Any]] = field(default_factory=list)  # query parameters and auth of each GET
 
-    def handle(self, path: str, query: str, headers: Any, stop: threading.Event) -> tuple[int, dict[str, Any] | str]:
+    def handle(self, path: str, query: str, headers: Any, stop: threading.Event) -> tuple[int, Any]:
         params = {k: v[0] for k, v in parse_qs(query).items()}
         auth = headers.get("Authorization") or ""
         self.requests.append({**params, "authorization": auth})
@@ -89,6 +89,8 @@ class FakeDatasetQuality:
             return 400, _error(100, f"Unknown path components: {path}", "GraphMethodException")
         if self.mode == "hang":
             stop.wait(30)
+        if self.mode == "stall":
+            return 200, lambda handler: _stall(handler, stop)
         if self.mode == "html":
             return 502, "<html><body>Bad Gateway</body></html>"
         if self.mode == "garbage":
@@ -110,3 +112,14 @@ class FakeDatasetQuality:
 def _error(code: int, message: str, etype: str = "OAuthException") -> dict[str, Any]:
     # The shape of every Graph API error (capi-spec.md section 7).
     return {"error": {"message": message, "type": etype, "code": code, "fbtrace_id": f"QTRACE{code}"}}
+
+
+def _stall(handler: Any, stop: threading.Event) -> None:
+    """Headers and half a body, then nothing: the client's read timeout must end it."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", "100")
+    handler.end_headers()
+    handler.wfile.write(b'{"web": [')
+    handler.wfile.flush()
+    stop.wait(30)

@@ -220,6 +220,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
         status, payload = self.server.fake.quality.handle(path, query, self.headers, self.server.fake.stop_event)
+        if callable(payload):  # writes its own answer (a body that stalls halfway)
+            return payload(self)
         data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/html" if isinstance(payload, str) else "application/json")
