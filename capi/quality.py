@@ -158,7 +158,10 @@ class DatasetQualityClient:
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            payload = None
+            # Not Meta speaking (a proxy's error page, a captive portal): nothing to classify.
+            raise QualityUnavailable(
+                f"Meta answered HTTP {status} with something that is not JSON", "meta_unreadable"
+            ) from None
         if not 200 <= status < 300 or (isinstance(payload, dict) and "error" in payload):
             raise classify(status, payload)
         if not isinstance(payload, dict) or not isinstance(payload.get("web", []), list):

@@ -179,7 +179,7 @@ resource "google_logging_metric" "replay_gave_up" {
 resource "google_logging_metric" "meta_errors" {
   project     = var.project_id
   name        = "${var.name}/meta_errors"
-  description = "Failed Graph API calls (every attempt), by Meta's error code and whether it was transient."
+  description = "Failed Graph API calls (every attempt), by Meta's error code."
   filter      = local.filters.meta_errors
   metric_descriptor {
     metric_kind = "DELTA"
@@ -189,14 +189,9 @@ resource "google_logging_metric" "meta_errors" {
       key        = "meta_code"
       value_type = "STRING"
     }
-    labels {
-      key        = "transient"
-      value_type = "STRING"
-    }
   }
   label_extractors = {
     meta_code = "EXTRACT(jsonPayload.meta_code)"
-    transient = "EXTRACT(jsonPayload.transient)"
   }
 }
 

@@ -208,7 +208,7 @@ def test_requests_and_forwarding(events_lines: list[dict[str, Any]]) -> None:
 def test_meta_errors_by_code(events_lines: list[dict[str, Any]]) -> None:
     failed_call = only(events_lines, "Meta call failed")
     assert matches(metric_filter("meta_errors"), failed_call)
-    assert labels("meta_errors", failed_call) == {"meta_code": 2, "transient": True}
+    assert labels("meta_errors", failed_call) == {"meta_code": 2}
     assert not any(
         matches(metric_filter("meta_errors"), r)
         for r in events_lines

@@ -109,7 +109,7 @@ def test_threshold_is_configurable_and_strict(graph: GraphServer, make_client: C
         ("code:2", 502, "meta_unavailable", 2, "WARNING"),  # transient on Meta's side
         ("code:100", 502, "meta_refused", 100, "WARNING"),
         ("empty", 502, "no_data", None, "WARNING"),  # no web events from capi's agent yet
-        ("html", 502, "meta_unavailable", None, "WARNING"),  # a proxy's 502 page
+        ("html", 502, "meta_unreadable", None, "WARNING"),  # a proxy's 502 page
         ("garbage", 502, "meta_unreadable", None, "WARNING"),  # a 200 that is not JSON
         ("big", 502, "meta_unreadable", None, "WARNING"),  # over the 1 MiB bound
     ],
