@@ -380,42 +380,49 @@ def test_every_alert_uses_a_tested_filter() -> None:
 # -- every field a filter or an extractor names is one the code writes ------------------------------
 
 
+def dict_keys(tree: ast.AST) -> set[str]:
+    """The string keys a module puts in dicts: literals and `d["key"] = ...`."""
+    literal = {
+        key.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Dict)
+        for key in node.keys
+        if isinstance(key, ast.Constant) and isinstance(key.value, str)
+    }
+    assigned = {
+        node.slice.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store)
+        and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)
+    }  # fmt: skip
+    return literal | assigned
+
+
 def written_fields() -> dict[str, set[str]]:
-    """message -> the fields capi's log(...) calls write with it: its keywords, and when it expands
-    `**` a dict, the string keys the module puts in dicts (literals and `d["key"] = ...`)."""
+    """message -> the fields capi's log(...) calls write with it: the call's keywords and, when
+    it expands `**` a dict built elsewhere, the string keys capi's modules put in dicts."""
+    trees = [ast.parse(path.read_text()) for path in sorted(Path(ROOT / "capi").glob("*.py"))]
+    any_dict_key = set().union(*(dict_keys(tree) for tree in trees))
     found: dict[str, set[str]] = {}
-    for path in sorted(Path(ROOT / "capi").glob("*.py")):
-        tree = ast.parse(path.read_text())
-        local_keys = {
-            key.value
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Dict)
-            for key in node.keys
-            if isinstance(key, ast.Constant) and isinstance(key.value, str)
-        } | {
-            node.slice.value
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store)
-            and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)
-        }  # fmt: skip
+    for tree in trees:
+        constants = {
+            target.id: node.value.value
+            for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
         for call in [n for n in ast.walk(tree) if isinstance(n, ast.Call)]:
             if not (isinstance(call.func, ast.Name) and call.func.id == "log" and len(call.args) >= 2):
                 continue
             message = call.args[1]
+            text = message.value if isinstance(message, ast.Constant) else constants.get(getattr(message, "id", ""))
+            if not isinstance(text, str):
+                continue
             names = {"message"} | {k.arg for k in call.keywords if k.arg}
             if any(k.arg is None for k in call.keywords):
-                names |= local_keys
-            if isinstance(message, ast.Constant):
-                found.setdefault(message.value, set()).update(names)
-            elif isinstance(message, ast.Name):  # a module constant, e.g. report.BY_NAME
-                constant = next(
-                    n.value.value
-                    for n in tree.body
-                    if isinstance(n, ast.Assign)
-                    and any(isinstance(t, ast.Name) and t.id == message.id for t in n.targets)
-                    and isinstance(n.value, ast.Constant)
-                )
-                found.setdefault(constant, set()).update(names)
+                names |= any_dict_key
+            found.setdefault(text, set()).update(names)
     return found
 
 
