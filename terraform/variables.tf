@@ -219,7 +219,7 @@ variable "replay_schedule" {
 }
 
 variable "replay_time_zone" {
-  description = "Time zone of replay_schedule."
+  description = "Time zone of replay_schedule and quality_schedule."
   type        = string
   default     = "Etc/UTC"
 }

@@ -179,6 +179,18 @@ def test_timeout_is_bounded(graph: GraphServer, mode: str) -> None:
     assert "Timeout" in body["destinations"][0]["message"]
 
 
+def test_answer_size_bound_at_its_edge(graph: GraphServer) -> None:
+    graph.fake.quality.web[PIXEL_ID] = SAMPLE_WEB
+    size = len(json.dumps({"web": SAMPLE_WEB}).encode())  # what the fake sends
+    destination = Destination("default", PIXEL_ID, StaticSecret(TOKEN))
+    fits = DatasetQualityClient(base_url=graph.base_url, api_version="v26.0", max_bytes=size)
+    assert len(fits.fetch(destination)) == 2
+    over = DatasetQualityClient(base_url=graph.base_url, api_version="v26.0", max_bytes=size - 1)
+    status, body = QualityReport(over, [destination], 6.0).run()
+    assert status == 502 and body["destinations"][0]["error"] == "meta_unreadable"
+    assert f"over {size - 1} bytes" in body["destinations"][0]["message"]
+
+
 def test_one_destination_failing_does_not_hide_another(graph: GraphServer) -> None:
     graph.fake.quality.web["111"] = SAMPLE_WEB[:1]
     client = DatasetQualityClient(base_url=graph.base_url, api_version="v26.0")
