@@ -24,6 +24,7 @@ install: $(STAMP)
 # The function on localhost: dry run (nothing sent to Meta), no Google credentials needed.
 # Override any variable on the command line, e.g. `make run DEFAULT_COUNTRY=GB`.
 run: $(STAMP)
+	@echo "capi on http://127.0.0.1:$(PORT) (DRY_RUN=$${DRY_RUN:-true}): POST events to http://127.0.0.1:$(PORT)/events, try curl -s http://127.0.0.1:$(PORT)/healthz"
 	META_PIXEL_ID=$${META_PIXEL_ID:-1234567890} \
 	DRY_RUN=$${DRY_RUN:-true} \
 	ALLOW_UNAUTHENTICATED=$${ALLOW_UNAUTHENTICATED:-true} \

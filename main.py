@@ -1,4 +1,5 @@
-"""Cloud Functions entry points: `capi_events` (forward events) and `capi_replay` (dead letters).
+"""Cloud Functions entry points: `capi_events` (forward events), `capi_replay` (dead letters)
+and `capi_quality` (Meta's Event Match Quality, daily).
 
 Thin on purpose: the configuration is loaded once per instance, here at start-up, and every
 request is handed to `capi.app.Application`.
@@ -23,3 +24,9 @@ def capi_events(request: flask.Request) -> flask.Response:
 def capi_replay(request: flask.Request) -> flask.Response:
     """Re-send dead-lettered events still inside Meta's 7-day window (Cloud Scheduler, OIDC)."""
     return app.replay(request)
+
+
+@functions_framework.http
+def capi_quality(request: flask.Request) -> flask.Response:
+    """Read Meta's Dataset Quality API for each destination; log EMQ per event name (Cloud Scheduler, OIDC)."""
+    return app.quality(request)

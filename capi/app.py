@@ -16,7 +16,7 @@ import flask
 
 from capi.auth import Authenticator, split_keys
 from capi.config import Config, load_config
-from capi.errors import ConfigError, MethodNotAllowed
+from capi.errors import ConfigError, MethodNotAllowed, NotFound
 from capi.firestore import (
     FirestoreDeadLetter,
     FirestoreIdempotency,
@@ -28,6 +28,7 @@ from capi.graph import GraphClient, RetryPolicy
 from capi.http import guarded, health, json_response, read_json, route
 from capi.lazy import Lazy
 from capi.log import log, set_trace, setup_logging
+from capi.quality import DatasetQualityClient, Destination, QualityReport
 from capi.secrets import SecretManagerSecret, SecretSource, StaticSecret, resource_name
 from capi.service import EventService
 
@@ -88,8 +89,19 @@ class Application:
             holder, config.deadletter_collection, self.graph, max_attempts=config.replay_max_attempts
         )
         self.authenticator = Authenticator(self._keys(secret_factory), config.allow_unauthenticated)
+        # Destinations (several pixels) come later; today's single pixel is `default`.
+        self.quality_report = (
+            None
+            if token is None
+            else QualityReport(
+                DatasetQualityClient(base_url=config.api_base_url, api_version=config.api_version, session=session),
+                [Destination("default", config.pixel_id, token)],
+                config.emq_alert_below,
+            )
+        )
         self.events = guarded(self._events)
         self.replay = guarded(self._replay)
+        self.quality = guarded(self._quality)
 
     def _secret(
         self, literal: str | None, secret: str | None, factory: Callable[[], Any] | None
@@ -138,6 +150,17 @@ class Application:
             return json_response(200, {"message": "DRY_RUN without a token: nothing to replay to"})
         counts = self.replayer.run()
         return json_response(200, counts)
+
+    def _quality(self, request: flask.Request) -> flask.Response:
+        set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)
+        if (request.path.rstrip("/") or "/") != "/":
+            raise NotFound("unknown path: use POST /", field="path")
+        if request.method != "POST":
+            raise MethodNotAllowed("use POST / to read the dataset quality")
+        if self.quality_report is None:
+            return json_response(200, {"message": "DRY_RUN without a token: no quality to read"})
+        status, body = self.quality_report.run()
+        return json_response(status, body)
 
 
 # Containers alive at the peak of a 1000-event request: about 27 000 (parsed input, events, answer).

@@ -62,6 +62,7 @@ ENV_VARS: tuple[str, ...] = (
     "DRY_RUN",
     "LOG_LEVEL",
     "GOOGLE_CLOUD_PROJECT",
+    "EMQ_ALERT_BELOW",
 )
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -99,6 +100,8 @@ class Config:
     dry_run: bool = False
     log_level: str = "INFO"
     project: str | None = None
+    # capi_quality logs a WARNING for each event name whose Event Match Quality is below this.
+    emq_alert_below: float = 6.0
 
     def should_forward(self, incoming: str, meta_name: str) -> bool:
         if self.forward_events is None:
@@ -204,6 +207,12 @@ def load_config(env: Mapping[str, str]) -> Config:
     if max_attempts != int(max_attempts) or replay_max_attempts != int(replay_max_attempts):
         raise ConfigError("META_MAX_ATTEMPTS and REPLAY_MAX_ATTEMPTS must be whole numbers", field="META_MAX_ATTEMPTS")
 
+    emq_alert_below = _number(env, "EMQ_ALERT_BELOW", 6.0)
+    if emq_alert_below > 10:
+        raise ConfigError(
+            f"EMQ_ALERT_BELOW must be 0..10 (Meta's scale), got {emq_alert_below}", field="EMQ_ALERT_BELOW"
+        )
+
     event_map = _event_map(_opt(env, "EVENT_NAME_MAP"))
     keys = split_keys(env.get("INGEST_API_KEY", ""))
     dry_run = _bool(env, "DRY_RUN", False)
@@ -235,6 +244,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         dry_run=dry_run,
         log_level=log_level,
         project=_opt(env, "GOOGLE_CLOUD_PROJECT"),
+        emq_alert_below=emq_alert_below,
     )
     if not dry_run and not (config.access_token or config.access_token_secret):
         raise ConfigError(

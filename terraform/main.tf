@@ -34,6 +34,7 @@ locals {
       DEADLETTER_COLLECTION = var.deadletter_collection
       LOG_LEVEL             = var.log_level
       GOOGLE_CLOUD_PROJECT  = var.project_id
+      EMQ_ALERT_BELOW       = tostring(var.emq_alert_below)
       # With no ingest key, capi refuses every request unless told that IAM guards it.
       ALLOW_UNAUTHENTICATED = var.create_ingest_key ? "false" : "true"
       # functions-framework's gunicorn threads = the requests one instance serves at once.
@@ -56,6 +57,8 @@ locals {
     "firestore.googleapis.com",
     "cloudscheduler.googleapis.com",
     "storage.googleapis.com",
+    "logging.googleapis.com",
+    "monitoring.googleapis.com",
   ]
 }
 
@@ -77,7 +80,7 @@ resource "google_service_account" "runtime" {
 resource "google_service_account" "scheduler" {
   project      = var.project_id
   account_id   = "${var.name}-scheduler"
-  display_name = "capi replay scheduler (invokes capi_replay with OIDC)"
+  display_name = "capi scheduler (invokes capi_replay and capi_quality with OIDC)"
 }
 
 # Firestore: profiles (read), dead letters and idempotency records (write).
@@ -274,6 +277,43 @@ resource "google_cloudfunctions2_function" "replay" {
   ]
 }
 
+resource "google_cloudfunctions2_function" "quality" {
+  project     = var.project_id
+  location    = var.region
+  name        = "${var.name}-quality"
+  description = "capi: Meta's Event Match Quality per event name, daily (called by Cloud Scheduler)"
+  labels      = local.labels
+
+  build_config {
+    runtime     = "python312"
+    entry_point = "capi_quality"
+    source {
+      storage_source {
+        bucket = google_storage_bucket.source.name
+        object = google_storage_bucket_object.source.name
+      }
+    }
+  }
+
+  service_config {
+    max_instance_count               = 1
+    min_instance_count               = 0
+    max_instance_request_concurrency = 1
+    available_memory                 = var.available_memory
+    available_cpu                    = var.available_cpu
+    timeout_seconds                  = 120
+    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
+    all_traffic_on_latest_revision   = true
+    service_account_email            = google_service_account.runtime.email
+    environment_variables            = local.environment
+  }
+
+  depends_on = [
+    google_project_service.apis,
+    google_secret_manager_secret_iam_member.runtime_access,
+  ]
+}
+
 # -- who may call ----------------------------------------------------------------------------
 
 # A gen2 function is served by Cloud Run: invoking it needs run.invoker on that service.
@@ -327,4 +367,38 @@ resource "google_cloud_scheduler_job" "replay" {
   }
 
   depends_on = [google_project_service.apis, google_cloud_run_service_iam_member.replay_scheduler]
+}
+
+resource "google_cloud_run_service_iam_member" "quality_scheduler" {
+  project  = var.project_id
+  location = var.region
+  service  = google_cloudfunctions2_function.quality.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.scheduler.email}"
+}
+
+resource "google_cloud_scheduler_job" "quality" {
+  project          = var.project_id
+  region           = var.region
+  name             = "${var.name}-quality"
+  description      = "Read Meta's Event Match Quality per event name (values are multi-day aggregates: daily is enough)"
+  schedule         = var.quality_schedule
+  time_zone        = var.replay_time_zone
+  attempt_deadline = "120s"
+
+  # A refused token stays refused on a retry; the next day's run is the retry.
+  retry_config {
+    retry_count = 0
+  }
+
+  http_target {
+    http_method = "POST"
+    uri         = google_cloudfunctions2_function.quality.service_config[0].uri
+    oidc_token {
+      service_account_email = google_service_account.scheduler.email
+      audience              = google_cloudfunctions2_function.quality.service_config[0].uri
+    }
+  }
+
+  depends_on = [google_project_service.apis, google_cloud_run_service_iam_member.quality_scheduler]
 }

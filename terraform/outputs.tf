@@ -8,6 +8,26 @@ output "replay_url" {
   value       = google_cloudfunctions2_function.replay.service_config[0].uri
 }
 
+output "quality_url" {
+  description = "URL of capi_quality (internal ingress; called daily by Cloud Scheduler with OIDC)."
+  value       = google_cloudfunctions2_function.quality.service_config[0].uri
+}
+
+output "replay_job" {
+  description = "Cloud Scheduler job of the replay: run it by hand with gcloud scheduler jobs run <name> --location=<region>."
+  value       = google_cloud_scheduler_job.replay.name
+}
+
+output "quality_job" {
+  description = "Cloud Scheduler job of capi_quality: run it by hand with gcloud scheduler jobs run <name> --location=<region>."
+  value       = google_cloud_scheduler_job.quality.name
+}
+
+output "dashboard" {
+  description = "Cloud Monitoring dashboard id (Monitoring > Dashboards > capi)."
+  value       = google_monitoring_dashboard.capi.id
+}
+
 output "runtime_service_account" {
   description = "Email of the functions' runtime service account."
   value       = google_service_account.runtime.email

@@ -219,7 +219,7 @@ variable "replay_schedule" {
 }
 
 variable "replay_time_zone" {
-  description = "Time zone of replay_schedule."
+  description = "Time zone of replay_schedule and quality_schedule."
   type        = string
   default     = "Etc/UTC"
 }
@@ -240,4 +240,56 @@ variable "labels" {
   description = "Labels put on every resource that takes them."
   type        = map(string)
   default     = {}
+}
+
+variable "quality_schedule" {
+  description = "Cron schedule of capi_quality (Cloud Scheduler, in replay_time_zone). Meta's quality values are multi-day aggregates: once a day is enough."
+  type        = string
+  default     = "0 7 * * *"
+}
+
+variable "emq_alert_below" {
+  description = "EMQ_ALERT_BELOW: capi_quality logs a WARNING (and the alert fires) for each event name whose Event Match Quality is below this (Meta's 0..10 scale)."
+  type        = number
+  default     = 6.0
+  validation {
+    condition     = var.emq_alert_below >= 0 && var.emq_alert_below <= 10
+    error_message = "emq_alert_below must be 0..10."
+  }
+}
+
+variable "alert_email" {
+  description = "Email address that receives capi's alerts (a Cloud Monitoring email notification channel is created). Empty: no channel is created; add your own with notification_channels."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.alert_email == "" || can(regex("^[^@\\s]+@[^@\\s]+$", var.alert_email))
+    error_message = "alert_email must be an email address or empty."
+  }
+}
+
+variable "notification_channels" {
+  description = "Existing Cloud Monitoring notification channel ids (projects/P/notificationChannels/N) that also receive capi's alerts."
+  type        = list(string)
+  default     = []
+}
+
+variable "no_forward_alert_hours" {
+  description = "The \"nothing forwarded\" alert fires when capi_events answered requests for this many hours and forwarded no event to Meta."
+  type        = number
+  default     = 6
+  validation {
+    condition     = var.no_forward_alert_hours >= 1 && var.no_forward_alert_hours <= 72 && floor(var.no_forward_alert_hours) == var.no_forward_alert_hours
+    error_message = "no_forward_alert_hours must be a whole number of hours, 1..72."
+  }
+}
+
+variable "match_key_metrics" {
+  description = "user_data keys that get a match-key coverage metric and dashboard chart (one log-based metric each)."
+  type        = list(string)
+  default     = ["em", "ph", "external_id", "fn", "ln", "client_ip_address", "client_user_agent", "fbp", "fbc"]
+  validation {
+    condition     = alltrue([for key in var.match_key_metrics : can(regex("^[a-z_]+$", key))])
+    error_message = "match_key_metrics entries are user_data keys such as em or fbp."
+  }
 }

@@ -128,7 +128,7 @@ def test_both_functions_match_main_py_entry_points(functions: dict[str, dict[str
     tree = ast.parse((ROOT / "main.py").read_text())
     defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
     entry_points = {one(f["build_config"])["entry_point"] for f in functions.values()}
-    assert entry_points == {"capi_events", "capi_replay"} and entry_points <= defined
+    assert entry_points == {"capi_events", "capi_replay", "capi_quality"} == defined
     for function in functions.values():
         assert one(function["build_config"])["runtime"] == "python312"
         service = one(function["service_config"])
@@ -149,6 +149,7 @@ def test_ingress(functions: dict[str, dict[str, Any]]) -> None:
     events = one(functions["events"]["service_config"])["ingress_settings"]
     assert "ALLOW_ALL" in events and "ALLOW_INTERNAL_AND_GCLB" in events and "callers_inside_google_cloud" in events
     assert one(functions["replay"]["service_config"])["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
+    assert one(functions["quality"]["service_config"])["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
 
 
 def test_every_config_variable_is_set_or_deliberately_defaulted() -> None:
@@ -199,14 +200,49 @@ def test_archive_holds_function_files_only() -> None:
     assert "tests" not in local and "terraform" not in local
 
 
-def test_scheduler_calls_replay_with_oidc() -> None:
-    job = resources("google_cloud_scheduler_job")["replay"]
-    target = one(job["http_target"])
+@pytest.mark.parametrize("job", ["replay", "quality"])
+def test_scheduler_calls_replay_and_quality_with_oidc(job: str) -> None:
+    scheduled = resources("google_cloud_scheduler_job")[job]
+    target = one(scheduled["http_target"])
     token = one(target["oidc_token"])
-    assert "google_cloudfunctions2_function.replay" in target["uri"]
+    assert target["http_method"] == "POST"
+    assert f"google_cloudfunctions2_function.{job}" in target["uri"] == token["audience"]
     assert "google_service_account.scheduler.email" in token["service_account_email"]
-    invoker = resources("google_cloud_run_service_iam_member")["replay_scheduler"]
+    invoker = resources("google_cloud_run_service_iam_member")[f"{job}_scheduler"]
     assert "google_service_account.scheduler.email" in invoker["member"]
+    # capi_quality's values are multi-day aggregates: once a day.
+    variables = {k: v for block in load(TF / "variables.tf")["variable"] for k, v in block.items()}
+    assert re.fullmatch(r"\d+ \d+ \* \* \*", variables["quality_schedule"]["default"])
+
+
+def test_monitoring_is_in_the_module() -> None:
+    monitoring = load(TF / "monitoring.tf")
+    kinds = {kind for block in monitoring["resource"] for kind in block}
+    assert {
+        "google_logging_metric",
+        "google_monitoring_alert_policy",
+        "google_monitoring_notification_channel",
+        "google_monitoring_dashboard",
+    } <= kinds
+    channel = next(
+        b["google_monitoring_notification_channel"]["email"]
+        for b in monitoring["resource"]
+        if "google_monitoring_notification_channel" in b
+    )
+    assert channel["type"] == "email" and "var.alert_email" in channel["labels"]["email_address"]
+    variables = {k: v for block in load(TF / "variables.tf")["variable"] for k, v in block.items()}
+    assert variables["emq_alert_below"]["default"] == 6.0 and variables["alert_email"]["default"] == ""
+    assert "monitoring.googleapis.com" in load(TF / "main.tf")["locals"][0]["apis"]
+
+
+def test_example_creates_firestore_and_reads_the_ingest_key() -> None:
+    example = load(TF / "examples/basic/main.tf")["module"][0]["capi"]
+    assert example["create_firestore_database"] == "${var.create_firestore_database}"
+    assert example["create_ingest_key"] == "${var.public_access}" and example["alert_email"] == "${var.alert_email}"
+    outputs = {k: v for block in load(TF / "examples/basic/outputs.tf")["output"] for k, v in block.items()}
+    assert "gcloud secrets versions access latest --secret=" in outputs["read_ingest_key_command"]["value"]
+    assert "gcloud secrets versions add" in outputs["add_ingest_key_command"]["value"]
+    assert "gcloud scheduler jobs run" in outputs["replay_now_command"]["value"]
 
 
 def test_gcloudignore_keeps_only_the_function() -> None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.fakes.dataset_quality import FakeDatasetQuality
+
 HEX64 = re.compile(r"[0-9a-f]{64}")
 HASHED = ("em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id")
 ACTION_SOURCES = {"email", "website", "app", "phone_call", "chat", "physical_store", "system_generated",
@@ -112,6 +114,7 @@ class FakeGraph:
     down: str | None = None  # when set, every request fails this way
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop_event: threading.Event = field(default_factory=threading.Event)
+    quality: FakeDatasetQuality = field(default_factory=FakeDatasetQuality)  # GET /{version}/dataset_quality
 
     def fail_next(self, *kinds: str, retry_after: str | None = None, delay: float = 0.0) -> None:
         with self.lock:
@@ -211,6 +214,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for key, value in headers.items():
             self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        path, _, query = self.path.partition("?")
+        status, payload = self.server.fake.quality.handle(path, query, self.headers, self.server.fake.stop_event)
+        if callable(payload):  # writes its own answer (a body that stalls halfway)
+            return payload(self)
+        data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html" if isinstance(payload, str) else "application/json")
+        self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 

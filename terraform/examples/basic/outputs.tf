@@ -12,3 +12,23 @@ output "ingest_key_secret" {
   description = "Secret to add caller keys to (when public_access is true)."
   value       = module.capi.ingest_key_secret
 }
+
+output "add_ingest_key_command" {
+  description = "With public_access: the command that puts a new random ingest key into its secret (run it once)."
+  value       = module.capi.ingest_key_secret == null ? null : "openssl rand -hex 32 | tr -d '\\n' | gcloud secrets versions add ${module.capi.ingest_key_secret} --project=${var.project_id} --data-file=-"
+}
+
+output "read_ingest_key_command" {
+  description = "With public_access: the command that prints the ingest key to give your callers (sGTM tag, webhook)."
+  value       = module.capi.ingest_key_secret == null ? null : "gcloud secrets versions access latest --secret=${module.capi.ingest_key_secret} --project=${var.project_id}"
+}
+
+output "replay_now_command" {
+  description = "Runs the dead-letter replay now instead of waiting for its schedule."
+  value       = "gcloud scheduler jobs run ${module.capi.replay_job} --location=${var.region} --project=${var.project_id}"
+}
+
+output "quality_now_command" {
+  description = "Runs capi_quality now (its answer is in the function's logs: dataset quality lines)."
+  value       = "gcloud scheduler jobs run ${module.capi.quality_job} --location=${var.region} --project=${var.project_id}"
+}

@@ -31,3 +31,21 @@ variable "public_access" {
   type        = bool
   default     = false
 }
+
+variable "create_firestore_database" {
+  description = "Create the (default) Firestore database in Native mode; false when the project already has one."
+  type        = bool
+  default     = true
+}
+
+variable "firestore_location" {
+  description = "Firestore location when create_firestore_database is true (eur3, nam5, or a region); it cannot be changed later."
+  type        = string
+  default     = "eur3"
+}
+
+variable "alert_email" {
+  description = "Email address for capi's alerts (empty: none)."
+  type        = string
+  default     = ""
+}

@@ -1,0 +1,267 @@
+"""capi_quality: Meta's Dataset Quality API read for each destination, summarized and logged.
+
+`GET /{version}/dataset_quality?dataset_id=...&agent_name=...&fields=web{...}` answers, per
+event name, multi-day aggregates: the composite Event Match Quality (0..10), how many events
+carried each match key, how many server events carried each dedupe key, Meta's diagnostics.
+capi logs one `"dataset quality"` line per event name (metrics are built on it) and one
+`"Event Match Quality below threshold"` WARNING per event name under `EMQ_ALERT_BELOW`
+(the alert is built on that). Sources: developers.facebook.com/docs/marketing-api/
+conversions-api/dataset-quality-api; /work/shared/clients.md section 8.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import requests
+from urllib3.exceptions import HTTPError as TransportError
+
+from capi.errors import MetaAuthError, MetaError, SecretUnavailable
+from capi.graph import CONNECT_TIMEOUT, classify
+from capi.log import log
+from capi.payload import PARTNER_AGENT
+from capi.secrets import SecretSource
+
+FIELDS = (
+    "web{event_name,"
+    "event_match_quality{composite_score,match_key_feedback{identifier,coverage{percentage}},"
+    "diagnostics{name,description,solution,percentage,affected_event_count,total_event_count}},"
+    "event_coverage{percentage,goal_percentage,description},"
+    "dedupe_key_feedback{dedupe_key,browser_events_with_dedupe_key{percentage,description},"
+    "server_events_with_dedupe_key{percentage,description},"
+    "overall_browser_coverage_from_dedupe_key{percentage,description}},"
+    "data_freshness{upload_frequency,description},"
+    "acr{percentage,description}}"
+)
+# The events capi sends carry `partner_agent`; Meta filters the quality data on its lowercase form.
+AGENT_NAME = PARTNER_AGENT.lower()
+MAX_ANSWER_BYTES = 1024 * 1024  # a few dozen event names answer in a few kB
+TIMEOUT_SECONDS = 20.0  # read timeout of the one GET per destination
+
+# What to do when Meta refuses the read: the Dataset Quality API needs more than sending does.
+_FIX_TOKEN = "the token is invalid or expired: add a new version to the token secret (README: Rotate the token)"
+_FIX_PERMISSION = (
+    "the token may send events but not read quality: its (system) user needs 'Use events dataset' on the"
+    " dataset and the app ads_read; a token generated in Events Manager before July 2025 needs Meta's opt-in"
+)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A pixel capi sends to, and the token it sends with (today one: `default`)."""
+
+    name: str
+    pixel_id: str
+    token: SecretSource
+
+
+class QualityUnavailable(MetaError):
+    """Meta answered, but with no quality data (`no_data`) or nothing readable (`meta_unreadable`)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message, transient=False)
+        self.reason = reason
+
+
+def _percentage(node: Any) -> float | None:
+    value = node.get("percentage") if isinstance(node, dict) else None
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def summarize(entry: dict[str, Any], threshold: float) -> dict[str, Any]:
+    """One event name's quality, flat enough to log and to read at a glance."""
+    emq = entry.get("event_match_quality") if isinstance(entry.get("event_match_quality"), dict) else {}
+    score = emq.get("composite_score")
+    score = score if isinstance(score, int | float) and not isinstance(score, bool) else None
+    match_keys = {
+        str(item["identifier"]): _percentage(item.get("coverage"))
+        for item in emq.get("match_key_feedback") or []
+        if isinstance(item, dict) and item.get("identifier")
+    }
+    dedupe = {
+        str(item["dedupe_key"]): {
+            "server": _percentage(item.get("server_events_with_dedupe_key")),
+            "browser": _percentage(item.get("browser_events_with_dedupe_key")),
+            "deduplicated": _percentage(item.get("overall_browser_coverage_from_dedupe_key")),
+        }
+        for item in entry.get("dedupe_key_feedback") or []
+        if isinstance(item, dict) and item.get("dedupe_key")
+    }
+    diagnostics = [
+        {key: item.get(key) for key in ("name", "solution", "percentage", "affected_event_count", "total_event_count")}
+        for item in emq.get("diagnostics") or []
+        if isinstance(item, dict)
+    ]
+    freshness = entry.get("data_freshness")
+    return {
+        "event_name": str(entry.get("event_name") or ""),
+        "score": score,
+        "below_threshold": score is not None and score < threshold,
+        "match_keys": match_keys,
+        "dedupe": dedupe,
+        "event_coverage": _percentage(entry.get("event_coverage")),
+        "acr": _percentage(entry.get("acr")),
+        "data_freshness": freshness.get("upload_frequency") if isinstance(freshness, dict) else None,
+        "diagnostics": diagnostics,
+    }
+
+
+class DatasetQualityClient:
+    """Reads one dataset's quality: one GET, bounded in time and size, token never logged."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_version: str,
+        session: requests.Session | None = None,
+        timeout: float = TIMEOUT_SECONDS,
+        max_bytes: int = MAX_ANSWER_BYTES,
+    ) -> None:
+        self.url = f"{base_url.rstrip('/')}/{api_version}/dataset_quality"
+        self._session = session or requests.Session()
+        self._timeout = timeout
+        self._max_bytes = max_bytes
+
+    def fetch(self, destination: Destination) -> list[dict[str, Any]]:
+        """Meta's `web` list for the destination's pixel.
+
+        Raises:
+            MetaError: Meta refused (`meta_code` says why), could not be reached, or answered
+                something unreadable or empty (`QualityUnavailable`).
+            SecretUnavailable: the token could not be read.
+        """
+        try:
+            return self._fetch(destination, refresh=False)
+        except MetaAuthError:
+            # The token may have been rotated since it was cached: read it again, once (as delivery does).
+            return self._fetch(destination, refresh=True)
+
+    def _fetch(self, destination: Destination, *, refresh: bool) -> list[dict[str, Any]]:
+        params = {"dataset_id": destination.pixel_id, "agent_name": AGENT_NAME, "fields": FIELDS}
+        # The token goes in a header, so no URL capi or `requests` might log ever holds it.
+        headers = {"Authorization": f"Bearer {destination.token.get(refresh=refresh)}"}
+        try:
+            with self._session.get(
+                self.url, params=params, headers=headers, timeout=(CONNECT_TIMEOUT, self._timeout), stream=True
+            ) as response:
+                raw = response.raw.read(self._max_bytes + 1, decode_content=True)
+                status = response.status_code
+        except (requests.ConnectionError, requests.Timeout, TransportError) as exc:
+            # TransportError: the body is read from the socket here (stream=True), past requests' wrapping.
+            raise MetaError(f"could not reach Meta ({type(exc).__name__})", transient=True) from None
+        if len(raw) > self._max_bytes:
+            raise QualityUnavailable(f"Meta's answer is over {self._max_bytes} bytes", "meta_unreadable")
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            # Not Meta speaking (a proxy's error page, a captive portal): nothing to classify.
+            raise QualityUnavailable(
+                f"Meta answered HTTP {status} with something that is not JSON", "meta_unreadable"
+            ) from None
+        if not 200 <= status < 300 or (isinstance(payload, dict) and "error" in payload):
+            raise classify(status, payload)
+        if not isinstance(payload, dict) or not isinstance(payload.get("web", []), list):
+            raise QualityUnavailable(
+                f"Meta answered HTTP {status} with something that is not quality data", "meta_unreadable"
+            )
+        web = [entry for entry in payload.get("web") or [] if isinstance(entry, dict)]
+        if not web:
+            raise QualityUnavailable(
+                f"Meta has no quality data for dataset {destination.pixel_id} and agent {AGENT_NAME}: no web events"
+                " sent through capi in the last days, or the data is not ready yet",
+                "no_data",
+            )
+        return web
+
+
+def _permission(error: MetaError) -> bool:
+    """Codes design.md calls capi's configuration: permission (10, 200-299) or no such pixel."""
+    code = error.meta_code or 0
+    return code in (10, 803) or 200 <= code < 300 or (code == 100 and error.meta_subcode == 33)
+
+
+def _error_code(error: MetaError) -> str:
+    if isinstance(error, QualityUnavailable):
+        return error.reason
+    if error.meta_code == 190 or _permission(error):
+        return "meta_config"
+    if error.transient:
+        return "meta_unavailable"
+    return "meta_unreadable" if error.meta_code is None else "meta_refused"
+
+
+def _fix(error: MetaError) -> str | None:
+    if error.meta_code == 190:
+        return _FIX_TOKEN
+    return _FIX_PERMISSION if _permission(error) else None
+
+
+class QualityReport:
+    """Reads every destination, answers one summary, logs per event name and per failure."""
+
+    def __init__(self, client: DatasetQualityClient, destinations: list[Destination], threshold: float) -> None:
+        self._client = client
+        self._destinations = destinations
+        self._threshold = threshold
+
+    def run(self) -> tuple[int, dict[str, Any]]:
+        """(status, body): 200 when every destination answered, 502 when any did not."""
+        results = [self._one(destination) for destination in self._destinations]
+        status = 502 if any("error" in result for result in results) else 200
+        return status, {"threshold": self._threshold, "agent_name": AGENT_NAME, "destinations": results}
+
+    def _one(self, destination: Destination) -> dict[str, Any]:
+        where = {"destination": destination.name, "pixel_id": destination.pixel_id}
+        try:
+            web = self._client.fetch(destination)
+        except SecretUnavailable as exc:
+            log(logging.ERROR, "dataset quality unavailable", **where, error="secret_unavailable", detail=exc.message)
+            return {"name": destination.name, "pixel_id": destination.pixel_id, **exc.to_body()}
+        except MetaError as exc:
+            code, fix = _error_code(exc), _fix(exc)
+            log(
+                logging.ERROR if code == "meta_config" else logging.WARNING,
+                "dataset quality unavailable",
+                **where,
+                error=code,
+                meta_code=exc.meta_code,
+                meta_subcode=exc.meta_subcode,
+                fbtrace_id=exc.fbtrace_id,
+                fix=fix,
+                detail=exc.message[:300],
+            )
+            body = {"name": destination.name, "pixel_id": destination.pixel_id, "error": code, "message": exc.message}
+            body.update({k: v for k, v in (("meta_code", exc.meta_code), ("fix", fix)) if v is not None})
+            return body
+        events = sorted((summarize(entry, self._threshold) for entry in web), key=lambda e: e["event_name"])
+        for event in events:
+            log(
+                logging.INFO,
+                "dataset quality",
+                **where,
+                event_name=event["event_name"],
+                score=event["score"],
+                match_keys=event["match_keys"],
+                dedupe=event["dedupe"],
+                event_coverage=event["event_coverage"],
+                diagnostics=[d["name"] for d in event["diagnostics"]],
+            )
+            if event["below_threshold"]:
+                log(
+                    logging.WARNING,
+                    "Event Match Quality below threshold",
+                    **where,
+                    event_name=event["event_name"],
+                    score=event["score"],
+                    threshold=self._threshold,
+                )
+        return {
+            "name": destination.name,
+            "pixel_id": destination.pixel_id,
+            "events": events,
+            "below_threshold": [e["event_name"] for e in events if e["below_threshold"]],
+        }
