@@ -180,6 +180,8 @@ class Outcome:
             body["fbtrace_id"] = delivery.fbtrace_id
             if isinstance(delivery.error, MetaError) and delivery.error.fix:
                 body["fix"] = delivery.error.fix
+        elif delivery.in_flight:
+            body["error"] = "in_flight"
         if delivery.message:
             body["message"] = delivery.message
         if delivery.dry_run:
