@@ -77,6 +77,9 @@ def send_split(
     pending: list[list[int]] = [list(range(len(events)))]
     while pending:
         group = pending.pop(0)
+        if stopping():  # SIGTERM: no new call; what is left is kept and the caller answered
+            sent.kept.append((group, MetaError("the instance is stopping; kept for replay", kind="transient")))
+            continue
         sent.calls += 1
         try:
             sent.results.append(sender.send(request_body([events[i] for i in group], test_event_code)))

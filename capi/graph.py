@@ -262,6 +262,7 @@ class GraphClient:
         while True:
             wire = self._wire(body, state.refresh)
             remaining = max(0.05, state.remaining(self._clock()))
+            read_by = self._clock() + min(self._timeout, remaining)  # the answer, headers and body
             retry_after: float | None = None
             try:
                 response = self.session.post(
@@ -274,7 +275,7 @@ class GraphClient:
             except (requests.ConnectionError, requests.Timeout) as exc:
                 error = MetaError(f"could not reach Meta ({type(exc).__name__})", kind="transient")
             else:
-                raw = _read_bounded(response, self._clock() + min(self._timeout, remaining), self._clock)
+                raw = _read_bounded(response, read_by, self._clock)
                 if raw is None:
                     response.close()  # the rest is not read: this connection cannot be reused
                 error = self._answer(response, raw, state.attempts + 1)

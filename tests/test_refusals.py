@@ -267,3 +267,33 @@ def test_events_processed_line_has_the_contract_fields(firestore_db: Any, graph:
         "fbtrace_id": "AbCdEf123",
     }
     assert "a@b.co" not in json.dumps(line)
+
+
+def test_no_new_call_once_the_instance_is_stopping(graph: Any) -> None:
+    from capi.delivery import send_split
+    from capi.graph import GraphClient
+    from capi.secrets import StaticSecret
+
+    graph.fake.poison = {"E1"}
+    stopping = [False]
+
+    class StopAfterFirstCall:
+        def __init__(self) -> None:
+            self.client = GraphClient(
+                base_url=graph.base_url, api_version="v26.0", pixel_id=PIXEL_ID, token=StaticSecret(graph.fake.token)
+            )
+
+        def send(self, body: dict[str, Any]) -> Any:
+            stopping[0] = True  # SIGTERM arrives during the first call
+            return self.client.send(body)
+
+    now = int(time.time())
+    events = [
+        {"event_name": "Lead", "event_id": f"E{n}", "event_time": now, "action_source": "app",
+         "user_data": {"em": ["a" * 64]}}
+        for n in range(4)
+    ]  # fmt: skip
+    sent = send_split(StopAfterFirstCall(), events, None, stopping=lambda: stopping[0])
+    assert graph.fake.requests == 1 and sent.delivered == [] and sent.refused == []
+    # the refused batch is not split any more: both halves are kept for replay
+    assert sorted(p for group, _ in sent.kept for p in group) == [0, 1, 2, 3]
