@@ -58,6 +58,12 @@ class IdempotencyStore(Protocol):
 
 
 PROFILE_PLACEHOLDER = "(from the Firestore profile: not shown)"
+
+
+def _key(f: Finished) -> Key:
+    return (f.event["event_name"], f.event["event_id"])
+
+
 MAX_LOGGED_REJECTIONS = 100
 MAX_EVENT_NAME_IN_LOG = 100
 
@@ -397,77 +403,86 @@ class EventService:
         delivery = Delivery(pixel_id=self.config.pixel_id)
         claims: list[Key] = []
         if self.idempotency is not None and batch.finished and not self.config.dry_run:
-            keys = [(f.event["event_name"], f.event["event_id"]) for f in batch.finished]
-            try:
-                done, busy = self.idempotency.claim(keys)
-            except StoreUnavailable as exc:
-                for f in batch.finished:
-                    delivery.states[f.index] = "unsent"
-                delivery.error = exc
-                delivery.message = (
-                    "the idempotency guard could not reach Firestore, so nothing was sent: retry the request"
-                )
-                log(logging.ERROR, "idempotency claim failed; nothing sent", error=exc.code, detail=exc.message)
+            guarded = self._claim(batch, delivery)
+            if guarded is None:
                 return delivery
-            kept = []
-            for f in batch.finished:
-                key = (f.event["event_name"], f.event["event_id"])
-                if key in done:
-                    batch.skipped.append(Skip(f.index, f.event["event_id"], "duplicate"))
-                elif key in busy:
-                    batch.skipped.append(Skip(f.index, f.event["event_id"], "in flight"))
-                else:
-                    kept.append(f)
-            batch.finished = kept
-            delivery.in_flight = len(busy)
-            if busy:
-                delivery.message = (
-                    f"{len(busy)} event(s) are being delivered by another request right now"
-                    " (idempotency guard): retry the request"
-                )
-            claims = [(f.event["event_name"], f.event["event_id"]) for f in kept]
+            claims = guarded
         if not batch.finished:
             return delivery
-        events = [f.event for f in batch.finished]
         if self.config.dry_run or self.sender is None:
-            log(logging.INFO, "dry run: payload built, nothing sent", events=len(events))
+            log(logging.INFO, "dry run: payload built, nothing sent", events=len(batch.finished))
             batch.messages.append({"message": "DRY_RUN: nothing was sent to Meta"})
             delivery.dry_run = True
             for f in batch.finished:
                 delivery.states[f.index] = "forwarded"
             return delivery
         try:
-            sent = send_split(self.sender, events, test_event_code, stopping=self.stopping)
+            sent = send_split(self.sender, [f.event for f in batch.finished], test_event_code, stopping=self.stopping)
         except Exception:
             self._release(claims)
             raise
+        self._record(batch, delivery, sent, test_event_code)
+        return delivery
+
+    def _claim(self, batch: _Batch, delivery: Delivery) -> list[Key] | None:
+        """Claim the batch's events in the idempotency store; drop repeats from the batch.
+
+        Returns the keys claimed, or None when the guard could not reach Firestore (nothing
+        is sent then: the caller retries).
+        """
+        assert self.idempotency is not None
+        try:
+            done, busy = self.idempotency.claim([_key(f) for f in batch.finished])
+        except StoreUnavailable as exc:
+            for f in batch.finished:
+                delivery.states[f.index] = "unsent"
+            delivery.error = exc
+            delivery.message = "the idempotency guard could not reach Firestore, so nothing was sent: retry the request"
+            log(logging.ERROR, "idempotency claim failed; nothing sent", error=exc.code, detail=exc.message)
+            return None
+        kept = []
+        for f in batch.finished:
+            if _key(f) in done:
+                batch.skipped.append(Skip(f.index, f.event["event_id"], "duplicate"))
+            elif _key(f) in busy:
+                batch.skipped.append(Skip(f.index, f.event["event_id"], "in flight"))
+            else:
+                kept.append(f)
+        batch.finished = kept
+        delivery.in_flight = len(busy)
+        if busy:
+            delivery.message = (
+                f"{len(busy)} event(s) are being delivered by another request right now"
+                " (idempotency guard): retry the request"
+            )
+        return [_key(f) for f in kept]
+
+    def _record(self, batch: _Batch, delivery: Delivery, sent: Sent, test_event_code: str | None) -> None:
+        """What became of each event: delivered, refused (reported), or kept (stored if possible)."""
         finished = batch.finished
         for position in sent.delivered:
             delivery.states[finished[position].index] = "forwarded"
-        for position, error in sent.refused:
+        for position, error in sorted(sent.refused, key=lambda refused: refused[0]):
             f = finished[position]
             delivery.states[f.index] = "failed"
             delivery.failed.append(
                 Failure(f.index, f.event["event_id"], error.message, error.meta_code, error.meta_subcode)
             )
-        delivery.failed.sort(key=lambda failure: failure.index)
         delivery.events_received = sent.events_received
         delivery.fbtrace_id = sent.fbtrace_id
         batch.messages.extend({"source": "meta", "message": m} for m in sent.messages)
-        stored_keys: list[Key] = []
-        lost_keys: list[Key] = []
+        stored: list[Key] = []
+        released = [_key(finished[p]) for p, _ in sent.refused]
+        reachable = True
         for positions, error in sent.kept:
             group = [finished[p] for p in positions]
-            keys = [(f.event["event_name"], f.event["event_id"]) for f in group]
-            stored = self._store([f.event for f in group], error, test_event_code)
+            # Once a write failed, Firestore is down: do not spend another deadline on it.
+            reachable = reachable and self._store([f.event for f in group], error, test_event_code)
             for f in group:
-                delivery.states[f.index] = "stored" if stored else "unsent"
-            (stored_keys if stored else lost_keys).extend(keys)
+                delivery.states[f.index] = "stored" if reachable else "unsent"
+            (stored if reachable else released).extend(_key(f) for f in group)
         self._report(delivery, sent)
-        delivered_keys = [(finished[p].event["event_name"], finished[p].event["event_id"]) for p in sent.delivered]
-        refused_keys = [(finished[p].event["event_name"], finished[p].event["event_id"]) for p, _ in sent.refused]
-        self._bookkeep(delivered_keys, stored_keys, refused_keys + lost_keys)
-        return delivery
+        self._bookkeep([_key(finished[p]) for p in sent.delivered], stored, released)
 
     def _store(self, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None) -> bool:
         try:
