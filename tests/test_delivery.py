@@ -243,11 +243,14 @@ def test_idempotency_concurrent_same_event_sent_once(firestore_db: Any, graph: A
     app = application(firestore_db, graph, IDEMPOTENCY_COLLECTION="capi_sent")
     barrier = threading.Barrier(6)
     bodies: list[dict[str, Any]] = []
+    statuses: list[int] = []
 
     def caller() -> None:
         client = serve(app)
         barrier.wait()
-        bodies.append(client.post("/events", json=purchase("SAME")).get_json())
+        response = client.post("/events", json=purchase("SAME"))
+        statuses.append(response.status_code)
+        bodies.append(response.get_json())
 
     threads = [threading.Thread(target=caller) for _ in range(6)]
     for thread in threads:
@@ -256,6 +259,12 @@ def test_idempotency_concurrent_same_event_sent_once(firestore_db: Any, graph: A
         thread.join()
     assert graph.fake.delivered[("Purchase", "SAME")] == 1
     assert sorted(b["forwarded"] for b in bodies) == [0, 0, 0, 0, 0, 1]
+    # the others were told "in flight, retry" (503) while it was being delivered, or
+    # "duplicate" (200) once it was: never dropped as a duplicate before Meta had it
+    for status, body in zip(statuses, bodies, strict=True):
+        if body["forwarded"] == 0:
+            [skip] = body["skipped"]
+            assert (status, skip["reason"]) in ((503, "in flight"), (200, "duplicate"))
 
 
 def test_expired_idempotency_record_is_taken_over(firestore_db: Any, graph: Any) -> None:
