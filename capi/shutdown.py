@@ -33,6 +33,8 @@ def wait(seconds: float) -> None:
 def chain_sigterm() -> None:
     """Set STOPPING on SIGTERM, then run the handler that was there. Main thread only."""
     previous = signal.getsignal(signal.SIGTERM)
+    if getattr(previous, "_capi", False):
+        return  # already chained (main.py imported again)
 
     def handler(signum: int, frame: FrameType | None) -> None:
         STOPPING.set()
@@ -42,6 +44,7 @@ def chain_sigterm() -> None:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
 
+    handler._capi = True  # type: ignore[attr-defined]
     signal.signal(signal.SIGTERM, handler)
 
 
@@ -59,12 +62,12 @@ def install() -> None:
     except ImportError:  # not running under gunicorn (tests, the werkzeug dev server)
         return
     original = Worker.init_signals
-    if getattr(original, "_capi_chained", False):
+    if getattr(original, "_capi", False):
         return
 
     def init_signals(self: Any) -> None:
         original(self)
         chain_sigterm()
 
-    init_signals._capi_chained = True  # type: ignore[attr-defined]
+    init_signals._capi = True  # type: ignore[attr-defined]
     Worker.init_signals = init_signals  # type: ignore[method-assign]

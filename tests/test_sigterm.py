@@ -112,3 +112,20 @@ def test_sigterm_mid_delivery_stores_and_answers_within_the_grace_period(
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_handler_sets_the_flag_and_chains_to_the_previous_one() -> None:
+    from capi import shutdown
+
+    calls: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(signum))
+    try:
+        shutdown.chain_sigterm()
+        shutdown.chain_sigterm()  # a second import of main.py does not chain twice
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+        handler(signal.SIGTERM, None)
+        assert shutdown.stopping() and calls == [signal.SIGTERM]
+    finally:
+        shutdown.STOPPING.clear()
+        signal.signal(signal.SIGTERM, previous)
