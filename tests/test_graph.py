@@ -253,7 +253,7 @@ def test_client_asks_no_new_try_once_stopping(graph: Any) -> None:
 
 
 def test_answer_over_the_bound_is_not_read_whole(graph: Any) -> None:
-    graph.fake.huge_bytes = 50 * 1024 * 1024
+    graph.fake.huge_bytes = 16 * 1024 * 1024
     graph.fake.fail_next("huge_trace")
     started = time.monotonic()
     with pytest.raises(MetaError) as info:
