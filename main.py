@@ -8,10 +8,12 @@ request is handed to `capi.app.Application`.
 import flask
 import functions_framework
 
+from capi import shutdown
 from capi.app import application_from_env, exit_on_config_error, tune_gc
 
 app = exit_on_config_error(application_from_env)
 tune_gc()  # after start-up, so that what it loaded is frozen out of every collection
+shutdown.install()  # SIGTERM: stop retrying, store what is in flight, answer (capi/shutdown.py)
 
 
 @functions_framework.http

@@ -25,10 +25,11 @@ from capi.firestore import (
 )
 from capi.firestore import new_client as new_firestore_client
 from capi.graph import GraphClient, RetryPolicy
-from capi.http import guarded, health, json_response, read_json, route
+from capi.http import guarded, health, json_response, outcome_status, read_json, route
 from capi.lazy import Lazy
 from capi.log import log, set_trace, setup_logging
 from capi.quality import DatasetQualityClient, Destination, QualityReport
+from capi.report import log_by_name
 from capi.secrets import SecretManagerSecret, SecretSource, StaticSecret, resource_name
 from capi.service import EventService
 
@@ -44,6 +45,8 @@ class Application:
         secret_client: Any = None,
         session: Any = None,
         graph: Any = None,
+        sleep: Callable[[float], None] | None = None,
+        rng: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         setup_logging(config.log_level)
@@ -67,14 +70,18 @@ class Application:
                 timeout=config.timeout_seconds,
                 policy=RetryPolicy(max_attempts=config.max_attempts, budget=config.retry_budget_seconds),
                 pool_size=max(16, int(os.environ.get("THREADS", "0") or 0)),
+                **{k: v for k, v in (("sleep", sleep), ("rng", rng)) if v is not None},
             )
         profiles = (
             FirestoreProfileStore(holder, config.profile_collection, config.firestore_timeout_seconds)
             if config.profile_collection
             else None
         )
+        # A pending claim's lease outlives the request that holds it: all of Meta's retries,
+        # the last call's timeout and the Firestore steps (STORE_SECONDS each), with room.
+        lease = config.retry_budget_seconds + config.timeout_seconds + 15
         idempotency = (
-            FirestoreIdempotency(holder, config.idempotency_collection, config.pixel_id)
+            FirestoreIdempotency(holder, config.idempotency_collection, config.pixel_id, lease=lease)
             if config.idempotency_collection
             else None
         )
@@ -139,8 +146,15 @@ class Application:
             return health()
         self.authenticator.check(request.headers)
         payload = read_json(request)
-        outcome = self.service.validate(payload) if endpoint == "validate" else self.service.forward(payload)
-        return json_response(outcome.status, outcome.body)
+        if endpoint == "validate":
+            return json_response(200, self.service.validate(payload).body)
+        outcome = self.service.forward(payload)
+        status = outcome_status(outcome)
+        severity = {200: logging.INFO, 202: logging.WARNING}.get(status, logging.ERROR)
+        fields = outcome.log_fields()
+        log(severity, "events processed", status=status, **fields)
+        log_by_name(fields["by_event"], outcome.forwarded_events())
+        return json_response(status, outcome.body)
 
     def _replay(self, request: flask.Request) -> flask.Response:
         set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)

@@ -6,7 +6,7 @@ personal data.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 class CapiError(Exception):
@@ -87,23 +87,38 @@ class StoreUnavailable(UnavailableError):
 
 
 class MetaError(CapiError):
-    """Meta's Graph API did not accept a request.
+    """Meta's Graph API did not accept a request, and what that means for its events.
 
-    `transient` says whether trying again later may succeed (capi-spec.md section 7).
+    `kind` (design.md "Meta's refusals"):
+    - `transient`: try later (retried, then stored for replay);
+    - `config`: capi's configuration is wrong (token, permission, pixel); the events are fine
+      and are stored until it is fixed;
+    - `refused`: Meta refused the events themselves; a batch is split to find which;
+    - `unreadable`: Meta's answer could not be read, so whether it took the events is unknown;
+      they are stored (Meta deduplicates a second copy by event_id).
+    `fix` says what to change for a `config` refusal.
     """
 
     status = 502
-    code = "meta_error"
+    code = "meta_refused"
+    CODES: ClassVar[dict[str, str]] = {
+        "transient": "meta_unavailable",
+        "config": "meta_config",
+        "refused": "meta_refused",
+        "unreadable": "meta_unreadable",
+    }
 
     def __init__(
         self,
         message: str,
         *,
-        transient: bool,
+        transient: bool = False,
+        kind: str | None = None,
         http_status: int | None = None,
         meta_code: int | None = None,
         meta_subcode: int | None = None,
         fbtrace_id: str | None = None,
+        fix: str | None = None,
     ) -> None:
         super().__init__(
             message,
@@ -112,14 +127,21 @@ class MetaError(CapiError):
             meta_subcode=meta_subcode,
             fbtrace_id=fbtrace_id,
         )
-        self.transient = transient
+        self.kind = kind or ("transient" if transient else "refused")
+        self.transient = self.kind == "transient"
         self.http_status = http_status
         self.meta_code = meta_code
         self.meta_subcode = meta_subcode
         self.fbtrace_id = fbtrace_id
-        if transient:
+        self.fix = fix
+        self.code = self.CODES[self.kind]
+        if self.kind != "refused":
             self.status = 503
-            self.code = "meta_unavailable"
+
+    @property
+    def kept(self) -> bool:
+        """Whether the events are stored for replay rather than dropped."""
+        return self.kind != "refused"
 
 
 class MetaAuthError(MetaError):

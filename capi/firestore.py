@@ -11,24 +11,41 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
+from capi.delivery import log_config_refusal, send_split
 from capi.errors import MetaError, StoreUnavailable
 from capi.events import MAX_AGE_SECONDS, PROFILE_FIELDS
 from capi.log import log
-from capi.payload import request_body
 
 WRITE_CHUNK = 500  # writes per batch commit, Firestore's classic limit
-WRITE_TIMEOUT = 3.0  # per attempt; the caller is waiting, and a caller can retry a 503
+STORE_SECONDS = 3.0  # the whole time of one Firestore step on the request path, retries included
+T = TypeVar("T")
 
 
-def _write_retry() -> Any:
-    """A short, bounded retry for writes: Firestore's default keeps trying for a minute."""
-    from google.api_core.retry import Retry, if_transient_error
+def bounded(
+    step: Callable[[float], T], budget: float = STORE_SECONDS, clock: Callable[[], float] = time.monotonic
+) -> T:
+    """Run `step(timeout)`, retrying transient errors, all within `budget` seconds.
 
-    return Retry(predicate=if_transient_error, initial=0.1, maximum=1.0, multiplier=2.0, timeout=4.0)
+    Each call is made with `retry=None` and the time left as its timeout: the client
+    library's default retry keeps trying for minutes, and its `timeout` bounds one attempt
+    only, so a stalled or dead Firestore would hold the caller that long.
+    """
+    from google.api_core import exceptions as gexc
+
+    deadline = clock() + budget
+    pause = 0.1
+    while True:
+        try:
+            return step(max(0.05, deadline - clock()))
+        except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.TooManyRequests):
+            if deadline - clock() < pause + 0.2:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 def new_client(project: str | None, database: str) -> Any:
@@ -48,13 +65,16 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
         yield items[start : start + size]
 
 
-def _write_in_batches(client: Any, items: list[Any], write: Callable[[Any, Any], None]) -> None:
-    """Apply `write(batch, item)` to every item, committed WRITE_CHUNK writes at a time."""
+def _write_in_batches(
+    client: Any, items: list[Any], write: Callable[[Any, Any], None], budget: float = STORE_SECONDS
+) -> None:
+    """Apply `write(batch, item)` to every item, WRITE_CHUNK writes per commit, all in `budget`."""
+    deadline = time.monotonic() + budget
     for chunk in _chunks(items, WRITE_CHUNK):
         batch = client.batch()
         for item in chunk:
             write(batch, item)
-        batch.commit(retry=_write_retry(), timeout=WRITE_TIMEOUT)
+        bounded(lambda timeout, batch=batch: batch.commit(retry=None, timeout=timeout), deadline - time.monotonic())
 
 
 class FirestoreProfileStore:
@@ -126,6 +146,7 @@ class FirestoreDeadLetter:
                         "first_failure": now,
                         "last_attempt": now,
                         "last_error": error.message[:500],
+                        "error": error.code,
                         "lease_until": 0.0,
                     },
                 )
@@ -133,16 +154,28 @@ class FirestoreDeadLetter:
             _write_in_batches(client, events, write)
         except Exception as exc:  # noqa: BLE001 - any Firestore failure means "not stored"
             raise StoreUnavailable(f"dead-letter write failed ({type(exc).__name__})") from None
-        log(logging.WARNING, "events stored for replay", stored=len(events), error=error.message[:200])
+        log(
+            logging.WARNING,
+            "events stored for replay",
+            stored=len(events),
+            error=error.code,
+            detail=error.message[:200],
+        )
         return len(events)
 
 
 class FirestoreIdempotency:
-    """Remembers delivered (event_name, event_id) pairs for `ttl` seconds (48 h by default).
+    """Remembers (event_name, event_id) pairs for the guard.
 
-    A pair is claimed before sending (create-if-absent), marked delivered after Meta accepts
-    it, and released when delivery fails, so a retry is not mistaken for a duplicate.
+    A pair is claimed `pending` before sending (create-if-absent) with a short lease, then
+    marked `delivered` once Meta took it or `stored` once it is kept for replay; those two
+    suppress a repeat for `ttl` (48 h). A pending claim never does: a repeat that meets one
+    is "in flight" (the caller retries), and once its lease ends it can be claimed again. So a
+    request that died or could not finish its bookkeeping never turns a retry into a
+    silently dropped duplicate.
     """
+
+    FINAL = ("delivered", "stored")
 
     def __init__(
         self,
@@ -150,7 +183,7 @@ class FirestoreIdempotency:
         collection: str,
         pixel_id: str,
         ttl: float = 48 * 3600,
-        lease: float = 120.0,
+        lease: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
@@ -163,24 +196,40 @@ class FirestoreIdempotency:
     def _ref(self, key: tuple[str, str]) -> Any:
         return self._client().collection(self._collection).document(_doc_id(self._pixel_id, *key))
 
-    def claim(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    def claim(self, keys: list[tuple[str, str]]) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """Claim the pairs; returns (done, busy): pairs delivered or stored already, and pairs
+        another request holds a live pending claim on. Neither is claimed by this call.
+
+        Raises:
+            StoreUnavailable: Firestore did not answer within STORE_SECONDS.
+        """
         from google.api_core import exceptions as gexc
 
         now = self._clock()
+        started = time.monotonic()
         try:
             client = self._client()
             refs = {key: self._ref(key) for key in keys}
             by_id = {ref.id: key for key, ref in refs.items()}
-            seen: set[tuple[str, str]] = set()
+            done: set[tuple[str, str]] = set()
+            busy: set[tuple[str, str]] = set()
             stale: dict[tuple[str, str], Any] = {}  # expired records, taken over if unchanged
-            for snap in client.get_all(list(refs.values()), timeout=5):
-                if snap.exists:
-                    if self._live(snap.to_dict() or {}, now):
-                        seen.add(by_id[snap.id])
-                    else:
-                        stale[by_id[snap.id]] = snap.update_time
-            todo = [k for k in refs if k not in seen]
-            record = {"status": "claimed", "claimed_at": now, "expires": now + self._lease}
+            snaps = bounded(lambda timeout: list(client.get_all(list(refs.values()), retry=None, timeout=timeout)))
+            for snap in snaps:
+                if not snap.exists:
+                    continue
+                record = snap.to_dict() or {}
+                key = by_id[snap.id]
+                if float(record.get("expires", 0)) <= now:
+                    # Expiry is checked here, not left to a TTL policy: Firestore deletes
+                    # expired documents only within about a day.
+                    stale[key] = snap.update_time
+                elif record.get("status") in self.FINAL:
+                    done.add(key)
+                else:
+                    busy.add(key)
+            todo = [k for k in refs if k not in done and k not in busy]
+            record = {"status": "pending", "claimed_at": now, "expires": now + self._lease}
 
             def write(batch: Any, key: tuple[str, str]) -> None:
                 data = {**record, "event_name": key[0], "event_id": key[1]}
@@ -189,41 +238,42 @@ class FirestoreIdempotency:
                 else:
                     batch.create(refs[key], data)  # fails if another request claimed it first
 
+            def commit(keys: list[tuple[str, str]]) -> None:
+                batch = client.batch()
+                for key in keys:
+                    write(batch, key)
+                remaining = STORE_SECONDS - (time.monotonic() - started)
+                bounded(lambda timeout: batch.commit(retry=None, timeout=timeout), remaining)
+
             if todo:
                 try:
-                    batch = client.batch()
-                    for key in todo:
-                        write(batch, key)
-                    batch.commit(retry=_write_retry(), timeout=WRITE_TIMEOUT)
+                    commit(todo)
                 except (gexc.Conflict, gexc.FailedPrecondition, gexc.Aborted):
                     # A concurrent claim won at least one key: claim one by one to find which.
                     for key in todo:
                         try:
-                            single = client.batch()
-                            write(single, key)
-                            single.commit(retry=_write_retry(), timeout=WRITE_TIMEOUT)
+                            commit([key])
                         except (gexc.Conflict, gexc.FailedPrecondition, gexc.Aborted):
-                            seen.add(key)
-            return seen
-        except StoreUnavailable:
-            raise
+                            busy.add(key)
+            return done, busy
         except Exception as exc:  # noqa: BLE001 - any Firestore failure means "cannot guard"
             raise StoreUnavailable(f"idempotency store failed ({type(exc).__name__})") from None
 
-    def _live(self, record: dict[str, Any], now: float) -> bool:
-        # Expiry is checked here, not left to a TTL policy: Firestore deletes expired
-        # documents only within about a day.
-        return float(record.get("expires", 0)) > now
-
-    def delivered(self, keys: list[tuple[str, str]]) -> None:
+    def _mark(self, keys: list[tuple[str, str]], status: str) -> None:
         expires = self._clock() + self._ttl
         _write_in_batches(
             self._client(),
             keys,
             lambda batch, key: batch.set(
-                self._ref(key), {"status": "delivered", "expires": expires, "event_name": key[0], "event_id": key[1]}
+                self._ref(key), {"status": status, "expires": expires, "event_name": key[0], "event_id": key[1]}
             ),
         )
+
+    def delivered(self, keys: list[tuple[str, str]]) -> None:
+        self._mark(keys, "delivered")
+
+    def stored(self, keys: list[tuple[str, str]]) -> None:
+        self._mark(keys, "stored")
 
     def release(self, keys: list[tuple[str, str]]) -> None:
         _write_in_batches(self._client(), keys, lambda batch, key: batch.delete(self._ref(key)))
@@ -233,7 +283,10 @@ class Replayer:
     """Re-sends dead-lettered events; claims each document with a lease before sending.
 
     Two replays at once cannot both send an event: a claim is an update conditioned on the
-    document's update time, so only one of two concurrent claims succeeds.
+    document's update time, so only one of two concurrent claims succeeds. Meta's answers
+    are handled as on the live path (`capi.delivery.send_split`): a batch Meta refuses for
+    one event is split, the others are delivered, and the refused one is dropped with an
+    ERROR line (`rejected`); what is kept gets one more attempt.
     """
 
     def __init__(
@@ -261,7 +314,16 @@ class Replayer:
 
         client = self._client()
         collection = client.collection(self._collection)
-        counts = {"found": 0, "claimed": 0, "delivered": 0, "failed": 0, "expired": 0, "gave_up": 0, "busy": 0}
+        counts = {
+            "found": 0,
+            "claimed": 0,
+            "delivered": 0,
+            "failed": 0,
+            "expired": 0,
+            "gave_up": 0,
+            "busy": 0,
+            "rejected": 0,
+        }
         now = self._clock()
         owner = str(uuid.uuid4())
         claimed: list[tuple[Any, dict[str, Any]]] = []
@@ -304,21 +366,50 @@ class Replayer:
             by_code.setdefault(data.get("test_event_code"), []).append((ref, data))
         for code, group in by_code.items():
             for chunk in _chunks(group, self._batch_size):
-                events = [orjson.loads(d["event_json"]) for _, d in chunk]
-                try:
-                    self._sender.send(request_body(events, code))
-                except MetaError as error:
-                    counts["failed"] += len(chunk)
-                    failed = {"last_attempt": self._clock(), "last_error": error.message[:500], "lease_until": 0.0}
-                    _write_in_batches(
-                        client,
-                        chunk,
-                        lambda batch, doc, failed=failed: batch.update(
-                            doc[0], {**failed, "attempts": int(doc[1].get("attempts", 0)) + 1}
-                        ),
-                    )
-                    continue
-                _write_in_batches(client, chunk, lambda batch, doc: batch.delete(doc[0]))
-                counts["delivered"] += len(chunk)
-        log(logging.INFO, "replay finished", **counts)
+                self._replay_chunk(client, chunk, code, counts)
+        level = (
+            logging.WARNING
+            if counts["failed"] or counts["expired"] or counts["gave_up"] or counts["rejected"]
+            else logging.INFO
+        )
+        log(level, "replay finished", **counts)
         return counts
+
+    def _replay_chunk(
+        self, client: Any, chunk: list[tuple[Any, dict[str, Any]]], code: str | None, counts: dict[str, int]
+    ) -> None:
+        events = [orjson.loads(d["event_json"]) for _, d in chunk]
+        sent = send_split(self._sender, events, code)
+        done = [chunk[i] for i in sent.delivered]
+        for position, error in sent.refused:
+            data = chunk[position][1]
+            log(
+                logging.ERROR,
+                "dead letter dropped: refused by Meta",
+                event_id=data.get("event_id"),
+                event_name=data.get("event_name"),
+                meta_code=error.meta_code,
+                meta_subcode=error.meta_subcode,
+                error=error.message[:200],
+            )
+        done += [chunk[i] for i, _ in sent.refused]
+        _write_in_batches(client, done, lambda batch, doc: batch.delete(doc[0]), budget=30.0)
+        counts["delivered"] += len(sent.delivered)
+        counts["rejected"] += len(sent.refused)
+        for positions, error in sent.kept:
+            counts["failed"] += len(positions)
+            log_config_refusal(error, len(positions))
+            failed = {
+                "last_attempt": self._clock(),
+                "last_error": error.message[:500],
+                "error": error.code,
+                "lease_until": 0.0,
+            }
+            _write_in_batches(
+                client,
+                [chunk[i] for i in positions],
+                lambda batch, doc, failed=failed: batch.update(
+                    doc[0], {**failed, "attempts": int(doc[1].get("attempts", 0)) + 1}
+                ),
+                budget=30.0,
+            )

@@ -1,6 +1,8 @@
 """Meta Graph API client: POST /{version}/{pixel_id}/events with bounded, classified retries.
 
-Errors are classified by Meta's error code, not only the HTTP status (capi-spec.md section 7).
+Errors are classified by Meta's error code, not only the HTTP status (capi-spec.md section 7),
+into what they mean for the events (`MetaError.kind`). Meta's answer is read bounded (size and
+time) and only well-formed, short fields of it are passed on.
 Retrying a POST is safe here only because every event carries a stable event_id that Meta
 deduplicates on (with event_name).
 """
@@ -9,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -19,6 +22,7 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
+from capi import shutdown
 from capi.errors import MetaAuthError, MetaError
 from capi.lazy import Lazy
 from capi.log import log
@@ -26,48 +30,153 @@ from capi.payload import GraphResult, appsecret_proof
 from capi.secrets import SecretSource
 
 TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 368, 613, 80003, 80004})
-PERMANENT_CODES = frozenset({3, 10, 100, 190} | set(range(200, 300)))
 CONNECT_TIMEOUT = 3.05
+MAX_ANSWER_BYTES = 256 * 1024  # Meta's answers are a few hundred bytes; more is not Meta's
+MAX_ECHOED_MESSAGES = 20
+MAX_MESSAGE_CHARS = 500
+FBTRACE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+# What to change when Meta refuses capi's configuration (design.md "Meta's refusals").
+FIX_TOKEN = "rotate the token: add a new version to META_ACCESS_TOKEN_SECRET (Meta says it is invalid or expired)"
+FIX_PERMISSION = "give the token's system user the dataset (pixel) with permission to send events"
+FIX_PIXEL = "check META_PIXEL_ID: Meta knows no such pixel, or this token cannot see it"
+FIX_APP_SECRET = "check META_APP_SECRET_SECRET: it must be the secret of the token's app"
+
+
+def _config_fix(code: int | None, subcode: int | None, message: str) -> str | None:
+    """What to fix when the answer means capi's configuration is wrong; None otherwise."""
+    if code == 190:
+        return FIX_TOKEN
+    if code in (3, 10) or (code is not None and 200 <= code <= 299):
+        return FIX_PERMISSION
+    if code == 803 or (code == 100 and subcode == 33):
+        return FIX_PIXEL
+    if code == 100 and "appsecret_proof" in message:
+        return FIX_APP_SECRET
+    return None
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """At most `max_attempts` tries, exponential backoff with full jitter, all within `budget`."""
+    """When to try again: an immutable policy whose `after` returns its next state.
+
+    At most `max_attempts` tries, all inside `budget` seconds; between tries an exponential
+    backoff with equal jitter (half the step fixed, half random, so retries never bunch at
+    zero) or Meta's Retry-After when it gives one. A refused token (190) is re-read once and
+    tried again without counting as a try, so a rotated secret works without a redeploy.
+    Once the instance is stopping, nothing is tried again.
+    """
 
     max_attempts: int = 4
     base_delay: float = 0.5
     max_delay: float = 4.0
     budget: float = 10.0
+    attempts: int = 0  # failed tries so far
+    deadline: float = 0.0  # set by start()
+    refreshed: bool = False  # the token was re-read once already
+    wait: float = 0.0  # sleep this long before the next try
+    refresh: bool = False  # re-read the token before the next try
+
+    def start(self, now: float) -> RetryPolicy:
+        return replace(self, attempts=0, deadline=now + self.budget, refreshed=False, wait=0.0, refresh=False)
+
+    def remaining(self, now: float) -> float:
+        return self.deadline - now
 
     def delay(self, attempt: int, rng: Callable[[], float]) -> float:
         ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
         return ceiling / 2 + rng() * ceiling / 2
 
+    def after(
+        self,
+        error: MetaError,
+        *,
+        now: float,
+        retry_after: float | None = None,
+        rng: Callable[[], float] = random.random,
+        stopping: bool = False,
+    ) -> RetryPolicy | None:
+        """The state for the next try after `error`, or None: give up and raise it."""
+        if stopping:
+            return None
+        if isinstance(error, MetaAuthError) and not self.refreshed:
+            return replace(self, refreshed=True, refresh=True, wait=0.0)
+        attempts = self.attempts + 1
+        if not error.transient or attempts >= self.max_attempts:
+            return None
+        wait = retry_after if retry_after is not None else self.delay(attempts, rng)
+        if now + wait >= self.deadline:
+            return None
+        return replace(self, attempts=attempts, wait=wait, refresh=False)
+
 
 def classify(http_status: int, payload: Any) -> MetaError:
-    """Turn a Graph API error answer into a MetaError that says whether to retry."""
+    """Turn a Graph API error answer into a MetaError that says what it means for the events."""
     error = payload.get("error") if isinstance(payload, dict) else None
     if not isinstance(error, dict):
-        transient = http_status >= 500 or http_status == 429
-        return MetaError(
-            f"Meta answered HTTP {http_status} without an error body", transient=transient, http_status=http_status
-        )
+        kind = "transient" if http_status >= 500 or http_status == 429 else "unreadable"
+        return MetaError(f"Meta answered HTTP {http_status} without an error body", kind=kind, http_status=http_status)
     code = error.get("code") if isinstance(error.get("code"), int) else None
     subcode = error.get("error_subcode") if isinstance(error.get("error_subcode"), int) else None
-    message = str(error.get("message") or "unknown error")
-    detail = error.get("error_user_msg") or error.get("error_user_title")
+    message = _short(error.get("message")) or "unknown error"
+    detail = _short(error.get("error_user_msg")) or _short(error.get("error_user_title"))
     if detail:
         message = f"{message} ({detail})"
-    fbtrace = error.get("fbtrace_id") if isinstance(error.get("fbtrace_id"), str) else None
+    fbtrace = _fbtrace(error.get("fbtrace_id"))
+    fix = None
     if error.get("is_transient") is True or code in TRANSIENT_CODES:
-        transient = True
-    elif code in PERMANENT_CODES:
-        transient = False
+        kind = "transient"
+    elif fix := _config_fix(code, subcode, message):
+        kind = "config"
+    elif code is None and (http_status >= 500 or http_status == 429):
+        kind = "transient"
+    elif code is None:
+        kind = "unreadable"
+    elif http_status >= 500 or http_status == 429:
+        kind = "transient"
     else:
-        transient = http_status >= 500 or http_status == 429
-    kind = MetaAuthError if code == 190 else MetaError
-    return kind(
-        message, transient=transient, http_status=http_status, meta_code=code, meta_subcode=subcode, fbtrace_id=fbtrace
+        kind = "refused"
+    error_type = MetaAuthError if code == 190 else MetaError
+    return error_type(
+        message,
+        kind=kind,
+        http_status=http_status,
+        meta_code=code,
+        meta_subcode=subcode,
+        fbtrace_id=fbtrace,
+        fix=fix,
+    )
+
+
+def _short(value: Any) -> str | None:
+    """A string from Meta's answer fit to echo: bounded, or None when it is not a string."""
+    if not isinstance(value, str) or not value:
+        return None
+    return value if len(value) <= MAX_MESSAGE_CHARS else value[:MAX_MESSAGE_CHARS] + "…"
+
+
+def _fbtrace(value: Any) -> str | None:
+    return value if isinstance(value, str) and FBTRACE.fullmatch(value) else None
+
+
+def _messages(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        return []
+    return [m for m in (_short(v) for v in value[:MAX_ECHOED_MESSAGES]) if m]
+
+
+def _accepted(payload: Any, attempts: int) -> GraphResult | None:
+    """The result of a 2xx answer, or None when it does not say Meta took the events."""
+    if not isinstance(payload, dict) or "error" in payload:
+        return None
+    received = payload.get("events_received")
+    if not isinstance(received, int) or isinstance(received, bool):
+        return None
+    return GraphResult(
+        events_received=received,
+        fbtrace_id=_fbtrace(payload.get("fbtrace_id")),
+        messages=_messages(payload.get("messages")),
+        attempts=attempts,
     )
 
 
@@ -114,9 +223,10 @@ class GraphClient:
         timeout: float = 5.0,
         policy: RetryPolicy | None = None,
         pool_size: int = 16,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = shutdown.wait,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
+        stopping: Callable[[], bool] = shutdown.stopping,
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/{api_version}/{pixel_id}/events"
         self._token = token
@@ -127,6 +237,7 @@ class GraphClient:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng
+        self._stopping = stopping
 
     @property
     def session(self) -> requests.Session:
@@ -141,66 +252,92 @@ class GraphClient:
         return orjson.dumps(full)
 
     def send(self, body: dict[str, Any]) -> GraphResult:
-        """POST one body (at most 1000 events); retry what is transient.
+        """POST one body (at most 1000 events); retry what the policy says to retry.
 
         Raises:
-            MetaError: `transient` True when Meta may accept it later (the caller stores it).
+            MetaError: its `kind` says what the failure means for the events.
             SecretUnavailable: the token could not be read.
         """
-        policy = self._policy
-        deadline = self._clock() + policy.budget
-        attempt = 0
-        refreshed = False
-        refresh = False
+        state = self._policy.start(self._clock())
         while True:
-            attempt += 1
-            wire = self._wire(body, refresh)
-            refresh = False
-            remaining = max(0.05, deadline - self._clock())
+            wire = self._wire(body, state.refresh)
+            remaining = max(0.05, state.remaining(self._clock()))
+            read_by = self._clock() + min(self._timeout, remaining)  # the answer, headers and body
+            retry_after: float | None = None
             try:
                 response = self.session.post(
                     self.url,
                     data=wire,
                     headers={"Content-Type": "application/json"},
                     timeout=(min(CONNECT_TIMEOUT, remaining), min(self._timeout, remaining)),
+                    stream=True,  # read a bounded answer, never a whole unbounded one
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
-                error = MetaError(f"could not reach Meta ({type(exc).__name__})", transient=True)
-                wait = None
+                error = MetaError(f"could not reach Meta ({type(exc).__name__})", kind="transient")
             else:
-                try:
-                    payload = response.json()
-                except ValueError:
-                    payload = None
-                if 200 <= response.status_code < 300 and isinstance(payload, dict) and "error" not in payload:
-                    received = payload.get("events_received")
-                    return GraphResult(
-                        events_received=received if isinstance(received, int) else None,
-                        fbtrace_id=payload.get("fbtrace_id") if isinstance(payload.get("fbtrace_id"), str) else None,
-                        messages=payload.get("messages") if isinstance(payload.get("messages"), list) else [],
-                        attempts=attempt,
-                    )
-                error = classify(response.status_code, payload)
-                wait = _retry_after(response)
+                raw = _read_bounded(response, read_by, self._clock)
+                if raw is None:
+                    response.close()  # the rest is not read: this connection cannot be reused
+                error = self._answer(response, raw, state.attempts + 1)
+                retry_after = _retry_after(response)
+            if isinstance(error, GraphResult):
+                return error
             log(
                 logging.WARNING,
                 "Meta call failed",
-                attempt=attempt,
-                transient=error.transient,
+                attempt=state.attempts + 1,
+                kind=error.kind,
                 meta_code=error.meta_code,
                 meta_subcode=error.meta_subcode,
                 http_status=error.http_status,
                 fbtrace_id=error.fbtrace_id,
                 error=error.message,
             )
-            if isinstance(error, MetaAuthError) and not refreshed:
-                # The token may have been rotated: read it again and try once more.
-                refreshed = refresh = True
-                attempt -= 1
-                continue
-            if not error.transient or attempt >= policy.max_attempts:
+            next_state = state.after(
+                error, now=self._clock(), retry_after=retry_after, rng=self._rng, stopping=self._stopping()
+            )
+            if next_state is None:
                 raise error
-            delay = wait if wait is not None else policy.delay(attempt, self._rng)
-            if self._clock() + delay >= deadline:
-                raise error
-            self._sleep(delay)
+            state = next_state
+            if state.wait:
+                self._sleep(state.wait)
+
+    @staticmethod
+    def _answer(response: requests.Response, raw: bytes | None, attempt: int) -> GraphResult | MetaError:
+        status = response.status_code
+        if raw is None:
+            return MetaError(
+                f"Meta's answer (HTTP {status}) was over {MAX_ANSWER_BYTES} bytes or too slow to read",
+                kind="transient" if status >= 500 or status == 429 else "unreadable",
+                http_status=status,
+            )
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            payload = None
+        if 200 <= status < 300:
+            result = _accepted(payload, attempt)
+            if result is not None:
+                return result
+            if not (isinstance(payload, dict) and isinstance(payload.get("error"), dict)):
+                return MetaError(
+                    f"Meta answered HTTP {status} without events_received: unknown whether it took the events",
+                    kind="unreadable",
+                    http_status=status,
+                )
+        return classify(status, payload)
+
+
+def _read_bounded(response: requests.Response, deadline: float, clock: Callable[[], float]) -> bytes | None:
+    """At most MAX_ANSWER_BYTES of the answer, read before `deadline`; None past either bound."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_content(chunk_size=16 * 1024):
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES or clock() > deadline:
+                return None
+            chunks.append(chunk)
+    except (requests.RequestException, OSError):
+        return None
+    return b"".join(chunks)

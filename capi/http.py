@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flask
 import orjson
@@ -22,6 +22,9 @@ from capi.errors import (
     UnsupportedMediaType,
 )
 from capi.log import log
+
+if TYPE_CHECKING:
+    from capi.service import Outcome
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -94,6 +97,21 @@ def route(request: flask.Request) -> str:
             raise MethodNotAllowed(f"use POST {path}")
         return "validate" if path == "/validate" else "forward"
     raise NotFound("unknown path: use POST /events, POST /validate or GET /healthz", field="path")
+
+
+def outcome_status(outcome: Outcome) -> int:
+    """The HTTP status of a request's outcome (design.md "Several pixels: destinations"):
+    503 when an event could be neither delivered nor stored (or is in flight elsewhere) and the
+    caller must retry; 502 when Meta refused a destination's events and nothing was kept for
+    it; 202 when events were stored for replay; 200 otherwise."""
+    deliveries = outcome.deliveries
+    if any(d.unsent or d.in_flight for d in deliveries):
+        return 503
+    if any(d.failed and not d.forwarded and not d.stored for d in deliveries):
+        return 502
+    if any(d.stored for d in deliveries):
+        return 202
+    return 200
 
 
 def health() -> flask.Response:

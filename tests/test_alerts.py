@@ -1,10 +1,7 @@
 """Every log-based metric and alert of terraform/monitoring.tf against the log lines capi writes.
 
-Lines are captured from the running code wherever the code writes them today (the function
-through functions-framework or `serve()`, the fake Graph API failing on demand, the Firestore
-emulator). Lines another branch of this release adds are written here in the exact shape of
-the log contract (RULES.md, README "Operations") and marked CONTRACT: after the merge they
-must be switched to captured lines (see the TODOs).
+Every line is captured from the running code (the function through functions-framework or
+`serve()`, the fake Graph API failing on demand, the Firestore emulator), never written by hand.
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ from capi.app import Application
 from capi.config import load_config
 from capi.errors import MetaError
 from capi.firestore import FirestoreDeadLetter
-from capi.report import log_by_name
 from tests.conftest import EMULATOR_PROJECT, PIXEL_ID, ROOT, base_env, serve
 from tests.fakes.dataset_quality import SAMPLE_WEB
 from tests.fakes.graph import HASHED, GraphServer
@@ -151,44 +147,6 @@ def emulator_app(db: Any, graph: GraphServer, **env: str) -> Application:
     return Application(load_config(values), firestore_client=lambda: db)
 
 
-# CONTRACT lines (RULES.md, "The log contract"), written by the delivery branch.
-# TODO(after merge): capture these from the code — "Meta refused capi's configuration" from a
-# POST /events while the fake Graph API answers code:190, and the 202 "events processed" line
-# with `error: meta_config` from the same request — instead of writing them here.
-CONTRACT_META_CONFIG = entry(
-    {
-        "severity": "ERROR",
-        "message": "Meta refused capi's configuration",
-        "error": "meta_config",
-        "meta_code": 190,
-        "meta_subcode": 463,
-        "fix": "rotate the token in Secret Manager",
-        "stored": 1,
-    },
-    EVENTS,
-)
-CONTRACT_PROCESSED_202 = entry(
-    {
-        "severity": "WARNING",
-        "message": "events processed",
-        "status": 202,
-        "received": 1,
-        "forwarded": 0,
-        "stored": 1,
-        "skipped": 0,
-        "rejected": 0,
-        "failed": 0,
-        "by_event": {"Purchase": {"forwarded": 0, "rejected": 0, "skipped": 0, "stored": 1, "failed": 0}},
-        "match_keys": {},
-        "from_profile": {},
-        "rejections": [],
-        "error": "meta_config",
-        "meta_code": 190,
-    },
-    EVENTS,
-)
-
-
 # -- each metric's filter: the line of its condition, not its neighbour ----------------------------
 
 
@@ -273,36 +231,48 @@ def test_quality_lines(quality_lines: list[dict[str, Any]]) -> None:
     assert not matches(FILTERS["quality_unavailable"], refused) and matches(FILTERS["meta_config"], refused)
 
 
-def test_token_or_permission_refused(events_lines: list[dict[str, Any]]) -> None:
-    assert matches(FILTERS["meta_config"], CONTRACT_META_CONFIG)
-    # The 202 line says meta_config too, but at WARNING: one notification per refusal.
-    assert not matches(FILTERS["meta_config"], CONTRACT_PROCESSED_202)
-    assert not any(matches(FILTERS["meta_config"], r) for r in events_lines)
-
-
-def test_events_by_name_and_match_keys(capsys: Any) -> None:
-    # TODO(after merge): capture these from a POST /events once service.forward calls
-    # capi.report.log_by_name (the lead wires it; see the ops report).
-    from capi.log import setup_logging
-
-    setup_logging()
+@pytest.mark.emulator
+def test_token_or_permission_refused(firestore_db: Any, graph: GraphServer, capsys: Any) -> None:
+    graph.fake.down = "code:190"
+    client = serve(emulator_app(firestore_db, graph))
     capsys.readouterr()
-    forwarded = [
-        {"event_name": "Purchase", "user_data": {"em": ["e" * 64], "fbp": "fb.1.1.1"}},
-        {"event_name": "Purchase", "user_data": {"ph": ["f" * 64], "fbp": "fb.1.1.2"}},
-    ]
-    log_by_name({"Purchase": {"forwarded": 2, "rejected": 1, "skipped": 0, "stored": 0, "failed": 0}}, forwarded)
+    assert client.post("/events", json=PURCHASE).status_code == 202
     records = captured(capsys, EVENTS)
-    assert len(records) == 2  # outcomes with no event write no line
+    refused = only(records, "Meta refused capi's configuration")
+    processed = only(records, "events processed")
+    assert refused["severity"] == "ERROR" and refused["jsonPayload"]["meta_code"] == 190
+    assert processed["severity"] == "WARNING" and processed["jsonPayload"]["error"] == "meta_config"
+    assert matches(FILTERS["meta_config"], refused)
+    # The 202 line says meta_config too, but at WARNING: one notification per refusal.
+    assert not matches(FILTERS["meta_config"], processed)
+    assert not any(matches(FILTERS["meta_config"], r) for r in records if r is not refused)
+
+
+def test_events_by_name_and_match_keys(graph: GraphServer, make_client: Callable[..., Any], capsys: Any) -> None:
+    client = make_client(base_env(graph))
+    capsys.readouterr()
+    second = {
+        **PURCHASE,
+        "event_id": "A-2",
+        "user_data": {"phone_number": "+16505551212"},
+        "x-fb-ck-fbp": "fb.1.1596403881668.1116446470",
+    }
+    too_old = {**PURCHASE, "event_id": "A-3", "event_time": int(time.time()) - 8 * 86400}
+    answer = client.post("/events", json={"events": [PURCHASE, second, too_old]})
+    assert answer.status_code == 200 and answer.get_json()["forwarded"] == 2
+    records = captured(capsys, EVENTS)
+    by_name = [r for r in records if r["jsonPayload"]["message"] == "events by name"]
+    assert len(by_name) == 2  # outcomes with no event write no line
     ok = only(records, "events by name", outcome="forwarded")
     rejected = only(records, "events by name", outcome="rejected")
-    assert ok["jsonPayload"]["match_keys"] == {"em": 1, "fbp": 2, "ph": 1} and ok["jsonPayload"]["count"] == 2
+    assert ok["jsonPayload"]["count"] == 2 and rejected["jsonPayload"]["count"] == 1
+    assert ok["jsonPayload"]["match_keys"] == {"client_user_agent": 2, "em": 1, "fbp": 1, "ph": 1}
     for record in (ok, rejected):
         assert matches(metric_filter("events"), record)
     assert labels("events", rejected) == {"event_name": "Purchase", "outcome": "rejected"}
     assert extract(METRICS["events"]["value_extractor"], ok) == 2
     assert matches(metric_filter("match_keys", each="em"), ok)
-    assert extract(render(METRICS["match_keys"]["value_extractor"], each="fbp"), ok) == 2
+    assert extract(render(METRICS["match_keys"]["value_extractor"], each="fbp"), ok) == 1
     assert not matches(metric_filter("match_keys", each="em"), rejected)
     assert not matches(metric_filter("match_keys", each="external_id"), ok)  # no event had it
 
@@ -324,7 +294,6 @@ def test_secret_unavailable(capsys: Any) -> None:
         SecretManagerSecret("projects/p/secrets/s/versions/latest", client=NoVersion).get()
     [line] = captured(capsys, EVENTS)
     assert line["severity"] == "ERROR" and matches(FILTERS["secret"], line)
-    assert not matches(FILTERS["secret"], CONTRACT_META_CONFIG)
 
 
 # -- the alerts are wired to those filters ----------------------------------------------------------
@@ -426,11 +395,6 @@ def written_fields() -> dict[str, set[str]]:
     return found
 
 
-# Fields of the log contract the delivery branch adds to lines that exist today.
-# TODO(after merge): empty this set; the test then checks them against the code.
-PENDING_CONTRACT = {("events processed", "error"), ("Meta refused capi's configuration", "error")}
-
-
 def all_queries() -> list[str]:
     queries = list(FILTERS.values())
     for name, metric in METRICS.items():
@@ -448,10 +412,10 @@ def test_every_field_a_filter_names_is_written_by_the_code() -> None:
     every_field = set().union(*written.values())
     for query in all_queries():
         messages = set(re.findall(r'jsonPayload\.message="([^"]+)"', query)) or set(written)
-        assert messages <= set(written) | {m for m, _ in PENDING_CONTRACT}, (query, messages - set(written))
+        assert messages <= set(written), (query, messages - set(written))
         for path in fields(query):
             top, *rest = path.split(".")[1:]
-            writers = [m for m in messages if top in written.get(m, set()) or (m, top) in PENDING_CONTRACT]
+            writers = [m for m in messages if top in written.get(m, set())]
             assert writers, f"{query}: no line with message {messages} writes {top}"
             if top == "match_keys":
                 assert rest and rest[0] in USER_DATA_KEYS, path

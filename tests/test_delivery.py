@@ -14,7 +14,7 @@ import pytest
 
 from capi.app import Application
 from capi.config import load_config
-from capi.firestore import FirestoreDeadLetter
+from capi.firestore import FirestoreDeadLetter, Replayer
 from tests.conftest import EMULATOR_PROJECT, PIXEL_ID, serve
 from tests.test_profiles import _dead_firestore
 
@@ -48,11 +48,10 @@ def application(firestore_client: Any, graph: Any, **env: str) -> Application:
         "META_TIMEOUT_SECONDS": "0.5",
         **env,
     }
-    app = Application(load_config(values), firestore_client=lambda: firestore_client)
-    app.graph._sleep = lambda s: None  # backoff without waiting: the attempts still happen
-    app.graph._rng = lambda: 0.5  # fixed jitter: the number of attempts is deterministic
-    app.replayer._sender = app.graph
-    return app
+    # Backoff without waiting (the attempts still happen), with fixed jitter.
+    return Application(
+        load_config(values), firestore_client=lambda: firestore_client, sleep=lambda s: None, rng=lambda: 0.5
+    )
 
 
 def dead_letters(db: Any) -> list[dict[str, Any]]:
@@ -88,6 +87,7 @@ def test_meta_down_stores_then_replay_delivers_exactly_once(firestore_db: Any, g
         "expired": 0,
         "gave_up": 0,
         "busy": 0,
+        "rejected": 0,
     }
     # THEN every stored event reached Meta once, with its original event_id and event_time
     assert dead_letters(firestore_db) == []
@@ -114,9 +114,8 @@ def test_replay_failing_midway_keeps_the_rest_for_next_time(firestore_db: Any, g
     client = serve(app)
     assert client.post("/events", json={"events": [purchase(f"O-{n}") for n in range(6)]}).status_code == 202
     graph.fake.down = None
-    app.replayer._batch_size = 2
-    graph.fake.fail_next("code:100")  # first batch refused permanently, the others go through
-    first = client.post("/replay").get_json()
+    graph.fake.fail_next(*["code:2"] * 4)  # the first batch meets Meta down; the others go through
+    first = Replayer(lambda: firestore_db, "capi_deadletter", app.graph, batch_size=2).run()
     assert (first["delivered"], first["failed"]) == (4, 2)
     left = dead_letters(firestore_db)
     assert len(left) == 2 and all(d["attempts"] == 2 and d["lease_until"] == 0 for d in left)
@@ -177,13 +176,6 @@ def test_two_concurrent_replays_send_each_event_once(firestore_db: Any, graph: A
     assert dead_letters(firestore_db) == []
 
 
-def test_token_rejected_is_502_and_not_stored(firestore_db: Any, graph: Any) -> None:
-    client = serve(application(firestore_db, graph, META_ACCESS_TOKEN="revoked"))
-    response = client.post("/events", json=purchase("O-1"))
-    assert response.status_code == 502 and response.get_json()["meta_code"] == 190
-    assert dead_letters(firestore_db) == []
-
-
 def test_firestore_down_during_dead_letter_write_is_503(firestore_emulator: str, graph: Any) -> None:
     import socket
 
@@ -197,7 +189,8 @@ def test_firestore_down_during_dead_letter_write_is_503(firestore_emulator: str,
     assert time.monotonic() - started < 10  # bounded: Firestore's default retry would hold the caller a minute
     assert response.status_code == 503
     body = response.get_json()
-    assert body["error"] == "unavailable" and body["stored"] == 0 and "retry" in body["message"]
+    assert body["error"] == "store_unavailable" and body["stored"] == 0 and "retry" in body["message"]
+    assert body["event_ids"] == []
 
 
 def test_concurrent_requests_on_one_instance_deliver_every_event_once(firestore_db: Any, graph: Any) -> None:
@@ -250,11 +243,14 @@ def test_idempotency_concurrent_same_event_sent_once(firestore_db: Any, graph: A
     app = application(firestore_db, graph, IDEMPOTENCY_COLLECTION="capi_sent")
     barrier = threading.Barrier(6)
     bodies: list[dict[str, Any]] = []
+    statuses: list[int] = []
 
     def caller() -> None:
         client = serve(app)
         barrier.wait()
-        bodies.append(client.post("/events", json=purchase("SAME")).get_json())
+        response = client.post("/events", json=purchase("SAME"))
+        statuses.append(response.status_code)
+        bodies.append(response.get_json())
 
     threads = [threading.Thread(target=caller) for _ in range(6)]
     for thread in threads:
@@ -263,6 +259,12 @@ def test_idempotency_concurrent_same_event_sent_once(firestore_db: Any, graph: A
         thread.join()
     assert graph.fake.delivered[("Purchase", "SAME")] == 1
     assert sorted(b["forwarded"] for b in bodies) == [0, 0, 0, 0, 0, 1]
+    # the others were told "in flight, retry" (503) while it was being delivered, or
+    # "duplicate" (200) once it was: never dropped as a duplicate before Meta had it
+    for status, body in zip(statuses, bodies, strict=True):
+        if body["forwarded"] == 0:
+            [skip] = body["skipped"]
+            assert (status, skip["reason"]) in ((503, "in flight"), (200, "duplicate"))
 
 
 def test_expired_idempotency_record_is_taken_over(firestore_db: Any, graph: Any) -> None:

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from capi.errors import MetaAuthError, MetaError
-from capi.graph import GraphClient, RetryPolicy, classify
+from capi.graph import (
+    FIX_PERMISSION,
+    FIX_PIXEL,
+    FIX_TOKEN,
+    MAX_ANSWER_BYTES,
+    GraphClient,
+    RetryPolicy,
+    classify,
+)
 from capi.secrets import StaticSecret
 from tests.conftest import PIXEL_ID, TOKEN
 
@@ -183,3 +191,95 @@ def test_invalid_event_rejects_whole_batch_at_meta(graph: Any) -> None:
 def test_classification(status: int, payload: Any, transient: bool, kind: type) -> None:
     error = classify(status, payload)
     assert type(error) is kind and error.transient is transient
+
+
+# -- the policy alone, without a server (issue 15 item 3) ----------------------------------
+
+TRANSIENT = MetaError("down", kind="transient")
+
+
+def test_policy_backs_off_with_equal_jitter_then_gives_up() -> None:
+    state = RetryPolicy(max_attempts=4, budget=100).start(now=0.0)
+    waits = []
+    for rng in (0.0, 1.0, 0.5):
+        state = state.after(TRANSIENT, now=0.0, rng=lambda rng=rng: rng)
+        assert state is not None and state.refresh is False
+        waits.append(state.wait)
+    # step 0.5, 1, 2 s: half fixed, half random (rng 0 -> half the step, rng 1 -> the whole step)
+    assert waits == [0.25, 1.0, 1.5]
+    assert state.after(TRANSIENT, now=0.0) is None  # the fourth failure ends it
+
+
+def test_policy_honours_retry_after_inside_the_budget_only() -> None:
+    state = RetryPolicy(budget=10).start(now=100.0)
+    assert state.after(TRANSIENT, now=101.0, retry_after=3.0).wait == 3.0
+    assert state.after(TRANSIENT, now=101.0, retry_after=9.5) is None  # would end past the budget
+
+
+def test_policy_refreshes_the_token_once_without_counting_a_try() -> None:
+    auth = MetaAuthError("expired", kind="config", meta_code=190)
+    state = RetryPolicy(max_attempts=1).start(now=0.0)
+    refreshed = state.after(auth, now=0.0)
+    assert refreshed is not None and (refreshed.refresh, refreshed.wait, refreshed.attempts) == (True, 0.0, 0)
+    assert refreshed.after(auth, now=0.0) is None
+
+
+@pytest.mark.parametrize("kind", ["config", "refused", "unreadable"])
+def test_policy_never_retries_what_is_not_transient(kind: str) -> None:
+    assert RetryPolicy().start(now=0.0).after(MetaError("no", kind=kind), now=0.0) is None
+
+
+def test_policy_stops_retrying_once_the_instance_is_stopping() -> None:
+    state = RetryPolicy().start(now=0.0)
+    assert state.after(TRANSIENT, now=0.0, stopping=True) is None
+    auth = MetaAuthError("expired", kind="config", meta_code=190)
+    assert state.after(auth, now=0.0, stopping=True) is None
+
+
+def test_client_asks_no_new_try_once_stopping(graph: Any) -> None:
+    sleeps = Sleeps()
+    graph.fake.down = "503"
+    graph_client = GraphClient(
+        base_url=graph.base_url,
+        api_version="v26.0",
+        pixel_id=PIXEL_ID,
+        token=StaticSecret(TOKEN),
+        sleep=sleeps,
+        stopping=lambda: True,
+    )
+    with pytest.raises(MetaError) as info:
+        graph_client.send(body())
+    assert info.value.kind == "transient" and graph.fake.requests == 1 and sleeps == []
+
+
+def test_answer_over_the_bound_is_not_read_whole(graph: Any) -> None:
+    graph.fake.huge_bytes = 16 * 1024 * 1024
+    graph.fake.fail_next("huge_trace")
+    started = time.monotonic()
+    with pytest.raises(MetaError) as info:
+        client(graph, Sleeps()).send(body())
+    assert info.value.kind == "unreadable" and str(MAX_ANSWER_BYTES) in info.value.message
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind", "fix"),
+    [
+        ({"error": {"code": 190, "message": "expired"}}, "config", FIX_TOKEN),
+        ({"error": {"code": 10, "message": "no permission"}}, "config", FIX_PERMISSION),
+        ({"error": {"code": 803, "message": "no such object"}}, "config", FIX_PIXEL),
+        ({"error": {"code": 100, "error_subcode": 33, "message": "no such object"}}, "config", FIX_PIXEL),
+        ({"error": {"code": 100, "error_subcode": 2804003, "message": "bad event"}}, "refused", None),
+        ({"error": {"code": 2, "message": "x"}}, "transient", None),
+        ({"error": {"message": "no code"}}, "unreadable", None),
+        ("<html>", "unreadable", None),
+    ],
+)
+def test_classification_kinds(payload: Any, kind: str, fix: str | None) -> None:
+    error = classify(400, payload)
+    assert (error.kind, error.fix) == (kind, fix)
+
+
+def test_metas_message_is_bounded() -> None:
+    error = classify(400, {"error": {"code": 100, "message": "m" * 100_000, "fbtrace_id": "x" * 1000}})
+    assert len(error.message) <= 501 and error.fbtrace_id is None

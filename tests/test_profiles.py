@@ -48,7 +48,7 @@ def application(firestore_client: Any, graph: Any = None, **env: str) -> Applica
     return Application(load_config(values), firestore_client=lambda: firestore_client)
 
 
-def test_profile_fills_what_the_event_lacks_and_event_wins(firestore_db: Any) -> None:
+def test_profile_fills_what_the_event_lacks_and_event_wins(firestore_db: Any, graph: Any) -> None:
     firestore_db.collection("users").document("u1").set(
         {
             "email": ["Jane@Example.com", "jane.doe@work.example"],
@@ -61,9 +61,10 @@ def test_profile_fills_what_the_event_lacks_and_event_wins(firestore_db: Any) ->
             "date_of_birth": "1990-05-17",
         }
     )
-    client = serve(application(firestore_db, DEFAULT_COUNTRY="US"))
-    body = client.post("/validate", json=lead("u1", user_data={"address": {"first_name": "Janet"}})).get_json()
-    user = body["payload"]["data"][0]["user_data"]
+    client = serve(application(firestore_db, graph, DEFAULT_COUNTRY="US"))
+    event = lead("u1", user_data={"address": {"first_name": "Janet"}})
+    assert client.post("/events", json=event).status_code == 200
+    user = graph.fake.bodies[0]["data"][0]["user_data"]
     assert user == {
         "em": [sha("jane@example.com"), sha("jane.doe@work.example")],
         "ph": [sha("442079460958")],  # the profile's country completes the national number, not DEFAULT_COUNTRY
@@ -76,6 +77,7 @@ def test_profile_fills_what_the_event_lacks_and_event_wins(firestore_db: Any) ->
         "external_id": [sha("u1")],
         "client_user_agent": UA,
     }
+    body = client.post("/validate", json=event).get_json()
     assert body["match_keys"] == [
         {
             "index": 0,
@@ -87,11 +89,40 @@ def test_profile_fills_what_the_event_lacks_and_event_wins(firestore_db: Any) ->
     assert "jane" not in str(body["match_keys"]).lower()
 
 
-def test_event_value_dropped_lets_profile_fill(firestore_db: Any) -> None:
+def test_event_value_dropped_lets_profile_fill(firestore_db: Any, graph: Any) -> None:
     firestore_db.collection("users").document("u2").set({"email": "good@example.com"})
+    client = serve(application(firestore_db, graph))
+    assert client.post("/events", json=lead("u2", user_data={"email_address": "broken"})).status_code == 200
+    assert graph.fake.bodies[0]["data"][0]["user_data"]["em"] == [sha("good@example.com")]
+
+
+def test_validate_never_shows_a_value_from_a_profile(firestore_db: Any) -> None:
+    # Issue 10 finding 10: any key holder could read each profile's digests through /validate
+    # with {"user_id": N, "user_data": {}} and recover phone numbers by enumeration.
+    firestore_db.collection("users").document("42").set(
+        {"email": "victim@example.com", "phone": "+16505550123", "first_name": "Vic", "last_name": "Tim"}
+    )
     client = serve(application(firestore_db))
-    body = client.post("/validate", json=lead("u2", user_data={"email_address": "broken"})).get_json()
-    assert body["payload"]["data"][0]["user_data"]["em"] == [sha("good@example.com")]
+    probe = lead("42", user_data={})
+    body = client.post("/validate", json=probe).get_json()
+    user = body["payload"]["data"][0]["user_data"]
+    placeholder = "(from the Firestore profile: not shown)"
+    assert user == {
+        "external_id": [sha("42")],  # the caller's own user_id
+        "client_user_agent": UA,
+        "em": [placeholder],
+        "ph": [placeholder],
+        "fn": [placeholder],
+        "ln": [placeholder],
+    }
+    assert body["match_keys"][0]["from_profile"] == ["em", "ph", "fn", "ln"]
+    assert {
+        "message": "values filled from Firestore profiles are not shown (placeholder instead);"
+        " match_keys.from_profile names their keys"
+    } in body["messages"]
+    text = client.post("/validate", json=probe).get_data(as_text=True)
+    for secret in ("victim@example.com", "16505550123", "vic", "tim"):
+        assert sha(secret) not in text
 
 
 def test_unknown_user_is_sent_with_what_it_has(firestore_db: Any) -> None:

@@ -100,13 +100,26 @@ def test_checksum_mismatch_is_refused(secret_manager: Any) -> None:
         SecretManagerSecret(f"{TOKEN_SECRET}/versions/1", client=secret_manager.client).get()
 
 
-def test_190_rereads_the_secret_once_and_retries_once(secret_manager: Any, graph: Any) -> None:
+@pytest.mark.emulator
+def test_190_rereads_the_secret_once_and_retries_once(secret_manager: Any, graph: Any, firestore_db: Any) -> None:
     secret_manager.fake.add_version(TOKEN_SECRET, "old-token")
     graph.fake.token = "new-token"
-    application = build(secret_manager, graph, META_ACCESS_TOKEN_SECRET="meta-token")
+    config = load_config(
+        {
+            "META_PIXEL_ID": PIXEL_ID,
+            "GOOGLE_CLOUD_PROJECT": "demo",
+            "PROFILE_COLLECTION": "",
+            "META_API_BASE_URL": graph.base_url,
+            "ALLOW_UNAUTHENTICATED": "true",
+            "META_ACCESS_TOKEN_SECRET": "meta-token",
+        }
+    )
+    application = Application(config, secret_client=secret_manager.client(), firestore_client=lambda: firestore_db)
     client = serve(application)
-    # Warm the cache with the old token through a first delivery that fails with 190 twice.
-    assert client.post("/events", json=lead("L-0")).status_code == 502
+    # Warm the cache with the old token through a first delivery that fails with 190 twice:
+    # capi's configuration is wrong, the event is kept for replay (202 meta_config).
+    response = client.post("/events", json=lead("L-0"))
+    assert (response.status_code, response.get_json()["error"]) == (202, "meta_config")
     assert graph.fake.requests == 2 and secret_manager.fake.accesses[TOKEN_SECRET] == 2
     # Rotation: a new version is added; the next 190 re-reads it and the retry succeeds.
     secret_manager.fake.add_version(TOKEN_SECRET, "new-token")
@@ -114,6 +127,9 @@ def test_190_rereads_the_secret_once_and_retries_once(secret_manager: Any, graph
     assert response.status_code == 200
     assert graph.fake.requests == 4 and secret_manager.fake.accesses[TOKEN_SECRET] == 3
     assert graph.fake.delivered[("Lead", "L-1")] == 1
+    # and the replay delivers the event kept while the token was wrong
+    assert client.post("/replay").get_json()["delivered"] == 1
+    assert graph.fake.delivered[("Lead", "L-0")] == 1
 
 
 @pytest.mark.parametrize(("setup", "problem"), [("missing", "not found"), ("denied", "permission denied")])

@@ -90,9 +90,20 @@ def validate_event(event: Any, now: float) -> str | None:
     return None
 
 
+# Answers to a request Meta took (the events are counted as delivered) that capi cannot read.
+UNREADABLE_ANSWERS: dict[str, tuple[str, bytes]] = {
+    "garbage": ("application/json", b"\x00\xffnot json at all{"),
+    "html200": ("text/html", b"<html><body>Welcome</body></html>"),
+    "no_count": ("application/json", b'{"messages": [], "fbtrace_id": "AbCdEf123"}'),
+}
+
+
 @dataclass
 class Script:
-    """One scripted answer: `kind` is ok, 500, 503, 429, code:<n>, transient:<n>, hang, drop, html."""
+    """One scripted answer: `kind` is ok, 500, 503, 429, code:<n>[:<subcode>], hang, drop, html
+    (a 502 page); garbage, html200, no_count (Meta took the events, the 200 answer is unreadable);
+    huge_trace (a 200 whose fbtrace_id is `huge_bytes` long), bad_trace (a short but malformed
+    fbtrace_id)."""
 
     kind: str
     retry_after: str | None = None
@@ -112,6 +123,10 @@ class FakeGraph:
     bodies: list[dict[str, Any]] = field(default_factory=list)
     script: list[Script] = field(default_factory=list)
     down: str | None = None  # when set, every request fails this way
+    poison: set[str] = field(default_factory=set)  # event_ids Meta refuses (and with them the request)
+    huge_bytes: int = 8 * 1024 * 1024
+    refused_requests: int = 0  # requests refused for a poisoned event
+    received: threading.Event = field(default_factory=threading.Event)  # set by the first request
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop_event: threading.Event = field(default_factory=threading.Event)
     quality: FakeDatasetQuality = field(default_factory=FakeDatasetQuality)  # GET /{version}/dataset_quality
@@ -124,6 +139,7 @@ class FakeGraph:
         with self.lock:
             self.requests += 1
             step = self.script.pop(0) if self.script else None
+        self.received.set()
         kind = self.down or (step.kind if step else "ok")
         if step and step.delay:
             self.stop_event.wait(step.delay)
@@ -142,9 +158,10 @@ class FakeGraph:
         if kind == "429":
             return 429, meta_error(4, "Application request limit reached"), headers
         if kind.startswith("code:"):
-            code = int(kind[5:])
-            status = 500 if code in (1, 2) else 400
-            return status, meta_error(code, f"error code {code}", subcode=2804003 if code == 100 else None), headers
+            code, _, given = kind[5:].partition(":")
+            subcode = int(given) if given else (2804003 if code == "100" else None)
+            status = 500 if code in ("1", "2") else 400
+            return status, meta_error(int(code), f"error code {code}", subcode=subcode), headers
         if not re.fullmatch(r"/v\d+\.\d+/\d+/events", path):
             return 400, meta_error(100, f"Unknown path {path}", subcode=33), {}
         try:
@@ -164,6 +181,10 @@ class FakeGraph:
         now = self.now()
         for position, event in enumerate(data):
             problem = validate_event(event, now)
+            if problem is None and isinstance(event, dict) and event.get("event_id") in self.poison:
+                problem = "poisoned by the test"
+                with self.lock:
+                    self.refused_requests += 1
             if problem:
                 return (
                     400,
@@ -177,7 +198,14 @@ class FakeGraph:
             self.bodies.append(body)
             for event in data:
                 self.delivered[(event["event_name"], event.get("event_id"))] += 1
-        return 200, {"events_received": len(data), "messages": [], "fbtrace_id": "AbCdEf123"}, {}
+        if kind in UNREADABLE_ANSWERS:
+            return 200, kind, {}
+        trace = "AbCdEf123"
+        if kind == "huge_trace":
+            trace = "A" * self.huge_bytes
+        elif kind == "bad_trace":
+            trace = "<script>alert(1)</script>"
+        return 200, {"events_received": len(data), "messages": [], "fbtrace_id": trace}, {}
 
     @property
     def duplicates(self) -> int:
@@ -208,14 +236,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        content_type = "text/html" if isinstance(payload, str) else "application/json"
+        if isinstance(payload, str) and payload in UNREADABLE_ANSWERS:
+            content_type, data = UNREADABLE_ANSWERS[payload]
+        else:
+            data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "text/html" if isinstance(payload, str) else "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # capi stopped reading a huge answer
+            self.close_connection = True
 
     def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
