@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from capi.config import Config
-from capi.errors import MetaError, RequestError, StoreUnavailable
+from capi.errors import MetaError, StoreUnavailable
 from capi.events import Draft, Finished, Rejection, Skip, finish, prepare
+from capi.inputs import Envelope
+from capi.inputs import read as read_envelope
 from capi.log import log
-from capi.payload import MAX_EVENTS_PER_REQUEST, GraphResult, request_body
+from capi.payload import GraphResult, request_body
 
 
 class Sender(Protocol):
@@ -65,6 +67,13 @@ class _Batch:
     skipped: list[Skip] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
+    dialects: list[str] = field(default_factory=list)  # the input dialect of each event, by index
+    # Consent decisions by signal: {"x-ga-gcd": {"granted": 2, "denied": 1}, "none": {"granted": 1}}
+    consent: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def count_consent(self, signal: str | None, decision: str) -> None:
+        counts = self.consent.setdefault(signal or "none", {})
+        counts[decision] = counts.get(decision, 0) + 1
 
     def response(self, **extra: Any) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -82,26 +91,11 @@ class _Batch:
         return body
 
 
-def parse_envelope(payload: Any) -> tuple[list[Any], str | None]:
-    """The request's events and test_event_code; a bad envelope is a 400 for the whole request."""
-    if not isinstance(payload, dict):
-        raise RequestError('the body must be a JSON object: one event, or {"events": [...]}', field="body")
-    code = payload.get("test_event_code")
-    if code is not None and (not isinstance(code, str) or len(code) > 100):
-        raise RequestError("test_event_code must be a string", field="test_event_code")
-    if "events" in payload:
-        events = payload["events"]
-        if not isinstance(events, list):
-            raise RequestError("events must be a list of event objects", field="events")
-    elif "event_name" in payload:
-        events = [payload]
-    else:
-        raise RequestError('no events: send one event with event_name, or {"events": [...]}', field="events")
-    if not events:
-        raise RequestError("events is empty", field="events")
-    if len(events) > MAX_EVENTS_PER_REQUEST:
-        raise RequestError(f"at most {MAX_EVENTS_PER_REQUEST} events per request, got {len(events)}", field="events")
-    return events, code or None
+def parse_envelope(payload: Any) -> tuple[Envelope, str | None]:
+    """The request's events in capi's internal form (every dialect: capi.inputs) and its
+    test_event_code; a body no dialect reads is a 400 for the whole request."""
+    envelope = read_envelope(payload)
+    return envelope, envelope.test_event_code
 
 
 class EventService:
@@ -126,21 +120,32 @@ class EventService:
 
     # -- building ---------------------------------------------------------------------
 
-    def _build(self, events: list[Any]) -> _Batch:
-        batch = _Batch(received=len(events))
+    def _build(self, envelope: Envelope) -> _Batch:
+        batch = _Batch(received=len(envelope.events), dialects=envelope.dialects)
+        batch.messages.extend(envelope.messages)
         now = self.clock()
         # With enrichment, every draft waits for the one batched profile read; without, each
         # is finished at once, while its values are still in the CPU's cache.
         enrich = self.profiles is not None and bool(self.config.profile_collection)
         drafts: list[Draft] = []
-        for index, raw in enumerate(events):
-            result = prepare(raw, index, self.config, now, self.mint)
+        sent: set[tuple[str, str]] = set()  # (event_name, event_id): each goes once per request
+        for index, (raw, dialect, ignored) in enumerate(envelope.events):
+            result = prepare(raw, index, self.config, now, self.mint, ignored)
             if isinstance(result, Draft):
+                result.dialect = dialect
+                batch.count_consent(result.consent_signal, "granted")
+                key = (result.event["event_name"], result.event["event_id"])
+                if key in sent:
+                    batch.skipped.append(Skip(index, key[1], "duplicate", event_name=key[0]))
+                    continue
+                sent.add(key)
                 if enrich:
                     drafts.append(result)
                 else:
                     self._finish(batch, result, None)
             elif isinstance(result, Skip):
+                if result.reason == "consent":
+                    batch.count_consent(result.consent_signal, "denied")
                 batch.skipped.append(result)
             else:
                 batch.rejected.append(result)
@@ -191,7 +196,7 @@ class EventService:
             }
             for f in batch.finished
         ]
-        return Outcome(200, batch.response(payload=body, match_keys=match_keys))
+        return Outcome(200, batch.response(payload=body, match_keys=match_keys, dialects=batch.dialects))
 
     def forward(self, payload: Any) -> Outcome:
         events, code = parse_envelope(payload)
@@ -208,6 +213,7 @@ class EventService:
             rejected=len(batch.rejected),
             events_received=outcome.body.get("events_received"),
             fbtrace_id=outcome.body.get("fbtrace_id"),
+            consent=batch.consent,
         )
         return outcome
 

@@ -314,6 +314,7 @@ def test_event_without_any_customer_information_is_rejected() -> None:
             "event_id": None,
             "field": "user_data",
             "message": "no customer information left to match on",
+            "problems": [{"field": "user_data", "message": "no customer information left to match on"}],
         }
     ]
 
@@ -339,8 +340,8 @@ def test_consent_denied_is_skipped() -> None:
         ]
     )
     assert body["skipped"] == [
-        {"index": 0, "event_id": "a", "reason": "consent"},
-        {"index": 1, "event_id": "b", "reason": "consent"},
+        {"index": 0, "event_id": "a", "reason": "consent", "consent_signal": "consent"},
+        {"index": 1, "event_id": "b", "reason": "consent", "consent_signal": "consent"},
     ]
     assert body["event_ids"] == ["c"]
 
@@ -425,7 +426,7 @@ def test_item_price_used_when_price_is_null() -> None:
 def test_ga4_sha256_phone_is_sent_with_a_warning() -> None:
     digest = sha("+16505551212")
     for value in (digest, [digest]):
-        body = validate([event(user_data={"sha256_phone_number": value})])
+        body = validate([event(event_id="e1", user_data={"sha256_phone_number": value})])
         assert body["payload"]["data"][0]["user_data"]["ph"] == [digest]
         assert [m["field"] for m in body["messages"]] == ["user_data.sha256_phone_number"]
         assert "leading '+'" in body["messages"][0]["message"]
@@ -433,7 +434,13 @@ def test_ga4_sha256_phone_is_sent_with_a_warning() -> None:
 
 def test_null_customer_fields_are_ignored_without_messages() -> None:
     body = validate(
-        [event(user_id=None, user_data={"sha256_phone_number": None, "email": None, "address": {"city": None}})]
+        [
+            event(
+                event_id="e1",
+                user_id=None,
+                user_data={"sha256_phone_number": None, "email": None, "address": {"city": None}},
+            )
+        ]
     )
     assert body["payload"]["data"][0]["user_data"] == {"client_user_agent": UA}
     assert body["messages"] == []
