@@ -3,6 +3,8 @@ built from public payloads (tests/payloads/, each naming its source)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -70,3 +72,16 @@ def test_same_event_twice_in_one_request_is_sent_once(client: Any, graph: Any) -
     assert answer["skipped"] == [{"index": 1, "event_id": "ORDER-1001", "reason": "duplicate"}]
     assert graph.fake.delivered[("Purchase", "ORDER-1001")] == 1
     assert len(graph.fake.bodies[0]["data"]) == 1
+
+
+def test_a_meta_bodys_access_token_is_never_used_logged_or_answered(
+    client: Any, graph: Any, capfd: Any, caplog: Any
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    payload = d.meta_body(int(time.time()) - 5)
+    payload["access_token"] = "EAAB-caller-token-SECRET-5151"
+    answers = [client.post(path, json=payload).get_data(as_text=True) for path in ("/validate", "/events")]
+    captured = capfd.readouterr()
+    everything = "\n".join([*answers, captured.out, captured.err, caplog.text, json.dumps(graph.fake.bodies)])
+    assert "SECRET-5151" not in everything
+    assert graph.fake.bodies[0]["access_token"] == TOKEN

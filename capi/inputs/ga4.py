@@ -14,6 +14,7 @@ from capi.inputs import meta_tag, stape
 from capi.inputs.common import Incoming
 
 DIALECT = "ga4"
+_TRANSLATED = meta_tag.KEYS | stape.KEYS  # keys that make an event need a copy and translation
 _IN_LIST_IGNORED = ("test_event_code",)  # one code per request: only a single event's is read
 
 
@@ -25,17 +26,14 @@ def adapt(raw: Any, in_list: bool = False) -> Incoming:
     if in_list and "test_event_code" in raw:
         raw = {k: v for k, v in raw.items() if k != "test_event_code"}
         ignored = _IN_LIST_IGNORED
-    for key in raw:
-        if key in stape.KEYS or (key[:5] == "x-fb-" and meta_tag.owns(key)):
-            break
-    else:
+    if _TRANSLATED.isdisjoint(raw):
         return raw, DIALECT, ignored  # the common case: nothing to translate
     event = dict(raw)
     dialect = DIALECT
-    if any(meta_tag.owns(key) for key in raw):
+    if not meta_tag.KEYS.isdisjoint(raw):
         dialect = meta_tag.DIALECT
         ignored += meta_tag.translate(event)
-    if any(key in stape.KEYS for key in event):
+    if not stape.KEYS.isdisjoint(event):
         dialect = stape.DIALECT if dialect == DIALECT else dialect
         ignored += stape.translate(event)
     return event, dialect, ignored

@@ -27,6 +27,9 @@ CUSTOM_KEYS = frozenset(
      "predicted_ltv", "status", "delivery_category", "value", "currency", "order_id", "search_string"}
 )  # fmt: skip
 EVENT_ID = "x-fb-event_id"
+# Every key this module translates. Any other x-fb-* key is left in the event, where prepare
+# names it as ignored.
+KEYS = frozenset({*USER_KEYS, EVENT_ID, *(f"x-fb-cd-{name}" for name in (*CUSTOM_KEYS, "custom_properties"))})
 
 
 def _refuse(constant: str) -> Any:
@@ -43,7 +46,7 @@ def _json_list(text: str) -> Any:
 
 
 def owns(key: str) -> bool:
-    return key in USER_KEYS or key == EVENT_ID or (key.startswith("x-fb-cd-") and key != "x-fb-cd-")
+    return key in KEYS
 
 
 def translate(event: dict[str, Any]) -> tuple[str, ...]:
@@ -74,7 +77,7 @@ def translate(event: dict[str, Any]) -> tuple[str, ...]:
                     custom.setdefault(prop, prop_value)
             elif name in CUSTOM_KEYS:
                 custom[name] = value
-            else:
+            else:  # custom_properties that is not an object
                 ignored.append(key)
     if custom is not None and (isinstance(event.get("custom_data"), dict) or "custom_data" not in event):
         event["custom_data"] = custom  # a custom_data that is not an object stays, for prepare to reject
