@@ -224,3 +224,28 @@ def test_stape_flat_values_join_user_data_values() -> None:
     sent = validate(event)["payload"]["data"][0]
     assert sent["user_data"]["em"] == [d.sha("first@example.com"), d.sha("second@example.com")]
     assert sent["user_data"]["fn"] == [d.sha("jo")]
+
+
+@pytest.mark.parametrize("micros", [NOW * 1_000_000, str(NOW * 1_000_000)])
+def test_measurement_protocol_timestamp_micros_per_request_or_event(micros: Any) -> None:
+    event = {"name": "sign_up", "params": {"action_source": "system_generated", "user_id": "u-1"}}
+    body = validate({"client_id": "1.2", "timestamp_micros": micros, "events": [event]})
+    assert body["payload"]["data"][0]["event_time"] == NOW
+    body = validate({"client_id": "1.2", "events": [{**event, "timestamp_micros": micros}]})
+    assert body["payload"]["data"][0]["event_time"] == NOW
+
+
+def test_measurement_protocol_request_and_event_keys_not_used_are_named() -> None:
+    body = validate(
+        {
+            "client_id": "1.2",
+            "user_properties": {"tier": {"value": "gold"}},
+            "non_personalized_ads": False,
+            "events": [{"name": "sign_up", "params": {"action_source": "system_generated", "user_id": "u"}, "x": 1}],
+        }
+    )
+    assert body["messages"][-1] == {
+        "index": 0,
+        "ignored": ["client_id", "user_properties", "non_personalized_ads", "x"],
+        "message": "input keys capi does not use",
+    }

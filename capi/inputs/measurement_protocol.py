@@ -35,6 +35,8 @@ def _event_time(micros: Any) -> Any:
     """timestamp_micros -> unix seconds; anything else is handed on for prepare to reject."""
     if type(micros) is int:
         return micros // 1_000_000
+    if isinstance(micros, str) and micros.isdigit() and micros.isascii():
+        return int(micros) // 1_000_000
     return micros
 
 
