@@ -71,6 +71,12 @@ class _Batch:
     # Consent decisions by signal: {"x-ga-gcd": {"granted": 2, "denied": 1}, "none": {"granted": 1}}
     consent: dict[str, dict[str, int]] = field(default_factory=dict)
 
+    @property
+    def dialect(self) -> str:
+        """The request's dialect for /validate: the one all its events were read as, else "mixed"."""
+        found = set(self.dialects)
+        return found.pop() if len(found) == 1 else "mixed"
+
     def count_consent(self, signal: str | None, decision: str) -> None:
         counts = self.consent.setdefault(signal or "none", {})
         counts[decision] = counts.get(decision, 0) + 1
@@ -193,10 +199,11 @@ class EventService:
                 "event_id": f.event["event_id"],
                 "from_event": f.from_event,
                 "from_profile": f.from_profile,
+                "dialect": f.dialect,
             }
             for f in batch.finished
         ]
-        return Outcome(200, batch.response(payload=body, match_keys=match_keys, dialects=batch.dialects))
+        return Outcome(200, batch.response(payload=body, match_keys=match_keys, dialect=batch.dialect))
 
     def forward(self, payload: Any) -> Outcome:
         events, code = parse_envelope(payload)

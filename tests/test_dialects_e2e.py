@@ -41,7 +41,8 @@ def test_dialect_reaches_meta_exactly(
 ) -> None:
     now = int(time.time()) - 5
     validated = client.post("/validate", json=payload(now)).get_json()
-    assert validated["dialects"] == [dialect]
+    assert validated["dialect"] == dialect
+    assert [m["dialect"] for m in validated["match_keys"]] == [dialect]
     response = client.post("/events", json=payload(now))
     assert response.status_code == 200, response.get_json()
     answer = response.get_json()

@@ -66,8 +66,15 @@ def test_validate_sends_nothing_and_returns_exact_body(graph: Any, make_client: 
     assert body["payload"]["data"][0]["event_id"] == "ORDER-1"
     assert "access_token" not in json.dumps(body)
     assert body["match_keys"] == [
-        {"index": 0, "event_id": "ORDER-1", "from_event": ["em", "client_user_agent"], "from_profile": []}
+        {
+            "index": 0,
+            "event_id": "ORDER-1",
+            "from_event": ["em", "client_user_agent"],
+            "from_profile": [],
+            "dialect": "ga4",
+        }
     ]
+    assert body["dialect"] == "ga4"
     assert body["skipped"] == [{"index": 1, "event_id": None, "reason": "not in FORWARD_EVENTS"}]
 
 

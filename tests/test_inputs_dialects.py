@@ -29,7 +29,7 @@ def validate(payload: Any, **env: str) -> dict[str, Any]:
 def test_meta_request_body_from_using_the_api() -> None:
     # Meta, "Using the API" example body: a back end that called Meta switches by the URL alone.
     body = validate(d.meta_body(NOW))
-    assert body["dialects"] == ["meta"]
+    assert body["dialect"] == "meta"
     assert body["payload"]["data"] == [d.meta_expected(NOW)]
     assert body["payload"]["test_event_code"] == "TEST12345"
     assert body["rejected"] == [] and body["skipped"] == []
@@ -40,7 +40,7 @@ def test_meta_request_body_from_using_the_api() -> None:
 def test_meta_tag_keys_from_the_tag_templates_tests() -> None:
     # facebookincubator/ConversionsAPI-Tag-for-GoogleTagManager template.tpl ___TESTS___.
     body = validate(d.meta_tag_event(NOW))
-    assert body["dialects"] == ["meta_tag"]
+    assert body["dialect"] == "meta_tag"
     assert body["payload"]["data"] == [d.meta_tag_expected(NOW)]
     assert body["payload"]["test_event_code"] == "test123"  # from the event data, as Meta's tag reads it
     assert body["messages"] == [
@@ -53,7 +53,7 @@ def test_meta_tag_keys_from_the_tag_templates_tests() -> None:
 
 def test_stape_data_client_event() -> None:
     body = validate(d.stape_event(NOW))
-    assert body["dialects"] == ["stape"]
+    assert body["dialect"] == "stape"
     assert body["payload"]["data"] == [d.stape_expected(NOW)]
     assert body["messages"] == [
         {"index": 0, "field": "event_id", "message": MINTED},
@@ -70,7 +70,7 @@ def test_measurement_protocol_as_google_documents_it_says_what_a_website_event_l
     body = validate(d.mp_body(NOW, website_ready=False))
     no_url = "Meta requires event_source_url (page_location) for website events"
     no_ua = "Meta requires client_user_agent (user_agent) for website events"
-    assert body["dialects"] == ["measurement_protocol"]
+    assert body["dialect"] == "measurement_protocol"
     assert body["payload"]["data"] == []
     assert body["rejected"] == [
         {
@@ -104,7 +104,7 @@ def test_measurement_protocol_with_page_and_user_agent_in_params() -> None:
 def test_sgtm_ga4_client_purchase() -> None:
     # sGTM "Common event data" and "Immutable parameters": a GA4 client purchase.
     body = validate(d.sgtm_event(NOW))
-    assert body["dialects"] == ["ga4"]
+    assert body["dialect"] == "ga4"
     assert body["payload"]["data"] == [d.sgtm_expected(NOW)]
     assert body["messages"] == [
         {"index": 0, "field": "event_id", "message": FROM_ORDER},
@@ -124,7 +124,10 @@ def test_sgtm_ga4_client_purchase() -> None:
 def test_bare_array_is_read_like_events() -> None:
     events = [d.sgtm_event(NOW), d.stape_event(NOW)]
     assert validate(events)["payload"] == validate({"events": events})["payload"]
-    assert validate(events)["dialects"] == ["ga4", "stape"]
+    body = validate(events)
+    assert body["dialect"] == "mixed"
+    assert [m["dialect"] for m in body["match_keys"]] == ["ga4", "stape"]
+    assert validate([d.sgtm_event(NOW)])["dialect"] == "ga4"
 
 
 def test_a_list_events_test_event_code_is_named_ignored() -> None:

@@ -26,8 +26,8 @@ def adapt(raw: Any, in_list: bool = False) -> Incoming:
     if in_list and "test_event_code" in raw:
         raw = {k: v for k, v in raw.items() if k != "test_event_code"}
         ignored = _IN_LIST_IGNORED
-    if _TRANSLATED.isdisjoint(raw):
-        return raw, DIALECT, ignored  # the common case: nothing to translate
+    if _TRANSLATED.isdisjoint(raw):  # the common case: nothing to translate
+        return raw, stape.DIALECT if "consent_state" in raw else DIALECT, ignored
     event = dict(raw)
     dialect = DIALECT
     if not meta_tag.KEYS.isdisjoint(raw):
