@@ -1,14 +1,17 @@
-"""Input events (GA4 / server-side GTM model, or Meta's own names) -> Meta server events.
+"""Internal events (the GA4 / sGTM event model, Meta's names accepted too) -> Meta server events.
 
-Pure: no I/O. Two steps, because the Firestore profiles of a whole request are read in one
-batch between them:
+Every input dialect is read into this one form by `capi.inputs`; nothing here knows which
+dialect an event came from. Pure: no I/O. Two steps, because the Firestore profiles of a whole
+request are read in one batch between them:
 
-1. `prepare(raw, index, ...)` validates one input event and maps everything but the
-   customer information, which it only collects (`Draft`), or returns a `Skip`/`Rejection`.
+1. `prepare(raw, index, ...)` validates one event and maps everything but the customer
+   information, which it only collects (`Draft`), or returns a `Skip` (FORWARD_EVENTS, consent
+   by `capi.consent`) or a `Rejection` listing every problem of the event.
 2. `finish(draft, profile, ...)` merges the profile, normalizes and hashes `user_data`, and
    returns the Meta event, or a `Rejection` when no customer information is left.
 
-One bad event never affects another: every problem is reported for its own index.
+One bad event never affects another: every problem is reported for its own index. Every bound
+(README "Bounds") is checked here, before a value reaches a cache, the Graph body or the answer.
 """
 
 from __future__ import annotations
