@@ -478,6 +478,7 @@ def _fill(make: Any, limit: int = MIB - 1024) -> bytes:
     low, high = 1, 1
     while len(make(high)) <= limit:
         low, high = high, high * 2
+        assert high < 10**7, "the body does not grow with n"
     while high - low > 1:
         middle = (low + high) // 2
         low, high = (middle, high) if len(make(middle)) <= limit else (low, middle)
@@ -511,13 +512,15 @@ def adversarial_bodies() -> dict[str, bytes]:
             ).encode()
         ),
         "many_items": _fill(lambda n: one(items=[{"item_id": f"S{i}", "quantity": 1, "price": 1.5} for i in range(n)])),
-        "deep_custom_data": _fill(lambda n: one(custom_data=_nest(n))),
+        "deep_custom_data": _fill(
+            lambda n: json.dumps({"events": [{**base, "custom_data": _nest(200)} for _ in range(n)]}).encode()
+        ),
     }
 
 
 def _nest(depth: int) -> dict[str, Any]:
     node: dict[str, Any] = {"leaf": 1}
-    for _ in range(min(depth, 200)):
+    for _ in range(depth):
         node = {"k": node, "pad": "x" * 40}
     return node
 

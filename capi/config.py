@@ -60,6 +60,7 @@ ENV_VARS: tuple[str, ...] = (
     "IDEMPOTENCY_COLLECTION",
     "SECRET_CACHE_SECONDS",
     "DRY_RUN",
+    "CONSENT_REQUIRED",
     "LOG_LEVEL",
     "GOOGLE_CLOUD_PROJECT",
     "EMQ_ALERT_BELOW",
@@ -98,6 +99,7 @@ class Config:
     idempotency_collection: str | None = None
     secret_cache_seconds: float = 300.0
     dry_run: bool = False
+    consent_required: bool = False  # skip events that carry no consent signal at all
     log_level: str = "INFO"
     project: str | None = None
     # capi_quality logs a WARNING for each event name whose Event Match Quality is below this.
@@ -242,6 +244,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         idempotency_collection=_opt(env, "IDEMPOTENCY_COLLECTION"),
         secret_cache_seconds=_number(env, "SECRET_CACHE_SECONDS", 300.0),
         dry_run=dry_run,
+        consent_required=_bool(env, "CONSENT_REQUIRED", False),
         log_level=log_level,
         project=_opt(env, "GOOGLE_CLOUD_PROJECT"),
         emq_alert_below=emq_alert_below,

@@ -1,14 +1,17 @@
-"""Input events (GA4 / server-side GTM model, or Meta's own names) -> Meta server events.
+"""Internal events (the GA4 / sGTM event model, Meta's names accepted too) -> Meta server events.
 
-Pure: no I/O. Two steps, because the Firestore profiles of a whole request are read in one
-batch between them:
+Every input dialect is read into this one form by `capi.inputs`; nothing here knows which
+dialect an event came from. Pure: no I/O. Two steps, because the Firestore profiles of a whole
+request are read in one batch between them:
 
-1. `prepare(raw, index, ...)` validates one input event and maps everything but the
-   customer information, which it only collects (`Draft`), or returns a `Skip`/`Rejection`.
+1. `prepare(raw, index, ...)` validates one event and maps everything but the customer
+   information, which it only collects (`Draft`), or returns a `Skip` (FORWARD_EVENTS, consent
+   by `capi.consent`) or a `Rejection` listing every problem of the event.
 2. `finish(draft, profile, ...)` merges the profile, normalizes and hashes `user_data`, and
    returns the Meta event, or a `Rejection` when no customer information is left.
 
-One bad event never affects another: every problem is reported for its own index.
+One bad event never affects another: every problem is reported for its own index. Every bound
+(README "Bounds") is checked here, before a value reaches a cache, the Graph body or the answer.
 """
 
 from __future__ import annotations
@@ -25,11 +28,36 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pycountry
 
+from capi import consent
 from capi.config import Config
 from capi.normalize import HASHED_KEYS, Dropped, FieldContext, hash_value, normalize_country, normalize_ip
 
 MAX_AGE_SECONDS = 7 * 24 * 3600  # Meta rejects the whole request for an older event
 MAX_FUTURE_SECONDS = 60
+
+# Bounds (README "Bounds"). Each keeps one event's work linear and small, and keeps every value
+# that reaches the Graph body or the answer encodable (orjson refuses ints beyond 64 bits and
+# nesting deeper than 254).
+MAX_MONEY = 1e15  # value, prices, predicted_ltv: |x| below this (Meta's own accounts stop far below)
+MAX_COUNT = 2**31 - 1  # quantities (1..), num_items (0..), data_processing_options_* (0..)
+MAX_DEPTH = 16  # nesting of passed-through objects: custom_data, app_data, original_event_data
+MAX_VALUES_PER_KEY = 16  # values of one user_data key taken from an event (all its input names)
+# Characters of one customer value, by Meta key, before normalization. Every bound is at least 64
+# so an already hashed value (64 hex digits) always fits.
+MAX_CHARS: Mapping[str, int] = {
+    "em": 254,  # RFC 5321: a forward path is at most 256 octets with its angle brackets
+    "ph": 64,  # E.164 has at most 15 digits; room for spaces, punctuation and an extension
+    "fn": 256, "ln": 256, "ct": 256, "st": 256,  # longer than any real name or place
+    "zp": 64, "country": 64, "db": 64, "ge": 64,  # short by nature; 64 lets a digest through
+    "external_id": 512,  # an id of the caller's own, as long as event_id may be
+}  # fmt: skip
+MAX_PLAIN_CHARS: Mapping[str, int] = {
+    "client_ip_address": 1024,  # X-Forwarded-For lists; the first address is taken
+    "client_user_agent": 2048,  # real user agents stay below 512
+    "fbc": 512,
+    "fbp": 512,
+}
+MAX_ID_CHARS = 512  # event_id, order ids, and the never-hashed Meta ids
 
 ACTION_SOURCES = frozenset(
     {"email", "website", "app", "phone_call", "chat", "physical_store",
@@ -88,6 +116,31 @@ _PLAIN_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("fbp", ("x-fb-ck-fbp", "fbp")),
 )
 
+# Meta's never-hashed ids, read from user_data and passed through as they are.
+PASSTHROUGH_USER_KEYS: tuple[str, ...] = (
+    "fb_login_id", "subscription_id", "lead_id", "anon_id", "madid", "ctwa_clid", "page_id",
+    "page_scoped_user_id", "ig_account_id", "ig_sid",
+)  # fmt: skip
+# Objects of Meta's server event passed through (checked for depth and numbers only).
+PASSTHROUGH_OBJECTS: tuple[str, ...] = ("app_data", "original_event_data")
+
+# Every key of the internal event that capi reads; any other is named in the event's
+# "ignored" message. `destinations` is read by delivery; the consent signals by capi.consent.
+USED_KEYS = frozenset(
+    {"event_name", "event_id", "event_time", "action_source", "page_location", "event_source_url",
+     "page_referrer", "referrer_url", "user_data", "value", "currency", "transaction_id", "items",
+     "search_term", "ecommerce", "custom_data", "opt_out", "data_processing_options",
+     "data_processing_options_country", "data_processing_options_state", "user_id", "external_id",
+     "messaging_channel", "destinations", "test_event_code", *PASSTHROUGH_OBJECTS, *consent.SIGNALS}
+    | {name for _, names in _PLAIN_SOURCES for name in names}
+)  # fmt: skip
+_USED_USER_KEYS = frozenset(
+    {*_USER_NAMES, "address", *PASSTHROUGH_USER_KEYS} | {name for _, names in _PLAIN_SOURCES for name in names}
+)
+_USED_ECOMMERCE_KEYS = frozenset({"value", "currency", "transaction_id", "items"})
+_USED_ITEM_KEYS = frozenset({"item_id", "id", "item_name", "quantity", "price", "item_price"})
+_PASSTHROUGH_SET = frozenset(PASSTHROUGH_USER_KEYS)
+
 # fbc / fbp: fb.{subdomain index}.{creation ms}.{click id or random}, and param-builder's
 # optional fifth segment (capi-spec.md section 9).
 _FB_COOKIE = re.compile(r"fb\.[0-9]\.[0-9]{10,13}\.[^\s.]+(\.[^\s.]+)?")
@@ -105,21 +158,35 @@ _PROFILE_NAME = {v: k for k, v in PROFILE_FIELDS.items()}
 class Skip:
     index: int
     event_id: str | None
-    reason: str
+    reason: str  # "not in FORWARD_EVENTS", "consent", "duplicate"
+    consent_signal: str | None = None  # with reason "consent": the signal that said so (capi.consent.SIGNALS)
+    event_name: str | None = None  # the Meta name, else the input name (for logs; not in the answer)
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "event_id": self.event_id, "reason": self.reason}
+        body = {"index": self.index, "event_id": self.event_id, "reason": self.reason}
+        if self.consent_signal is not None:
+            body["consent_signal"] = self.consent_signal
+        return body
 
 
 @dataclass(frozen=True)
 class Rejection:
     index: int
     event_id: str | None
-    field: str
+    field: str  # the first problem's field and message, kept for callers reading one
     message: str
+    problems: tuple[tuple[str, str], ...] = ()  # every (field, message), the first included
+    event_name: str | None = None  # the Meta name, else the input name (for logs; not in the answer)
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "event_id": self.event_id, "field": self.field, "message": self.message}
+        problems = self.problems or ((self.field, self.message),)
+        return {
+            "index": self.index,
+            "event_id": self.event_id,
+            "field": self.field,
+            "message": self.message,
+            "problems": [{"field": f, "message": m} for f, m in problems],
+        }
 
 
 @dataclass(slots=True)
@@ -130,9 +197,11 @@ class Draft:
     event: dict[str, Any]  # the Meta server event; its user_data is filled by finish()
     given_id: str | None  # the caller's event_id; None when capi minted one
     hashed_inputs: Sequence[Input] = ()  # the customer values to hash, in input order
-    plain: dict[str, str] = field(default_factory=dict)  # client_ip_address, client_user_agent, fbc, fbp
+    plain: dict[str, Any] = field(default_factory=dict)  # client_ip_address, ..., and the never-hashed ids
     user_id: str | None = None
     notes: list[dict[str, Any]] | None = None  # made by the first note: most events have none
+    dialect: str = "ga4"  # set by the caller (capi.inputs); prepare does not know it
+    consent_signal: str | None = None  # the signal that allowed the event, when there was one
 
     def note(self, field_name: str, message: str) -> None:
         if self.notes is None:
@@ -147,6 +216,7 @@ class Finished:
     index: int
     event: dict[str, Any]
     from_profile: tuple[str, ...]
+    dialect: str = "ga4"  # the input dialect it was read from (capi.inputs)
 
     @property
     def from_event(self) -> list[str]:
@@ -193,6 +263,7 @@ def parse_event_time(value: Any, now: float) -> int:
         return int(now)
     if isinstance(value, bool):
         raise _Invalid("event_time", "must be unix seconds or an ISO 8601 date-time")
+    numeric = True  # a number can be milliseconds by mistake; a date-time cannot
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise _Invalid("event_time", "must be a finite number")
@@ -204,6 +275,7 @@ def parse_event_time(value: Any, now: float) -> int:
             if not math.isfinite(seconds):
                 raise ValueError
         except ValueError:
+            numeric = False
             try:
                 parsed = datetime.fromisoformat(text.replace("z", "Z"))
             except ValueError:
@@ -213,7 +285,7 @@ def parse_event_time(value: Any, now: float) -> int:
             seconds = parsed.timestamp()
     else:
         raise _Invalid("event_time", "must be unix seconds or an ISO 8601 date-time")
-    if seconds > 1e11:
+    if numeric and seconds > 1e11:
         raise _Invalid("event_time", "looks like milliseconds; send unix seconds")
     if seconds < now - MAX_AGE_SECONDS:
         raise _Invalid("event_time", "older than 7 days: Meta does not accept it")
@@ -266,8 +338,27 @@ def _number(value: Any, name: str) -> float | int:
     raise _Invalid(name, "must be a number")
 
 
+def _money(value: Any, name: str) -> float | int:
+    """A value or price: a finite number below 1e15 either way (README "Bounds")."""
+    number = _number(value, name)
+    if not -MAX_MONEY < number < MAX_MONEY:
+        raise _Invalid(name, "must be below 1e15 (and above -1e15)")
+    return number
+
+
+def _count(value: Any, name: str, minimum: int) -> int:
+    """A whole number from `minimum` to 2**31 - 1 (README "Bounds")."""
+    if type(value) is int and minimum <= value <= MAX_COUNT:  # the common case
+        return value
+    number = _number(value, name)
+    if number != int(number) or not minimum <= number <= MAX_COUNT:
+        raise _Invalid(name, f"must be a whole number from {minimum} to {MAX_COUNT}")
+    return int(number)
+
+
 def _currency(value: Any, name: str) -> str:
-    code = _currency_code(value) if isinstance(value, str) else None
+    # Only short strings reach the cache: it must never keep large or invalid input.
+    code = _currency_code(value) if isinstance(value, str) and len(value) <= 8 else None
     if code is None:
         if not isinstance(value, str) or len(value.strip()) != 3 or not value.strip().isalpha():
             raise _Invalid(name, "must be an ISO 4217 currency code such as USD")
@@ -278,22 +369,62 @@ def _currency(value: Any, name: str) -> str:
 @lru_cache(maxsize=512)
 def _currency_code(value: str) -> str | None:
     """' USD ' -> 'usd'; None when not an ISO 4217 code. Cached: a shop sends a handful of codes,
-    and pycountry takes a lock and checks its lazy load on every call."""
+    and pycountry takes a lock and checks its lazy load on every call. Callers pass at most 8
+    characters, so the cache stays small whatever arrives."""
     code = value.strip().upper()
     if len(code) != 3 or not code.isalpha() or pycountry.currencies.get(alpha_3=code) is None:
         return None
     return code.lower()
 
 
-def _contents(items: Any, name: str) -> list[dict[str, Any]]:
+def _json_problem(value: Any, depth: int) -> tuple[str, str] | None:
+    """(path below `value`, message) of the first thing JSON cannot carry to Meta, or None.
+
+    Passed-through objects may nest MAX_DEPTH levels (`value` itself is level `depth`) and hold
+    integers of at most 64 bits, which is what orjson encodes.
+    """
+    kind = type(value)
+    if kind is int:
+        return None if -(2**63) <= value < 2**64 else ("", "integer larger than 64 bits")
+    if kind is dict:
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif kind is list:
+        items = enumerate(value)
+    else:
+        return None
+    if depth > MAX_DEPTH:
+        return "", f"nested deeper than {MAX_DEPTH} levels"
+    for key, item in items:
+        if type(item) in (dict, list, int):
+            found = _json_problem(item, depth + 1)
+            if found is not None:
+                return (f"[{key}]" if kind is list else f".{key}") + found[0], found[1]
+    return None
+
+
+def _passthrough(value: Any, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Invalid(name, "must be an object")
+    problem = _json_problem(value, 1)
+    if problem is not None:
+        raise _Invalid(name + problem[0], problem[1])
+    return value
+
+
+def _contents(items: Any, name: str, ignored: list[str]) -> list[dict[str, Any]]:
     if not isinstance(items, list):
         raise _Invalid(name, "must be a list of items")
     contents = []
+    unused: dict[str, None] = {}
     for position, item in enumerate(items):
         try:
             contents.append(_content(item))
         except _Invalid as exc:  # the item's own problem, named by its place in the list
             raise _Invalid(f"{name}[{position}]{exc.field}", exc.message) from None
+        for key in item:
+            if key not in _USED_ITEM_KEYS:
+                unused[key] = None
+    ignored.extend(f"{name}[].{key}" for key in unused)
     return contents
 
 
@@ -307,26 +438,70 @@ def _content(item: Any) -> dict[str, Any]:
     item_id = item_id.strip()
     if not item_id:
         raise _Invalid("", "needs item_id or item_name")
-    quantity = item.get("quantity", 1)
-    if type(quantity) is not int or quantity < 0:
-        number = _number(quantity, ".quantity")
-        if number != int(number) or number < 0:
-            raise _Invalid(".quantity", "must be a whole number >= 0")
-        quantity = int(number)
+    if len(item_id) > MAX_ID_CHARS:
+        raise _Invalid(".item_id", f"longer than {MAX_ID_CHARS} characters")
+    quantity = _count(item.get("quantity", 1), ".quantity", 1)
     content: dict[str, Any] = {"id": item_id, "quantity": quantity}
     price = item.get("price")
     if price is None:
         price = item.get("item_price")
     if price is not None:
-        content["item_price"] = _number(price, ".price")
+        content["item_price"] = _money(price, ".price")
     return content
 
 
-def _custom_data(raw: Mapping[str, Any], meta_name: str) -> dict[str, Any] | None:
+def _explicit_custom_data(explicit: Any, problems: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """Meta's own custom_data object: its numbers checked, the rest passed through."""
+    if not isinstance(explicit, dict):
+        problems.append(("custom_data", "must be an object"))
+        return None
+    checked = dict(explicit)
+    checks: tuple[tuple[str, Callable[[Any, str], Any]], ...] = (
+        ("value", _money),
+        ("currency", _currency),
+        ("predicted_ltv", _money),
+        ("num_items", lambda v, n: _count(v, n, 0)),
+    )
+    for key, check in checks:
+        if checked.get(key) is not None:
+            try:
+                checked[key] = check(checked[key], f"custom_data.{key}")
+            except _Invalid as exc:
+                problems.append((exc.field, exc.message))
+    contents = checked.get("contents")
+    if contents is not None:
+        try:
+            if not isinstance(contents, list) or not all(isinstance(c, dict) for c in contents):
+                raise _Invalid("custom_data.contents", "must be a list of objects")
+            checked["contents"] = [_meta_content(c, f"custom_data.contents[{i}]") for i, c in enumerate(contents)]
+        except _Invalid as exc:
+            problems.append((exc.field, exc.message))
+    try:
+        return _passthrough(checked, "custom_data")
+    except _Invalid as exc:
+        problems.append((exc.field, exc.message))
+        return None
+
+
+def _meta_content(content: dict[str, Any], name: str) -> dict[str, Any]:
+    checked = dict(content)
+    if checked.get("quantity") is not None:
+        checked["quantity"] = _count(checked["quantity"], f"{name}.quantity", 1)
+    if checked.get("item_price") is not None:
+        checked["item_price"] = _money(checked["item_price"], f"{name}.item_price")
+    return checked
+
+
+def _custom_data(
+    raw: Mapping[str, Any], meta_name: str, problems: list[tuple[str, str]], ignored: list[str]
+) -> dict[str, Any] | None:
     ecommerce = raw.get("ecommerce")
     if ecommerce is not None and not isinstance(ecommerce, dict):
-        raise _Invalid("ecommerce", "must be an object")
+        problems.append(("ecommerce", "must be an object"))
+        ecommerce = None
     ecommerce = ecommerce or {}
+    if ecommerce:
+        ignored.extend(f"ecommerce.{key}" for key in ecommerce if key not in _USED_ECOMMERCE_KEYS)
 
     def pick(key: str) -> tuple[Any, str]:
         value = raw.get(key)
@@ -335,44 +510,56 @@ def _custom_data(raw: Mapping[str, Any], meta_name: str) -> dict[str, Any] | Non
         return ecommerce.get(key), f"ecommerce.{key}"
 
     data: dict[str, Any] = {}
-    value, where = pick("value")
-    if value is not None:
-        data["value"] = _number(value, where)
-    currency, where = pick("currency")
-    if currency is not None:
-        data["currency"] = _currency(currency, where)
+    try:
+        value, where = pick("value")
+        if value is not None:
+            data["value"] = _money(value, where)
+    except _Invalid as exc:
+        problems.append((exc.field, exc.message))
+    try:
+        currency, where = pick("currency")
+        if currency is not None:
+            data["currency"] = _currency(currency, where)
+    except _Invalid as exc:
+        problems.append((exc.field, exc.message))
     order, where = pick("transaction_id")
     if order is not None:
         text = _scalar_text(order)
         if text is None or not text.strip():
-            raise _Invalid(where, "must be a string")
-        data["order_id"] = text.strip()
+            problems.append((where, "must be a string"))
+        elif len(text.strip()) > MAX_ID_CHARS:
+            problems.append((where, f"longer than {MAX_ID_CHARS} characters"))
+        else:
+            data["order_id"] = text.strip()
     items, where = pick("items")
     if items is not None:
-        contents = _contents(items, where)
+        try:
+            contents = _contents(items, where, ignored)
+        except _Invalid as exc:
+            problems.append((exc.field, exc.message))
+            contents = []
         if contents:
             data["contents"] = contents
             data["content_ids"] = [c["id"] for c in contents]
             data["content_type"] = "product"
-            data["num_items"] = sum([c["quantity"] for c in contents])
+            data["num_items"] = min(sum([c["quantity"] for c in contents]), MAX_COUNT)
     search = raw.get("search_term")
     if search is not None:
         if not isinstance(search, str):
-            raise _Invalid("search_term", "must be a string")
-        data["search_string"] = search
+            problems.append(("search_term", "must be a string"))
+        else:
+            data["search_string"] = search
 
     explicit = raw.get("custom_data")
     if explicit is not None:
-        if not isinstance(explicit, dict):
-            raise _Invalid("custom_data", "must be an object")
-        if "value" in explicit:
-            explicit = {**explicit, "value": _number(explicit["value"], "custom_data.value")}
-        if "currency" in explicit:
-            explicit = {**explicit, "currency": _currency(explicit["currency"], "custom_data.currency")}
-        data.update(explicit)
+        checked = _explicit_custom_data(explicit, problems)
+        if checked:
+            data.update(checked)
 
-    if meta_name == "Purchase" and ("value" not in data or "currency" not in data):
-        raise _Invalid("value" if "value" not in data else "currency", "Meta requires value and currency for Purchase")
+    if meta_name == "Purchase" and not any(p[0].endswith(("value", "currency")) for p in problems):
+        for key in ("value", "currency"):
+            if key not in data:
+                problems.append((key, "Meta requires value and currency for Purchase"))
     return data or None
 
 
@@ -380,25 +567,15 @@ def _dpo(raw: Mapping[str, Any], event: dict[str, Any]) -> None:
     options = raw.get("data_processing_options")
     if options is None:
         return
-    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+    if not isinstance(options, list) or not all(isinstance(o, str) and len(o) <= 16 for o in options):
         raise _Invalid("data_processing_options", 'must be a list such as ["LDU"] or []')
     event["data_processing_options"] = options
     for key in ("data_processing_options_country", "data_processing_options_state"):
         if raw.get(key) is not None:
             value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise _Invalid(key, "must be an integer (0 lets Meta geolocate)")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+                raise _Invalid(key, "must be an integer from 0 (0 lets Meta geolocate)")
             event[key] = value
-
-
-def _consent_denied(raw: Mapping[str, Any]) -> bool:
-    consent = raw.get("consent")
-    if not isinstance(consent, dict):
-        return False
-    return any(
-        isinstance(consent.get(k), str) and consent[k].strip().lower() == "denied"
-        for k in ("ad_user_data", "ad_storage")
-    )
 
 
 def _values(value: Any) -> Iterable[Any]:
@@ -406,25 +583,43 @@ def _values(value: Any) -> Iterable[Any]:
 
 
 def _clean_inputs(found: list[tuple[Source, Any]], draft: Draft) -> list[Input]:
-    """Values as strings (lists flattened, numbers as text), blanks and nulls left out."""
+    """Values as strings (lists flattened, numbers as text), blanks and nulls left out, at most
+    MAX_VALUES_PER_KEY values per Meta key (the excess said once per input name)."""
     out: list[Input] = []
+    taken: dict[str, int] = {}
     for source, value in found:
         if value is None:
             continue
-        path = source[1]
+        key, path = source
         if source is _GA4_HASHED_PHONE:
             draft.note(path, "GA4 hashes phones with the leading '+', which Meta does not match; send phone_number too")
+        dropped = 0
         for item in _values(value):
             text = _scalar_text(item)
             if text is None:
                 if item is not None:
                     draft.note(path, "must be a string or a list of strings; ignored")
             elif text.strip():
+                if taken.get(key, 0) >= MAX_VALUES_PER_KEY:
+                    dropped += 1
+                    continue
+                taken[key] = taken.get(key, 0) + 1
                 out.append((source, text))
+        if dropped:
+            draft.note(path, f"{dropped} values over the limit of {MAX_VALUES_PER_KEY} per key; not sent")
     return out
 
 
-def _collect_user(raw: Mapping[str, Any], draft: Draft) -> None:
+def _passthrough_id(value: Any) -> str | int | None:
+    """A never-hashed Meta id as Meta takes it (a string or an integer), or None."""
+    if type(value) is int:
+        return value if 0 <= value < 2**63 else None
+    if isinstance(value, str) and value.strip() and len(value) <= MAX_ID_CHARS:
+        return value.strip()
+    return None
+
+
+def _collect_user(raw: Mapping[str, Any], draft: Draft, ignored: list[str]) -> None:
     user = raw.get("user_data")
     if user is None:
         user = {}
@@ -432,17 +627,40 @@ def _collect_user(raw: Mapping[str, Any], draft: Draft) -> None:
         raise _Invalid("user_data", "must be an object")
     address = user.get("address")
     if type(address) is dict:  # the common case
-        addresses: Iterable[dict[str, Any]] = (address,)
+        addresses: Sequence[dict[str, Any]] = (address,)
     else:
         addresses = [a for a in _values(address) if isinstance(a, dict)] if address is not None else []
+        if len(addresses) > MAX_VALUES_PER_KEY:
+            draft.note("user_data.address", f"more than {MAX_VALUES_PER_KEY} addresses; the rest not read")
+            addresses = addresses[:MAX_VALUES_PER_KEY]
     if address is not None and not addresses:
         raise _Invalid("user_data.address", "must be an object or a list of objects")
 
     # Only the names present are visited: an event carries a handful of the many accepted names.
     found = [(source, raw[name]) for name, source in _TOP_NAMES.items() if name in raw]
-    found += [(_USER_NAMES[name], value) for name, value in user.items() if name in _USER_NAMES]
+    for name, value in user.items():
+        source = _USER_NAMES.get(name)
+        if source is not None:
+            found.append((source, value))
+        elif name in _PASSTHROUGH_SET:
+            if value is None:
+                continue
+            plain = _passthrough_id(value)
+            if plain is None:
+                draft.note(
+                    f"user_data.{name}", f"must be a string or an integer (at most {MAX_ID_CHARS} characters); ignored"
+                )
+            else:
+                draft.plain[name] = plain
+        elif name not in _USED_USER_KEYS:
+            ignored.append(f"user_data.{name}")
     for entry in addresses:
-        found += [(_ADDRESS_NAMES[name], value) for name, value in entry.items() if name in _ADDRESS_NAMES]
+        for name, value in entry.items():
+            source = _ADDRESS_NAMES.get(name)
+            if source is not None:
+                found.append((source, value))
+            elif f"user_data.address.{name}" not in ignored:
+                ignored.append(f"user_data.address.{name}")
     for source, value in found:
         if type(value) is not str or not value or value.isspace() or source is _GA4_HASHED_PHONE:
             found = _clean_inputs(found, draft)  # not only plain strings: the slow path
@@ -459,6 +677,9 @@ def _collect_user(raw: Mapping[str, Any], draft: Draft) -> None:
             if not isinstance(value, str):
                 draft.note(name, "must be a string; ignored")
                 continue
+            if len(value) > MAX_PLAIN_CHARS[key]:
+                draft.note(name, f"longer than {MAX_PLAIN_CHARS[key]} characters; ignored")
+                continue
             if key == "client_ip_address":
                 try:
                     value = normalize_ip(value)
@@ -473,7 +694,11 @@ def _collect_user(raw: Mapping[str, Any], draft: Draft) -> None:
             break
 
     user_id = _scalar_text(raw.get("user_id")) or _scalar_text(raw.get("external_id"))
-    draft.user_id = user_id.strip() if user_id and user_id.strip() else None
+    draft.user_id = user_id.strip() if user_id and user_id.strip() and len(user_id) <= MAX_ID_CHARS else None
+
+
+MINTED = "minted: Meta cannot deduplicate it against the Pixel; send the Pixel's eventID as event_id"
+FROM_ORDER = "taken from the order id (transaction_id), as a Pixel Purchase with eventID = the order id"
 
 
 def prepare(
@@ -482,63 +707,119 @@ def prepare(
     config: Config,
     now: float,
     mint: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ignored: Sequence[str] = (),
 ) -> Draft | Skip | Rejection:
-    """Validate and map one input event, collecting its customer information."""
+    """Validate and map one internal event (capi.inputs made it), collecting its customer
+    information. `ignored` names the input keys the dialect's adapter already left out.
+
+    Every problem of the event is collected, so a rejection lists them all.
+    """
     if not isinstance(raw, dict):
         return Rejection(index, None, "event", "must be a JSON object")
     name = raw.get("event_name")
     raw_id = raw.get("event_id")
     given_id = raw_id if type(raw_id) is str else _scalar_text(raw_id)
+    problems: list[tuple[str, str]] = []
+    signal = None
     if not isinstance(name, str) or not name.strip():
-        return Rejection(index, given_id, "event_name", "is required (a GA4 or Meta event name)")
-    name = name.strip()
-    meta_name = config.event_name_map.get(name, name)
-    if len(meta_name) > 100:
-        return Rejection(index, given_id, "event_name", "longer than 100 characters")
-    if not config.should_forward(name, meta_name):
-        return Skip(index, given_id, "not in FORWARD_EVENTS")
-    if "consent" in raw and _consent_denied(raw):
-        return Skip(index, given_id, "consent")
+        problems.append(("event_name", "is required (a GA4 or Meta event name)"))
+        meta_name = name if isinstance(name, str) else None
+    else:
+        name = name.strip()
+        meta_name = config.event_name_map.get(name, name)
+        if len(meta_name) > 100:
+            problems.append(("event_name", "longer than 100 characters"))
+        elif not config.should_forward(name, meta_name):
+            return Skip(index, given_id, "not in FORWARD_EVENTS", event_name=meta_name)
+        allowed, signal = consent.decide(raw, config.consent_required)
+        if not allowed:
+            return Skip(index, given_id, "consent", consent_signal=signal, event_name=meta_name)
+    unused = [key for key in raw if key not in USED_KEYS]
+    if ignored:
+        unused[:0] = ignored
+
+    minted = raw_id is None or raw_id == ""
+    event_id = ""
+    if not minted:
+        try:
+            event_id = _event_id(given_id)
+        except _Invalid as exc:
+            problems.append((exc.field, exc.message))
+    event: dict[str, Any] = {"event_name": meta_name, "event_time": 0, "event_id": event_id}
     try:
-        minted = raw_id is None or raw_id == ""
-        event_id = mint() if minted else _event_id(given_id)
-        event: dict[str, Any] = {
-            "event_name": meta_name,
-            "event_time": parse_event_time(raw.get("event_time"), now),
-            "event_id": event_id,
-        }
-        action_source = raw.get("action_source", "website")
-        if not isinstance(action_source, str) or action_source not in ACTION_SOURCES:
-            raise _Invalid("action_source", f"must be one of {', '.join(sorted(ACTION_SOURCES))}")
-        event["action_source"] = action_source
-        url_name = "page_location" if raw.get("page_location") else "event_source_url"
+        event["event_time"] = parse_event_time(raw.get("event_time"), now)
+    except _Invalid as exc:
+        problems.append((exc.field, exc.message))
+    action_source = raw.get("action_source", "website")
+    if not isinstance(action_source, str) or action_source not in ACTION_SOURCES:
+        problems.append(("action_source", f"must be one of {', '.join(sorted(ACTION_SOURCES))}"))
+    event["action_source"] = action_source
+    url_name = "page_location" if raw.get("page_location") else "event_source_url"
+    url = None
+    try:
         url = _http_url(raw.get(url_name), url_name)
         if url:
             event["event_source_url"] = url
         elif action_source == "website":
-            raise _Invalid("page_location", "Meta requires event_source_url (page_location) for website events")
-        ref_name = "page_referrer" if raw.get("page_referrer") else "referrer_url"
+            problems.append(("page_location", "Meta requires event_source_url (page_location) for website events"))
+    except _Invalid as exc:
+        problems.append((exc.field, exc.message))
+    ref_name = "page_referrer" if raw.get("page_referrer") else "referrer_url"
+    try:
         referrer = _http_url(raw.get(ref_name), ref_name)
         if referrer:
             event["referrer_url"] = referrer
-        event["user_data"] = None  # filled by finish(); its place keeps Meta's field order
-        custom = _custom_data(raw, meta_name)
-        if custom:
-            event["custom_data"] = custom
-        if raw.get("opt_out") is not None:
-            if not isinstance(raw["opt_out"], bool):
-                raise _Invalid("opt_out", "must be true or false")
-            event["opt_out"] = raw["opt_out"]
-        if "data_processing_options" in raw:
-            _dpo(raw, event)
-        draft = Draft(index, event, None if minted else event_id)
-        _collect_user(raw, draft)
     except _Invalid as exc:
-        return Rejection(index, given_id, exc.field, exc.message)
+        problems.append((exc.field, exc.message))
+    event["user_data"] = None  # filled by finish(); its place keeps Meta's field order
+    custom = _custom_data(raw, meta_name or "", problems, unused)
+    if custom:
+        event["custom_data"] = custom
+    if raw.get("opt_out") is not None:
+        if not isinstance(raw["opt_out"], bool):
+            problems.append(("opt_out", "must be true or false"))
+        else:
+            event["opt_out"] = raw["opt_out"]
+    if "data_processing_options" in raw:
+        try:
+            _dpo(raw, event)
+        except _Invalid as exc:
+            problems.append((exc.field, exc.message))
+    for key in PASSTHROUGH_OBJECTS:
+        if raw.get(key) is not None:
+            try:
+                event[key] = _passthrough(raw[key], key)
+            except _Invalid as exc:
+                problems.append((exc.field, exc.message))
+    channel = raw.get("messaging_channel")
+    if channel is not None:
+        if not isinstance(channel, str) or not channel or len(channel) > 64:
+            problems.append(("messaging_channel", "must be a string such as whatsapp"))
+        else:
+            event["messaging_channel"] = channel
+    draft = Draft(index, event, None if minted else event_id, consent_signal=signal)
+    try:
+        _collect_user(raw, draft, unused)
+    except _Invalid as exc:
+        problems.append((exc.field, exc.message))
     if action_source == "website" and "client_user_agent" not in draft.plain:
-        return Rejection(
-            index, draft.given_id, "user_agent", "Meta requires client_user_agent (user_agent) for website events"
-        )
+        problems.append(("user_agent", "Meta requires client_user_agent (user_agent) for website events"))
+    if problems:
+        field_name, message = problems[0]
+        return Rejection(index, given_id, field_name, message, tuple(problems), event_name=meta_name)
+
+    if minted:
+        order = custom.get("order_id") if custom and meta_name == "Purchase" else None
+        if isinstance(order, str) and order and len(order) <= MAX_ID_CHARS:
+            event["event_id"] = draft.given_id = order
+            draft.note("event_id", FROM_ORDER)
+        else:
+            event["event_id"] = mint()
+            draft.note("event_id", MINTED)
+    if unused:
+        if draft.notes is None:
+            draft.notes = []
+        draft.notes.append({"index": index, "ignored": unused, "message": "input keys capi does not use"})
     if "fbc" not in draft.plain and (fbclid := _fbclid(url)):
         # Built from the landing URL's click id, case kept (capi-spec.md section 9); the
         # event time stands in for the click time so retries and replays build the same fbc.
@@ -559,7 +840,7 @@ def _profile_inputs(profile: Mapping[str, Any], keys: Iterable[str]) -> list[Inp
 
 def _country_of(inputs: Iterable[Input]) -> str | None:
     for (key, _), text in inputs:
-        if key == "country":
+        if key == "country" and len(text) <= MAX_CHARS["country"]:  # never a long value into the cache
             try:
                 return normalize_country(text)
             except Dropped:
@@ -584,23 +865,36 @@ def finish(draft: Draft, profile: Mapping[str, Any] | None, default_country: str
     for field_name, message in ctx.notes:
         draft.note(f"user_data.{field_name}", message)
     user_data.update(draft.plain)
-    if not user_data:
-        return Rejection(draft.index, draft.given_id, "user_data", "no customer information left to match on")
     event = draft.event
+    if not user_data:
+        return Rejection(
+            draft.index, draft.given_id, "user_data", "no customer information left to match on",
+            event_name=event["event_name"],
+        )  # fmt: skip
     event["user_data"] = user_data
-    return Finished(draft.index, event, from_profile)
+    return Finished(draft.index, event, from_profile, draft.dialect)
 
 
 def _hash_into(digests: dict[str, list[str]], inputs: Iterable[Input], ctx: FieldContext, draft: Draft) -> None:
-    """Add the distinct digests of `inputs` to `digests` (meta key -> digests, in input order)."""
+    """Add the distinct digests of `inputs` to `digests` (meta key -> digests, in input order),
+    at most MAX_VALUES_PER_KEY per key, each value at most MAX_CHARS[key] characters long."""
+    full: set[str] | None = None
     for (key, path), text in inputs:
+        found = digests.get(key)
+        if found is not None and len(found) >= MAX_VALUES_PER_KEY:
+            if full is None or key not in full:
+                full = (full or set()) | {key}
+                draft.note(path, f"more than {MAX_VALUES_PER_KEY} values for {key}; the rest not sent")
+            continue
+        if len(text) > MAX_CHARS[key]:  # checked before normalizing: never into a cache
+            draft.note(path, f"longer than {MAX_CHARS[key]} characters; not sent")
+            continue
         try:
             digest = hash_value(key, text, ctx)
         except Dropped as exc:
             draft.note(path, f"{exc}; not sent")
             continue
-        found = digests.get(key)
         if found is None:
             digests[key] = [digest]
-        elif digest not in found:
+        elif digest not in found:  # at most MAX_VALUES_PER_KEY long: linear overall
             found.append(digest)

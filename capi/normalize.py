@@ -188,9 +188,18 @@ _COUNTRY_ALIASES = {
 }  # fmt: skip
 
 
-@lru_cache(maxsize=1024)
 def normalize_country(value: str) -> str:
     """A country name, alpha-2 or alpha-3 code -> lowercase ISO 3166-1 alpha-2."""
+    if len(value) > _MAX_COUNTRY_CHARS:  # no country is named so long; never into the cache
+        raise Dropped("not a country")
+    return _country(value)
+
+
+_MAX_COUNTRY_CHARS = 64  # "The United Kingdom of Great Britain and Northern Ireland" is 56
+
+
+@lru_cache(maxsize=1024)  # only short texts, and only valid ones (Dropped is not cached)
+def _country(value: str) -> str:
     text = value.strip()
     letters = "".join(ch for ch in text.lower() if ch.isalpha())
     if not letters:
@@ -341,7 +350,7 @@ def hash_value(key: str, value: str, ctx: FieldContext) -> str:
     Raises:
         Dropped: the value cannot be normalized (the reason says why).
     """
-    if key not in _REPEATING_KEYS:
+    if key not in _REPEATING_KEYS or len(value) > _MEMO_MAX_CHARS:
         return _digest(key, value, ctx)
     memo = (key, value, ctx.country)  # st is read by the country; no cached key uses the region
     digest = _DIGESTS.get(memo)
@@ -368,3 +377,6 @@ def _digest(key: str, value: str, ctx: FieldContext) -> str:
 _REPEATING_KEYS = frozenset({"fn", "ln", "ct", "st", "country", "ge", "db"})
 _DIGESTS: dict[tuple[str, str, str | None], str] = {}
 _DIGESTS_LIMIT = 16384
+# Only short values are remembered (a name, a city), so the cache stays small whatever arrives:
+# at most 16384 entries of at most 256 characters. A dropped value is never remembered.
+_MEMO_MAX_CHARS = 256

@@ -17,10 +17,12 @@ from typing import Any, Protocol
 from capi import shutdown
 from capi.config import Config
 from capi.delivery import Sender, Sent, log_config_refusal, send_split
-from capi.errors import CapiError, MetaError, RequestError, StoreUnavailable
+from capi.errors import CapiError, MetaError, StoreUnavailable
 from capi.events import Draft, Finished, Rejection, Skip, finish, prepare
+from capi.inputs import Envelope
+from capi.inputs import read as read_envelope
 from capi.log import log
-from capi.payload import MAX_EVENTS_PER_REQUEST, request_body
+from capi.payload import request_body
 
 
 class ProfileStore(Protocol):
@@ -64,6 +66,7 @@ def _key(f: Finished) -> Key:
     return (f.event["event_name"], f.event["event_id"])
 
 
+NO_NAME = "(no name)"  # by_event's key for an event that came without a usable name
 MAX_LOGGED_REJECTIONS = 100
 MAX_EVENT_NAME_IN_LOG = 100
 
@@ -137,6 +140,19 @@ class _Batch:
     skipped: list[Skip] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
+    dialects: list[str] = field(default_factory=list)  # the input dialect of each event, by index
+    # Consent decisions by signal: {"x-ga-gcd": {"granted": 2, "denied": 1}, "none": {"granted": 1}}
+    consent: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def dialect(self) -> str:
+        """The request's dialect for /validate: the one all its events were read as, else "mixed"."""
+        found = set(self.dialects)
+        return found.pop() if len(found) == 1 else "mixed"
+
+    def count_consent(self, signal: str | None, decision: str) -> None:
+        counts = self.consent.setdefault(signal or "none", {})
+        counts[decision] = counts.get(decision, 0) + 1
 
     def response(self, **extra: Any) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -161,7 +177,6 @@ class Outcome:
 
     batch: _Batch
     deliveries: list[Delivery] = field(default_factory=list)
-    inputs: list[Any] = field(default_factory=list)  # the request's events, for the log's names
     extra: dict[str, Any] = field(default_factory=dict)  # /validate's payload and match_keys
 
     @property
@@ -218,9 +233,9 @@ class Outcome:
                 for key in f.from_profile:
                     from_profile[key] = from_profile.get(key, 0) + 1
         for skip in batch.skipped:
-            count(self._input_name(skip), "skipped")
+            count(skip.event_name or NO_NAME, "skipped")
         for rejection in batch.rejected:
-            count(self._input_name(rejection), "rejected")
+            count(rejection.event_name or NO_NAME, "rejected")
         error = delivery.error
         rejections = [
             {"index": r.index, "field": r.field, "reason": r.message}
@@ -244,6 +259,7 @@ class Outcome:
             "meta_subcode": error.meta_subcode if isinstance(error, MetaError) else None,
             "events_received": delivery.events_received,
             "fbtrace_id": delivery.fbtrace_id,
+            "consent": batch.consent or None,
         }
 
     def forwarded_events(self) -> list[dict[str, Any]]:
@@ -252,39 +268,12 @@ class Outcome:
         default = "forwarded" if delivery.dry_run else ""
         return [f.event for f in self.batch.finished if delivery.states.get(f.index, default) == "forwarded"]
 
-    def _input_name(self, item: Skip | Rejection) -> str:
-        """The Meta name when the event got one, else the name it came in with."""
-        name = getattr(item, "event_name", None)
-        if isinstance(name, str) and name:
-            return name
-        raw = self.inputs[item.index] if 0 <= item.index < len(self.inputs) else None
-        if isinstance(raw, dict):
-            for key in ("event_name", "name"):
-                if isinstance(raw.get(key), str) and raw[key]:
-                    return raw[key]
-        return "(no name)"
 
-
-def parse_envelope(payload: Any) -> tuple[list[Any], str | None]:
-    """The request's events and test_event_code; a bad envelope is a 400 for the whole request."""
-    if not isinstance(payload, dict):
-        raise RequestError('the body must be a JSON object: one event, or {"events": [...]}', field="body")
-    code = payload.get("test_event_code")
-    if code is not None and (not isinstance(code, str) or len(code) > 100):
-        raise RequestError("test_event_code must be a string", field="test_event_code")
-    if "events" in payload:
-        events = payload["events"]
-        if not isinstance(events, list):
-            raise RequestError("events must be a list of event objects", field="events")
-    elif "event_name" in payload:
-        events = [payload]
-    else:
-        raise RequestError('no events: send one event with event_name, or {"events": [...]}', field="events")
-    if not events:
-        raise RequestError("events is empty", field="events")
-    if len(events) > MAX_EVENTS_PER_REQUEST:
-        raise RequestError(f"at most {MAX_EVENTS_PER_REQUEST} events per request, got {len(events)}", field="events")
-    return events, code or None
+def parse_envelope(payload: Any) -> tuple[Envelope, str | None]:
+    """The request's events in capi's internal form (every dialect: capi.inputs) and its
+    test_event_code; a body no dialect reads is a 400 for the whole request."""
+    envelope = read_envelope(payload)
+    return envelope, envelope.test_event_code
 
 
 class EventService:
@@ -311,21 +300,32 @@ class EventService:
 
     # -- building ---------------------------------------------------------------------
 
-    def _build(self, events: list[Any]) -> _Batch:
-        batch = _Batch(received=len(events))
+    def _build(self, envelope: Envelope) -> _Batch:
+        batch = _Batch(received=len(envelope.events), dialects=envelope.dialects)
+        batch.messages.extend(envelope.messages)
         now = self.clock()
         # With enrichment, every draft waits for the one batched profile read; without, each
         # is finished at once, while its values are still in the CPU's cache.
         enrich = self.profiles is not None and bool(self.config.profile_collection)
         drafts: list[Draft] = []
-        for index, raw in enumerate(events):
-            result = prepare(raw, index, self.config, now, self.mint)
+        sent: set[tuple[str, str]] = set()  # (event_name, event_id): each goes once per request
+        for index, (raw, dialect, ignored) in enumerate(envelope.events):
+            result = prepare(raw, index, self.config, now, self.mint, ignored)
             if isinstance(result, Draft):
+                result.dialect = dialect
+                batch.count_consent(result.consent_signal, "granted")
+                key = (result.event["event_name"], result.event["event_id"])
+                if key in sent:
+                    batch.skipped.append(Skip(index, key[1], "duplicate", event_name=key[0]))
+                    continue
+                sent.add(key)
                 if enrich:
                     drafts.append(result)
                 else:
                     self._finish(batch, result, None)
             elif isinstance(result, Skip):
+                if result.reason == "consent":
+                    batch.count_consent(result.consent_signal, "denied")
                 batch.skipped.append(result)
             else:
                 batch.rejected.append(result)
@@ -394,16 +394,17 @@ class EventService:
                 "event_id": f.event["event_id"],
                 "from_event": f.from_event,
                 "from_profile": f.from_profile,
+                "dialect": f.dialect,
             }
             for f in batch.finished
         ]
-        return Outcome(batch, extra={"payload": body, "match_keys": match_keys})
+        return Outcome(batch, extra={"payload": body, "match_keys": match_keys, "dialect": batch.dialect})
 
     def forward(self, payload: Any) -> Outcome:
         events, code = parse_envelope(payload)
         batch = self._build(events)
         delivery = self._deliver(batch, code or self.config.test_event_code)
-        return Outcome(batch, [delivery], inputs=events)
+        return Outcome(batch, [delivery])
 
     def _deliver(self, batch: _Batch, test_event_code: str | None) -> Delivery:
         delivery = Delivery(pixel_id=self.config.pixel_id)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
+import orjson
 import pytest
 
 from capi.config import load_config
 from capi.errors import RequestError
+from capi.events import FROM_ORDER, MAX_CHARS, MINTED
 from capi.service import EventService
 
 NOW = 1_790_000_000.0
@@ -314,6 +317,7 @@ def test_event_without_any_customer_information_is_rejected() -> None:
             "event_id": None,
             "field": "user_data",
             "message": "no customer information left to match on",
+            "problems": [{"field": "user_data", "message": "no customer information left to match on"}],
         }
     ]
 
@@ -339,8 +343,8 @@ def test_consent_denied_is_skipped() -> None:
         ]
     )
     assert body["skipped"] == [
-        {"index": 0, "event_id": "a", "reason": "consent"},
-        {"index": 1, "event_id": "b", "reason": "consent"},
+        {"index": 0, "event_id": "a", "reason": "consent", "consent_signal": "consent"},
+        {"index": 1, "event_id": "b", "reason": "consent", "consent_signal": "consent"},
     ]
     assert body["event_ids"] == ["c"]
 
@@ -425,7 +429,7 @@ def test_item_price_used_when_price_is_null() -> None:
 def test_ga4_sha256_phone_is_sent_with_a_warning() -> None:
     digest = sha("+16505551212")
     for value in (digest, [digest]):
-        body = validate([event(user_data={"sha256_phone_number": value})])
+        body = validate([event(event_id="e1", user_data={"sha256_phone_number": value})])
         assert body["payload"]["data"][0]["user_data"]["ph"] == [digest]
         assert [m["field"] for m in body["messages"]] == ["user_data.sha256_phone_number"]
         assert "leading '+'" in body["messages"][0]["message"]
@@ -433,7 +437,259 @@ def test_ga4_sha256_phone_is_sent_with_a_warning() -> None:
 
 def test_null_customer_fields_are_ignored_without_messages() -> None:
     body = validate(
-        [event(user_id=None, user_data={"sha256_phone_number": None, "email": None, "address": {"city": None}})]
+        [
+            event(
+                event_id="e1",
+                user_id=None,
+                user_data={"sha256_phone_number": None, "email": None, "address": {"city": None}},
+            )
+        ]
     )
     assert body["payload"]["data"][0]["user_data"] == {"client_user_agent": UA}
     assert body["messages"] == []
+
+
+# -- Event ids and deduplication (design.md "Event id and deduplication") -------------------
+
+
+def test_purchase_without_event_id_uses_its_order_id() -> None:
+    purchase = {"event_name": "purchase", "value": 5, "currency": "USD", "user_data": {"email": "a@b.co"}}
+    body = validate(
+        [
+            event(**purchase, transaction_id=" T-1 "),
+            event(**{**purchase, "custom_data": {"order_id": "O-2"}}),
+            event(**purchase),  # no order id: minted
+        ]
+    )
+    assert body["event_ids"] == ["T-1", "O-2", "minted-0"]
+    assert [m for m in body["messages"] if m.get("field") == "event_id"] == [
+        {"index": 0, "field": "event_id", "message": FROM_ORDER},
+        {"index": 1, "field": "event_id", "message": FROM_ORDER},
+        {"index": 2, "field": "event_id", "message": MINTED},
+    ]
+    assert "Meta cannot deduplicate it against the Pixel" in MINTED
+
+
+def test_only_purchases_take_the_order_id() -> None:
+    body = validate([event(transaction_id="T-9", user_data={"email": "a@b.co"})])  # add_to_cart
+    assert body["event_ids"] == ["minted-0"]
+
+
+def test_same_event_name_and_id_twice_in_one_request_is_sent_once() -> None:
+    # Issue 10 finding 15: the second copy was sent too.
+    body = validate(
+        [
+            event(event_id="E-1", user_data={"email": "a@b.co"}),
+            event(event_id="E-1", user_data={"email": "a@b.co"}),
+            event(event_id="E-1", event_name="sign_up", user_data={"email": "a@b.co"}),  # another name: sent
+        ]
+    )
+    assert [(e["event_name"], e["event_id"]) for e in body["payload"]["data"]] == [
+        ("AddToCart", "E-1"),
+        ("CompleteRegistration", "E-1"),
+    ]
+    assert body["skipped"] == [{"index": 1, "event_id": "E-1", "reason": "duplicate"}]
+
+
+# -- Nothing silent --------------------------------------------------------------------------
+
+
+def test_a_rejected_event_lists_all_its_problems() -> None:
+    body = validate(
+        [
+            event(
+                event_id="bad",
+                event_name="purchase",
+                event_time="yesterday",
+                value="lots",
+                currency="XYZ",
+                page_location=None,
+                user_agent=None,
+                items=[{"item_id": "A", "quantity": 0}],
+                opt_out="yes",
+            )
+        ]
+    )
+    (rejected,) = body["rejected"]
+    assert [(p["field"], p["message"]) for p in rejected["problems"]] == [
+        ("event_time", "must be unix seconds or an ISO 8601 date-time"),
+        ("page_location", "Meta requires event_source_url (page_location) for website events"),
+        ("value", "must be a number"),
+        ("currency", "XYZ is not an ISO 4217 currency code"),
+        ("items[0].quantity", "must be a whole number from 1 to 2147483647"),
+        ("opt_out", "must be true or false"),
+        ("user_agent", "Meta requires client_user_agent (user_agent) for website events"),
+    ]
+    assert (rejected["field"], rejected["message"]) == ("event_time", "must be unix seconds or an ISO 8601 date-time")
+
+
+def test_every_unused_input_key_is_named_once_per_event() -> None:
+    body = validate(
+        [
+            event(event_id="a", user_data={"email": "a@b.co", "street": "x", "address": {"street": "1 Main"}}),
+            event(
+                event_id="b",
+                page_title="Home",
+                ecommerce={"items": [{"item_id": "A", "item_brand": "B"}], "affiliation": "web"},
+                user_data={"email": "a@b.co"},
+            ),
+            event(event_id="c", user_data={"email": "a@b.co"}),
+        ]
+    )
+    assert [m for m in body["messages"] if "ignored" in m] == [
+        {
+            "index": 0,
+            "ignored": ["user_data.street", "user_data.address.street"],
+            "message": "input keys capi does not use",
+        },
+        {
+            "index": 1,
+            "ignored": ["page_title", "ecommerce.affiliation", "ecommerce.items[].item_brand"],
+            "message": "input keys capi does not use",
+        },
+    ]
+
+
+def test_event_time_far_in_the_future_is_not_called_milliseconds() -> None:
+    # Issue 10 finding 16: an ISO date in year 9999 was rejected as "looks like milliseconds".
+    body = validate([event(event_id="x", event_time="9999-12-31T00:00:00Z", user_data={"email": "a@b.co"})])
+    assert body["rejected"][0]["message"] == "more than a minute in the future"
+    body = validate([event(event_id="x", event_time=str((int(NOW) - 5) * 1000), user_data={"email": "a@b.co"})])
+    assert body["rejected"][0]["message"] == "looks like milliseconds; send unix seconds"
+
+
+# -- Bounds (README "Bounds"; issue 10 findings 1-3) -----------------------------------------
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"items": [{"item_id": "A", "quantity": "1e30"}]}, "items[0].quantity", "whole number from 1"),
+        ({"items": [{"item_id": "A", "quantity": 2**64 - 1}]}, "items[0].quantity", "whole number from 1"),
+        ({"items": [{"item_id": "A", "quantity": 2**31}]}, "items[0].quantity", "whole number from 1"),
+        ({"items": [{"item_id": "A", "quantity": 0}]}, "items[0].quantity", "whole number from 1"),
+        ({"value": "100000000000000000000000000000"}, "value", "below 1e15"),
+        ({"value": 10**15}, "value", "below 1e15"),
+        ({"value": -(10**15)}, "value", "below 1e15"),
+        ({"items": [{"item_id": "A", "price": 1e15}]}, "items[0].price", "below 1e15"),
+        ({"custom_data": {"predicted_ltv": 2**70}}, "custom_data.predicted_ltv", "below 1e15"),
+        ({"custom_data": {"num_items": -1}}, "custom_data.num_items", "whole number from 0"),
+        ({"custom_data": {"contents": [{"id": "A", "quantity": 2**64}]}}, "custom_data.contents[0].quantity", "from 1"),
+        ({"custom_data": _nested(300)}, "custom_data" + ".k" * 16, "nested deeper than 16 levels"),
+        ({"custom_data": {"x": _nested(16)}}, "custom_data.x" + ".k" * 15, "nested deeper than 16 levels"),
+        ({"custom_data": {"big": [1, 2**64]}}, "custom_data.big[1]", "larger than 64 bits"),
+        ({"app_data": {"extinfo": [_nested(20)]}}, "app_data.extinfo[0]" + ".k" * 14, "nested deeper"),
+        ({"data_processing_options": [], "data_processing_options_state": 2**64}, "data_processing_options_state", ""),
+    ],
+)
+def test_numbers_and_nesting_json_cannot_carry_reject_only_their_event(
+    fields: dict[str, Any], field: str, message: str
+) -> None:
+    # Issue 10 finding 1: these answered 500 and sank the good events of the request.
+    body = validate([event(event_id="good", user_data={"email": "a@b.co"}), event(event_id="bad", **fields)])
+    assert body["event_ids"] == ["good"]
+    (rejected,) = body["rejected"]
+    assert (rejected["index"], rejected["field"]) == (1, field)
+    assert message in rejected["message"]
+    orjson.dumps(body)  # what the answer and the Graph body go through: it must never fail
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"value": 10**15 - 1, "items": [{"item_id": "A", "quantity": 2**31 - 1, "price": -(10**15) + 1}]},
+        {"items": [{"item_id": "A", "quantity": 1}]},
+        {"custom_data": _nested(16)},  # custom_data itself is level 1: 16 levels in all
+        {"custom_data": {"big": [2**64 - 1, -(2**63)], "num_items": 0}},
+        {"app_data": {"extinfo": ["a2", _nested(14)]}},  # app_data, extinfo, then 14 levels
+    ],
+)
+def test_numbers_and_nesting_at_their_bounds_pass(fields: dict[str, Any]) -> None:
+    body = validate([event(event_id="edge", user_data={"email": "a@b.co"}, **fields)])
+    assert body["event_ids"] == ["edge"], body["rejected"]
+    orjson.dumps(body)
+
+
+@pytest.mark.parametrize(
+    ("key", "name", "valid"),
+    [
+        ("em", "email", "jane@example.com"),
+        ("ph", "phone", "+16505551212"),
+        ("fn", "first_name", "Jane"),
+        ("ln", "last_name", "Doe"),
+        ("ct", "city", "Paris"),
+        ("st", "state", "CA"),
+        ("zp", "zip", "94025"),
+        ("country", "country", "US"),
+        ("db", "db", "1990-02-16"),
+        ("ge", "ge", "f"),
+        ("external_id", "external_id", "u-1"),
+    ],
+)
+def test_customer_values_at_their_character_bound_pass_and_one_over_is_dropped(key: str, name: str, valid: str) -> None:
+    limit = MAX_CHARS[key]
+    at_bound, over = valid + " " * (limit - len(valid)), valid + " " * (limit + 1 - len(valid))
+    body = validate(
+        [
+            event(event_id="at", user_data={name: at_bound, "em" if key != "em" else "ph": "+16505551212"}),
+            event(event_id="over", user_data={name: over, "em" if key != "em" else "ph": "+16505551212"}),
+        ]
+    )
+    at, over_event = body["payload"]["data"]
+    assert key in at["user_data"]
+    assert key not in over_event["user_data"]
+    assert {"index": 1, "field": f"user_data.{name}", "message": f"longer than {limit} characters; not sent"} in (
+        body["messages"]
+    )
+
+
+def test_an_email_of_254_characters_is_sent_and_255_is_not() -> None:
+    local = "a" * 64
+    domain = ("b" * 61 + ".") * 3
+    email_254 = f"{local}@{domain}{'c' * (254 - len(local) - 1 - len(domain))}"
+    assert len(email_254) == 254
+    body = validate(
+        [event(event_id="a", user_data={"email": email_254}), event(event_id="b", user_data={"email": email_254 + "c"})]
+    )
+    assert body["payload"]["data"][0]["user_data"]["em"] == [sha(email_254)]
+    assert "em" not in body["payload"]["data"][1]["user_data"]
+
+
+def test_values_per_key_are_capped_at_16_with_one_message() -> None:
+    emails = [f"user{n}@example.com" for n in range(20)]
+    body = validate(
+        [event(event_id="a", user_data={"email": emails[:16]}), event(event_id="b", user_data={"email": emails})]
+    )
+    assert body["payload"]["data"][0]["user_data"]["em"] == [sha(e) for e in emails[:16]]
+    assert body["payload"]["data"][1]["user_data"]["em"] == [sha(e) for e in emails[:16]]
+    assert [m for m in body["messages"] if m.get("field") == "user_data.email"] == [
+        {"index": 1, "field": "user_data.email", "message": "4 values over the limit of 16 per key; not sent"}
+    ]
+
+
+def test_forty_thousand_emails_cost_linear_time() -> None:
+    # Issue 10 finding 2: 40 000 distinct emails took 8.6 s of CPU (a list scan per value).
+    emails = [f"user{n}@example.com" for n in range(40_000)]
+    started = time.process_time()
+    body = validate([event(event_id="a", user_data={"email": emails, "em": emails})])
+    assert time.process_time() - started < 1.0
+    assert len(body["payload"]["data"][0]["user_data"]["em"]) == 16
+
+
+def test_plain_and_id_values_have_bounds_too() -> None:
+    body = validate(
+        [
+            event(event_id="a", user_agent="U" * 2048, user_data={"email": "a@b.co", "lead_id": "1" * 512}),
+            event(event_id="b", user_agent="U" * 2049, user_data={"email": "a@b.co", "lead_id": "1" * 513}),
+        ]
+    )
+    assert body["payload"]["data"][0]["user_data"]["lead_id"] == "1" * 512
+    assert [r["index"] for r in body["rejected"]] == [1]  # a website event left without its user agent
+    assert "client_user_agent" in body["rejected"][0]["message"]

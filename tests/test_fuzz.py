@@ -43,6 +43,20 @@ FIELDS = [
     "opt_out",
     "ecommerce",
     "user_data",
+    # Release 2 dialects and passed-through objects
+    "app_data",
+    "original_event_data",
+    "messaging_channel",
+    "x-fb-ud-em",
+    "x-fb-cd-contents",
+    "x-fb-cd-num_items",
+    "x-fb-event_id",
+    "email",
+    "firstName",
+    "common_cookie",
+    "consent_state",
+    "x-ga-gcs",
+    "x-ga-gcd",
 ]
 USER_FIELDS = [
     "email_address",
@@ -69,9 +83,27 @@ USER_FIELDS = [
 ]
 ADDRESS_FIELDS = ["first_name", "last_name", "city", "region", "postal_code", "country", "sha256_first_name"]
 
-json_leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40)
+# Numbers JSON can carry but Meta or orjson cannot (issue 10 finding 1): huge ints, huge floats,
+# numeric strings beyond any bound.
+numbers = st.one_of(
+    st.integers(),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.sampled_from([2**31 - 1, 2**31, 2**63 - 1, 2**63, 2**64 - 1, 2**64, 10**15 - 1, 10**15, -(10**15), 0, -1]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["1e30", "100000000000000000000000000000", "-0", "1e15", "2147483648", "NaN", "Infinity"]),
 )
+json_leaf = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=40))
+
+
+def nest(depth: int, as_list: bool) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value] if as_list else {"k": value}
+    return value
+
+
+# Nesting beyond orjson's 254 levels and capi's 16 (issue 10 finding 1).
+deep = st.builds(nest, st.integers(min_value=0, max_value=300), st.booleans())
 json_value = st.recursive(
     json_leaf,
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)),
@@ -79,8 +111,23 @@ json_value = st.recursive(
 )
 
 
+items = st.lists(
+    st.fixed_dictionaries(
+        {"item_id": st.text(min_size=1, max_size=8)}, optional={"quantity": numbers, "price": numbers, "x": deep}
+    ),
+    max_size=4,
+)
+
+
 def plausible_text(field: str) -> st.SearchStrategy[Any]:
     samples = {
+        "value": numbers,
+        "items": st.one_of(items, json_value),
+        "custom_data": st.one_of(deep, st.fixed_dictionaries({}, optional={"value": numbers, "contents": items})),
+        "app_data": deep,
+        "original_event_data": deep,
+        "x-ga-gcs": st.sampled_from(["G100", "G101", "G110", "G111", "G1", ""]),
+        "x-ga-gcd": st.text(alphabet="13lpqtrmnuv5", max_size=12),
         "event_name": st.sampled_from(["purchase", "add_to_cart", "generate_lead", "Purchase", "page_view", "x"]),
         "page_location": st.sampled_from(["https://x.example/?fbclid=AbC", "http://a.b/", "ftp://x", "not a url"]),
         "user_agent": st.sampled_from(["Mozilla/5.0", "", "curl/8"]),
@@ -111,6 +158,23 @@ event = st.fixed_dictionaries(
 bodies = st.one_of(
     json_value,
     event,
+    st.lists(st.one_of(event, json_value), max_size=4),  # a bare array
+    st.fixed_dictionaries(
+        {"data": st.lists(st.one_of(event, json_value), max_size=4)},
+        optional={"access_token": st.text(max_size=8), "test_event_code": json_value},
+    ),  # Meta's body
+    st.fixed_dictionaries(
+        {
+            "client_id": st.text(max_size=8),
+            "events": st.lists(
+                st.fixed_dictionaries(
+                    {"name": plausible_text("event_name")}, optional={"params": st.one_of(event, json_value)}
+                ),
+                max_size=4,
+            ),
+        },
+        optional={"user_data": user_data, "consent": json_value, "timestamp_micros": numbers},
+    ),  # Measurement Protocol
     st.fixed_dictionaries(
         {"events": st.lists(st.one_of(event, json_value), max_size=6)}, optional={"test_event_code": json_value}
     ),
@@ -125,6 +189,11 @@ def check(response: Any, graph: Any) -> None:
     assert response.status_code < 500, response.get_data(as_text=True)
     assert response.mimetype == "application/json"
     json.loads(response.get_data(as_text=True))
+    if response.status_code == 200:
+        body = response.get_json()
+        # Every event is accounted for, by index: sent, skipped or rejected.
+        done = (body.get("forwarded", 0) if "payload" not in body else len(body["payload"]["data"])) + body["stored"]
+        assert done + len(body["skipped"]) + len(body["rejected"]) + len(body.get("failed", [])) == body["received"]
     # Every request that reached the fake was accepted: capi sent nothing Meta would refuse.
     assert graph.fake.requests == graph.fake.accepted_requests
 
@@ -212,3 +281,51 @@ def test_wrong_types_in_every_field(fuzz_client: Any, graph: Any, field: str, va
     check(response, graph)
     body = response.get_json()
     assert "ok" in body["event_ids"]  # the good event never sinks with the bad one
+
+
+GOOD = {
+    "event_name": "purchase",
+    "event_id": "good",
+    "page_location": "https://x.example/",
+    "user_agent": "UA",
+    "value": 1,
+    "currency": "USD",
+    "user_data": {"em": "a@b.co"},
+}
+
+
+@pytest.mark.parametrize("path", ["/events", "/validate"])
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"items": [{"item_id": "A", "quantity": "1e30"}]}, "items[0].quantity"),
+        ({"items": [{"item_id": "A", "quantity": 2**64 - 1}]}, "items[0].quantity"),
+        ({"value": "100000000000000000000000000000"}, "value"),
+        ({"custom_data": nest(300, False)}, "custom_data" + ".k" * 16),
+        ({"custom_data": {"deep": nest(300, True)}}, "custom_data.deep" + "[0]" * 15),
+        ({"app_data": {"n": nest(300, False)}}, "app_data.n" + ".k" * 15),
+    ],
+    ids=["quantity-1e30", "quantity-2**64-1", "value-1e29", "custom_data-deep", "list-deep", "app_data-deep"],
+)
+def test_numbers_and_nesting_json_cannot_carry_over_http(
+    fuzz_client: Any, graph: Any, path: str, bad: dict[str, Any], field: str
+) -> None:
+    # Issue 10 finding 1: each of these answered 500 {"error":"internal"} and the good event of
+    # the same request was neither sent nor stored.
+    response = fuzz_client.post(path, json={"events": [GOOD, {**GOOD, "event_id": "bad", **bad}]})
+    check(response, graph)
+    body = response.get_json()
+    assert response.status_code == 200
+    assert body["event_ids"] == ["good"]
+    assert [(r["index"], r["field"]) for r in body["rejected"]] == [(1, field)]
+    if path == "/events":
+        assert graph.fake.delivered[("Purchase", "good")] == 1
+
+
+@settings(SETTINGS, max_examples=25)
+@given(size=st.integers(min_value=0, max_value=3000), width=st.integers(min_value=1, max_value=300))
+def test_long_lists_and_long_values(fuzz_client: Any, graph: Any, size: int, width: int) -> None:
+    # Sizes: many values per key and long values are cut at their bounds, never a 5xx.
+    values = [f"{'u' * width}{n}@example.com" for n in range(size)]
+    event = {**GOOD, "user_data": {"em": values, "fn": ["N" * width] * 3, "ph": "1" * width}}
+    check(fuzz_client.post("/events", json=event), graph)

@@ -67,8 +67,15 @@ def test_validate_sends_nothing_and_returns_exact_body(graph: Any, make_client: 
     assert body["payload"]["data"][0]["event_id"] == "ORDER-1"
     assert "access_token" not in json.dumps(body)
     assert body["match_keys"] == [
-        {"index": 0, "event_id": "ORDER-1", "from_event": ["em", "client_user_agent"], "from_profile": []}
+        {
+            "index": 0,
+            "event_id": "ORDER-1",
+            "from_event": ["em", "client_user_agent"],
+            "from_profile": [],
+            "dialect": "ga4",
+        }
     ]
+    assert body["dialect"] == "ga4"
     assert body["skipped"] == [{"index": 1, "event_id": None, "reason": "not in FORWARD_EVENTS"}]
 
 
@@ -88,7 +95,13 @@ def test_bad_and_good_events_in_one_request(graph: Any, make_client: Any) -> Non
     body = response.get_json()
     assert body["forwarded"] == 2 and body["event_ids"] == ["good-1", "good-2"]
     assert body["rejected"] == [
-        {"index": 1, "event_id": "bad", "field": "event_time", "message": "older than 7 days: Meta does not accept it"}
+        {
+            "index": 1,
+            "event_id": "bad",
+            "field": "event_time",
+            "message": "older than 7 days: Meta does not accept it",
+            "problems": [{"field": "event_time", "message": "older than 7 days: Meta does not accept it"}],
+        }
     ]
     assert graph.fake.requests == 1 and graph.fake.accepted_requests == 1
 
@@ -116,7 +129,7 @@ def test_healthz(make_client: Any) -> None:
             400,
             "bad_request",
         ),
-        ("post", "/events", {"json": [1, 2]}, 400, "bad_request"),
+        ("post", "/events", {"json": []}, 400, "bad_request"),
         ("post", "/events", {"json": {"events": []}}, 400, "bad_request"),
         ("post", "/events", {"json": {"events": [{"event_name": "x"}] * 1001}}, 400, "bad_request"),
         (

@@ -84,6 +84,7 @@ def test_profile_fills_what_the_event_lacks_and_event_wins(firestore_db: Any, gr
             "event_id": "L-u1",
             "from_event": ["external_id", "fn", "client_user_agent"],
             "from_profile": ["em", "ph", "ge", "db", "ct", "zp", "country"],
+            "dialect": "ga4",
         }
     ]
     assert "jane" not in str(body["match_keys"]).lower()

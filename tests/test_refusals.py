@@ -253,9 +253,9 @@ def test_events_processed_line_has_the_contract_fields(firestore_db: Any, graph:
         "rejected": 1,
         "failed": 1,
         "by_event": {
-            "Purchase": {"forwarded": 1, "rejected": 0, "skipped": 0, "stored": 0, "failed": 1},
-            "purchase": {"forwarded": 0, "rejected": 1, "skipped": 0, "stored": 0, "failed": 0},
-            "page_view": {"forwarded": 0, "rejected": 0, "skipped": 1, "stored": 0, "failed": 0},
+            # Keyed by the Meta name, whatever the outcome: a rejected purchase is still a Purchase.
+            "Purchase": {"forwarded": 1, "rejected": 1, "skipped": 0, "stored": 0, "failed": 1},
+            "PageView": {"forwarded": 0, "rejected": 0, "skipped": 1, "stored": 0, "failed": 0},
         },
         "match_keys": {"em": 1, "ph": 1, "client_user_agent": 1},
         "from_profile": {},
@@ -265,6 +265,8 @@ def test_events_processed_line_has_the_contract_fields(firestore_db: Any, graph:
         "meta_subcode": 2804003,
         "events_received": 1,
         "fbtrace_id": "AbCdEf123",
+        # No event carried a consent signal: counted, never a value (capi.consent).
+        "consent": {"none": {"granted": 2}},
     }
     assert "a@b.co" not in json.dumps(line)
 

@@ -239,6 +239,7 @@ def test_rejected_event_fails_the_tag_only_with_fail_on_rejected(capi: Any) -> N
             "event_id": "SGTM-OLD",
             "field": "event_time",
             "message": "older than 7 days: Meta does not accept it",
+            "problems": [{"field": "event_time", "message": "older than 7 days: Meta does not accept it"}],
         }
     ]
     assert "failOnRejected" in line["reason"]
@@ -248,14 +249,22 @@ def test_rejected_event_fails_the_tag_only_with_fail_on_rejected(capi: Any) -> N
     assert sent_for(graph, "SGTM-OLD") == []
 
 
-def test_consent_skip_is_a_success_and_sends_nothing(capi: Any) -> None:
-    # TODO after merge with the consent work: also `x-ga-gcs: G100` in the event data.
+@pytest.mark.parametrize(
+    ("signal", "value"),
+    [
+        ("consent", {"ad_user_data": "denied"}),  # capi's own object
+        ("x-ga-gcs", "G100"),  # what the GA4 client puts in event data: ad_storage denied
+        ("x-ga-gcd", "13p3p3p2p5l1"),  # every state denied by default
+    ],
+)
+def test_consent_skip_is_a_success_and_sends_nothing(capi: Any, signal: str, value: Any) -> None:
     url, graph = capi
-    result = run_tag(url, ga4_event("SGTM-CONSENT", consent={"ad_user_data": "denied"}))
+    event_id = f"SGTM-CONSENT-{signal}"
+    result = run_tag(url, ga4_event(event_id, **{signal: value}))
     assert result["outcome"] == "success"
-    assert sent_for(graph, "SGTM-CONSENT") == []
+    assert sent_for(graph, event_id) == []
     [line] = [line for line in preview_lines(result) if "outcome" in line]
-    assert line["skipped"] == [{"index": 0, "event_id": "SGTM-CONSENT", "reason": "consent"}]
+    assert line["skipped"] == [{"index": 0, "event_id": event_id, "reason": "consent", "consent_signal": signal}]
 
 
 def test_event_outside_forward_events_is_a_success(capi: Any) -> None:

@@ -32,6 +32,7 @@ DELIBERATE_DEFAULTS = {
     "REPLAY_MAX_ATTEMPTS": "20 replays (5 h at the default schedule) before giving up",
     "SECRET_CACHE_SECONDS": "5 minutes, as design.md says",
     "DRY_RUN": "a deployed function sends",
+    "CONSENT_REQUIRED": "off by default, as design.md says; set it in the function's environment to require a signal",
 }
 # Set by the module but read by functions-framework, not by capi's configuration.
 FRAMEWORK_VARS = {"THREADS"}

@@ -1,0 +1,121 @@
+"""Consent Mode v2 and the other consent signals an event may carry (design.md "Consent").
+
+Pure: no I/O. `decide(event)` reads every signal present and answers whether the event may go
+to Meta and, when it may not, which signal said so. An event is refused when any signal says
+ad_storage or ad_user_data is denied; a signal capi cannot read counts as denied, because
+sending personal data the user refused is the worse mistake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+GRANTED: Final = "granted"
+DENIED: Final = "denied"
+NOT_SET: Final = "not set"
+
+# The signals, in the order they are read; each is the input key that carries it.
+SIGNALS: tuple[str, ...] = ("consent", "consent_state", "x-ga-gcd", "x-ga-gcs")
+REQUIRED: Final = "CONSENT_REQUIRED"  # the "signal" named when no signal at all was present
+
+# x-ga-gcd letters: a base64url digit whose bits hold the default state ((v >> 2) & 3) and the
+# update (v & 3), each 1 not set, 2 denied, 3 granted; the update wins when set. Only the nine
+# letters the GA4 tag writes are listed (analytics-debugger's consent parser, template.tpl);
+# any other character is unknown and counts as denied.
+GCD_LETTERS: Mapping[str, str] = {
+    "l": NOT_SET,  # not set, no update
+    "p": DENIED,  # denied by default, no update
+    "q": DENIED,  # denied by default, updated to denied
+    "t": GRANTED,  # granted by default, no update
+    "r": GRANTED,  # denied by default, updated to granted
+    "m": DENIED,  # no default, updated to denied
+    "n": GRANTED,  # no default, updated to granted
+    "u": DENIED,  # granted by default, updated to denied
+    "v": GRANTED,  # granted by default, updated to granted
+}
+# Positions of the state letters in gcd ("13r3r3r3r5l1"): ad_storage, analytics_storage,
+# ad_user_data, ad_personalization. Only the two Meta depends on are read.
+GCD_AD_STORAGE = 2
+GCD_AD_USER_DATA = 6
+
+# x-ga-gcs "G1xy": x (index 2) is ad_storage, y (index 3) analytics_storage.
+GCS_AD_STORAGE: Mapping[str, str] = {"1": GRANTED, "0": DENIED}
+
+# Keys of capi's own `consent` object (and the Measurement Protocol's) that gate forwarding.
+_GATING = ("ad_user_data", "ad_storage")
+
+
+def gcd_state(gcd: str, position: int) -> str:
+    """The effective state of one gcd letter; a missing or unknown letter is denied."""
+    if len(gcd) <= position:
+        return DENIED
+    return GCD_LETTERS.get(gcd[position], DENIED)
+
+
+def _from_gcd(value: Any) -> str:
+    if not isinstance(value, str):
+        return DENIED
+    states = (gcd_state(value, GCD_AD_STORAGE), gcd_state(value, GCD_AD_USER_DATA))
+    if DENIED in states:
+        return DENIED
+    return GRANTED if GRANTED in states else NOT_SET
+
+
+def _from_gcs(value: Any) -> str:
+    if not isinstance(value, str) or len(value) != 4 or not value.startswith("G1") or value[3] not in "01":
+        return DENIED
+    return GCS_AD_STORAGE.get(value[2], DENIED)
+
+
+def _from_consent(value: Any) -> str:
+    """capi's `consent` and the Measurement Protocol's: "denied"/"DENIED" strings."""
+    if not isinstance(value, Mapping):
+        return DENIED
+    states = [value.get(key) for key in _GATING if value.get(key) is not None]
+    if not states:
+        return NOT_SET
+    for state in states:
+        if not isinstance(state, str) or state.strip().lower() not in (GRANTED, DENIED):
+            return DENIED
+        if state.strip().lower() == DENIED:
+            return DENIED
+    return GRANTED
+
+
+def _from_consent_state(value: Any) -> str:
+    """Stape's `consent_state`: booleans (Stape's Data Tag writes true/false)."""
+    if not isinstance(value, Mapping):
+        return DENIED
+    states = [value.get(key) for key in _GATING if value.get(key) is not None]
+    if not states:
+        return NOT_SET
+    return GRANTED if all(state is True for state in states) else DENIED
+
+
+_READERS = {
+    "consent": _from_consent,
+    "consent_state": _from_consent_state,
+    "x-ga-gcd": _from_gcd,
+    "x-ga-gcs": _from_gcs,
+}
+
+
+def decide(event: Mapping[str, Any], required: bool) -> tuple[bool, str | None]:
+    """(allowed, signal): signal names what denied the event, or what was read when allowed.
+
+    `required` is CONSENT_REQUIRED: with it, an event without any signal is not allowed.
+    """
+    seen: str | None = None
+    for name in SIGNALS:
+        value = event.get(name)
+        if value is None:
+            continue
+        state = _READERS[name](value)
+        if state == DENIED:
+            return False, name
+        if state == GRANTED and seen is None:
+            seen = name
+    if seen is None and required:
+        return False, REQUIRED
+    return True, seen
