@@ -65,7 +65,7 @@ class Application:
                 session=session,
                 timeout=config.timeout_seconds,
                 policy=RetryPolicy(max_attempts=config.max_attempts, budget=config.retry_budget_seconds),
-                pool_size=max(16, int(os.environ.get("THREADS", "0") or 0)),
+                pool_size=max(16, config.threads),
             )
         profiles = (
             FirestoreProfileStore(holder, config.profile_collection, config.firestore_timeout_seconds)

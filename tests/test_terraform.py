@@ -32,6 +32,8 @@ DELIBERATE_DEFAULTS = {
     "REPLAY_MAX_ATTEMPTS": "20 replays (5 h at the default schedule) before giving up",
     "SECRET_CACHE_SECONDS": "5 minutes, as design.md says",
     "DRY_RUN": "a deployed function sends",
+    "CONSENT_REQUIRED": "off: events without any consent signal are forwarded, as before",
+    "EMQ_ALERT_BELOW": "6.0, the default alert threshold of capi_quality",
 }
 # Set by the module but read by functions-framework, not by capi's configuration.
 FRAMEWORK_VARS = {"THREADS"}
