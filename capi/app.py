@@ -16,7 +16,7 @@ import flask
 
 from capi.auth import Authenticator, split_keys
 from capi.config import Config, load_config
-from capi.errors import ConfigError, MethodNotAllowed
+from capi.errors import ConfigError
 from capi.firestore import (
     FirestoreDeadLetter,
     FirestoreIdempotency,
@@ -25,7 +25,7 @@ from capi.firestore import (
 )
 from capi.firestore import new_client as new_firestore_client
 from capi.graph import GraphClient, RetryPolicy
-from capi.http import guarded, health, json_response, read_json, route
+from capi.http import guarded, health, json_response, read_json, route, route_job
 from capi.lazy import Lazy
 from capi.log import log, set_trace, setup_logging
 from capi.secrets import SecretManagerSecret, SecretSource, StaticSecret, resource_name
@@ -132,8 +132,7 @@ class Application:
 
     def _replay(self, request: flask.Request) -> flask.Response:
         set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)
-        if request.method not in ("POST", "GET"):
-            raise MethodNotAllowed("use POST to run a replay")
+        route_job(request, "replay")
         if self.graph is None:
             return json_response(200, {"message": "DRY_RUN without a token: nothing to replay to"})
         counts = self.replayer.run()

@@ -96,5 +96,18 @@ def route(request: flask.Request) -> str:
     raise NotFound("unknown path: use POST /events, POST /validate or GET /healthz", field="path")
 
 
+def route_job(request: flask.Request, name: str) -> None:
+    """Admit only `POST /` (or `POST /{name}`) to a scheduled job such as `capi_replay`.
+
+    Cloud Scheduler posts to the function's URL; anything else (a GET from a crawler, another
+    path) is refused before the job touches Firestore or Meta: 404 for a path, 405 for a method.
+    """
+    path = request.path.rstrip("/") or "/"
+    if path not in ("/", f"/{name}"):
+        raise NotFound(f"unknown path: the {name} job answers POST / only", field="path")
+    if request.method != "POST":
+        raise MethodNotAllowed(f"use POST to run the {name} job")
+
+
 def health() -> flask.Response:
     return json_response(200, {"status": "ok", "version": __version__})
