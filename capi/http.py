@@ -6,11 +6,12 @@ The only place where errors become HTTP statuses. Every answer is JSON, whatever
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import flask
 import orjson
+from werkzeug.datastructures import EnvironHeaders
 
 from capi import __version__
 from capi.errors import (
@@ -21,9 +22,10 @@ from capi.errors import (
     RequestError,
     UnsupportedMediaType,
 )
-from capi.log import log
+from capi.log import log, set_trace
 
 MAX_BODY_BYTES = 1024 * 1024
+TOO_LARGE = "the body is over 1 MiB: send at most 1000 events per request"
 
 
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> flask.Response:
@@ -51,10 +53,10 @@ def read_json(request: flask.Request) -> Any:
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType("send Content-Type: application/json", field="Content-Type")
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise PayloadTooLarge("the body is over 1 MiB: send at most 1000 events per request", field="body")
+        raise PayloadTooLarge(TOO_LARGE, field="body")
     data = request.stream.read(MAX_BODY_BYTES + 1)
     if len(data) > MAX_BODY_BYTES:
-        raise PayloadTooLarge("the body is over 1 MiB: send at most 1000 events per request", field="body")
+        raise PayloadTooLarge(TOO_LARGE, field="body")
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -72,14 +74,102 @@ def guarded(handler: Handler) -> Handler:
         try:
             return handler(request)
         except CapiError as exc:
-            if exc.status >= 500:
-                log(logging.ERROR, "request failed", status=exc.status, error=exc.code, detail=exc.message)
-            return error_response(exc)
+            return _refusal(exc)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             log(logging.ERROR, "unexpected error", error=type(exc).__name__)
             return json_response(500, {"error": "internal", "message": "unexpected error; it was logged"})
 
     return run
+
+
+def _refusal(exc: CapiError) -> flask.Response:
+    if exc.status >= 500:
+        log(logging.ERROR, "request failed", status=exc.status, error=exc.code, detail=exc.message)
+    return error_response(exc)
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class EarlyRefusal:
+    """WSGI middleware: refuse before the body is read, and never let a read exceed the limit.
+
+    functions-framework reads every request body whole after the function answered (its
+    `read_request` hook calls `request.get_data()`, functions_framework/__init__.py), so a
+    refusal from the function itself still buffered a 400 MiB upload. This wraps the Flask app
+    functions-framework built and answers first:
+
+    - 413 when `Content-Length` is over `max_bytes`;
+    - 401 when the request carries a body and `check_key` refuses its headers (`capi_events`;
+      the jobs are IAM-only and pass None).
+
+    Neither reads a byte of the body; the server then discards at most what it bounds itself
+    (README "Protecting the function"). Every other request goes on with `wsgi.input` capped at
+    `max_bytes + 1` bytes, so a chunked body without a length is cut there too.
+    """
+
+    def __init__(
+        self,
+        app: WsgiApp,
+        *,
+        check_key: Callable[[Mapping[str, str]], None] | None,
+        project: str | None = None,
+        max_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.app = app
+        self.check_key = check_key
+        self.project = project
+        self.max_bytes = max_bytes
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        headers = EnvironHeaders(environ)
+        try:
+            length = int(headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0  # werkzeug answers a malformed length itself
+        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        try:
+            if length > self.max_bytes:
+                raise PayloadTooLarge(TOO_LARGE, field="body")
+            if self.check_key is not None and (length > 0 or chunked):
+                self.check_key(headers)
+        except CapiError as exc:
+            set_trace(headers.get("X-Cloud-Trace-Context"), self.project)
+            return _refusal(exc)(environ, start_response)
+        environ["wsgi.input"] = CappedInput(environ["wsgi.input"], self.max_bytes + 1)
+        return self.app(environ, start_response)
+
+
+class CappedInput:
+    """A request body stream that ends after `limit` bytes, however much the client sends."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._stream = stream
+        self._left = limit
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to `size` bytes (all that is left when negative), fewer only at the end or the limit."""
+        want = self._left if size is None or size < 0 else min(size, self._left)
+        parts = []
+        while want > 0:
+            data = self._stream.read(min(want, self.CHUNK))
+            if not data:
+                break
+            parts.append(data)
+            want -= len(data)
+            self._left -= len(data)
+        return b"".join(parts)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._stream.readline(limit) if limit > 0 else b""
+        self._left -= len(data)
+        return data
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
 
 
 def route(request: flask.Request) -> str:
