@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import re
 import socket
 import subprocess
@@ -15,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from capi.http import MAX_BODY_BYTES, CappedInput
+from capi.auth import Authenticator
+from capi.http import MAX_BODY_BYTES, CappedInput, EarlyRefusal
 from tests.conftest import ROOT, base_env
 
 NO_TOKEN_DRY_RUN = {"DRY_RUN": "true", "META_ACCESS_TOKEN": ""}
@@ -225,3 +228,44 @@ def test_healthz_answers_while_8_connections_without_key_hold_their_body(served:
     finally:
         for conn in idle:
             conn.close()
+
+
+# -- EarlyRefusal alone, as a WSGI app: a mock body stream proves no byte of it is read.
+
+
+def _environ(body: Any, **headers: str) -> dict[str, Any]:
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/events", "wsgi.input": body}
+    for name, value in headers.items():
+        key = name.upper().replace("-", "_")
+        environ[key if key in ("CONTENT_LENGTH", "CONTENT_TYPE") else f"HTTP_{key}"] = value
+    return environ
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Content-Length": str(MAX_BODY_BYTES + 1), "X-Api-Key": "k"}, "413 REQUEST ENTITY TOO LARGE"),
+        ({"Content-Length": "419430400"}, "413 REQUEST ENTITY TOO LARGE"),
+        ({"Content-Length": "10"}, "401 UNAUTHORIZED"),
+        ({"Transfer-Encoding": "chunked", "X-Api-Key": "wrong"}, "401 UNAUTHORIZED"),
+    ],
+)
+def test_early_refusal_answers_without_touching_the_body(mocker: Any, headers: dict[str, str], status: str) -> None:
+    body, inner, start_response = mocker.Mock(), mocker.Mock(), mocker.Mock()
+    guard = EarlyRefusal(inner, check_key=Authenticator(lambda: ("k",), False).check)
+    answer = b"".join(guard(_environ(body, **headers), start_response))
+    assert start_response.call_args.args[0] == status
+    assert json.loads(answer)["error"] in ("payload_too_large", "unauthorized")
+    assert body.method_calls == [] and not inner.called
+
+
+def test_early_refusal_passes_a_capped_body_on(mocker: Any) -> None:
+    inner = mocker.Mock(return_value=[b"ok"])
+    guard = EarlyRefusal(inner, check_key=Authenticator(lambda: ("k",), False).check)
+    environ = _environ(io.BytesIO(b"x" * (MAX_BODY_BYTES + 10)), **{"Transfer-Encoding": "chunked", "X-Api-Key": "k"})
+    assert guard(environ, mocker.Mock()) == [b"ok"]
+    passed = inner.call_args.args[0]["wsgi.input"]
+    assert isinstance(passed, CappedInput) and len(passed.read()) == MAX_BODY_BYTES + 1
+    # The jobs check no key: a body without one goes on (IAM answered for the caller).
+    open_guard = EarlyRefusal(inner, check_key=None)
+    assert open_guard(_environ(io.BytesIO(b"{}"), **{"Content-Length": "2"}), mocker.Mock()) == [b"ok"]
