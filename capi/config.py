@@ -23,7 +23,7 @@ import pycountry
 from capi.auth import split_keys
 from capi.errors import ConfigError
 
-# GA4 / server-side GTM event names -> Meta standard events (README "Request").
+# GA4 / server-side GTM event names -> Meta standard events (docs/meta-capi.md §10).
 DEFAULT_EVENT_MAP: Mapping[str, str] = MappingProxyType(
     {
         "page_view": "PageView",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from typing import Any
@@ -113,3 +114,16 @@ def test_only_a_well_formed_trace_header_reaches_the_log(header: str | None, tra
     line = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert line.get("logging.googleapis.com/trace") == trace
     assert len(json.dumps(line)) < 300
+
+
+def test_every_cited_section_of_the_meta_notes_exists() -> None:
+    """Code cites `docs/meta-capi.md §N`: each N must be a heading there."""
+    headings = set(re.findall(r"^## §(\d+) ", (ROOT / "docs" / "meta-capi.md").read_text(), re.MULTILINE))
+    assert headings == {str(n) for n in range(1, 11)}
+    cited = {
+        (path.name, number)
+        for path in [ROOT / "main.py", *ROOT.glob("capi/*.py"), *ROOT.glob("tests/**/*.py")]
+        for number in re.findall(r"docs/meta-capi\.md §(\d+)", path.read_text())
+    }
+    assert cited, "no code cites docs/meta-capi.md"
+    assert {number for _, number in cited} <= headings, cited
