@@ -179,6 +179,25 @@ def _post(length: str, key: str | None = None) -> str:
     return f"POST /events HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{auth}{length}\r\n"
 
 
+def test_a_valid_request_goes_through_the_guard_and_gunicorn(served: Served) -> None:
+    event = {
+        "event_name": "generate_lead",
+        "event_id": "EDGE-1",
+        "page_location": "https://shop.example.com/",
+        "user_agent": "Mozilla/5.0",
+        "user_data": {"email_address": "a@b.co"},
+    }
+    body = json.dumps({"events": [event] * 200}).encode()  # about 30 KiB, read in several pieces
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{served.port}/events",
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        result = json.loads(answer.read())
+    assert (answer.status, result["received"], result["forwarded"], result["rejected"]) == (200, 200, 200, [])
+
+
 def test_unauthenticated_400_mib_upload_is_answered_before_its_body(served: Served) -> None:
     before = served.rss_mib()
     started = time.monotonic()
