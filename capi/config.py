@@ -85,6 +85,11 @@ def number(*, minimum: float = 0, maximum: float = math.inf, whole: bool = False
     return parse
 
 
+def threads(text: str) -> int:
+    """0 when unset: functions-framework then picks its own default (4 per CPU)."""
+    return int(number(minimum=1, whole=True)(text)) if text else 0
+
+
 def pixel_id(text: str) -> str:
     if not text:
         raise Invalid("is required (your pixel / dataset id)")
@@ -343,7 +348,7 @@ SETTINGS: tuple[Setting, ...] = (
         "THREADS",
         "threads",
         "",
-        lambda text: number(minimum=1, whole=True)(text) if text else 0,
+        threads,
         "concurrent requests per instance, read by functions-framework's gunicorn too; capi sizes its"
         " Graph API connection pool to it (at least 16)",
         readme_default="4 per CPU",
@@ -408,6 +413,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         ConfigError: one line naming the variable that is missing or wrong.
     """
     values = {s.attr: _read(s, env) for s in SETTINGS}
+    # The one default that depends on another setting: the events EVENT_NAME_MAP maps.
     if not env.get("FORWARD_EVENTS", "").strip():
         values["forward_events"] = mapped_conversions(values["event_name_map"])
     config = Config(**values)
