@@ -73,19 +73,20 @@ def guarded(handler: Handler) -> Handler:
     def run(request: flask.Request) -> flask.Response:
         try:
             return handler(request)
-        except CapiError as exc:
-            return _refusal(exc)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
-            log(logging.ERROR, "unexpected error", error=type(exc).__name__)
-            return json_response(500, {"error": "internal", "message": "unexpected error; it was logged"})
+            return failure_response(exc)
 
     return run
 
 
-def _refusal(exc: CapiError) -> flask.Response:
-    if exc.status >= 500:
-        log(logging.ERROR, "request failed", status=exc.status, error=exc.code, detail=exc.message)
-    return error_response(exc)
+def failure_response(exc: Exception) -> flask.Response:
+    """The JSON answer for any failure; server-side ones are logged (the type only, if unexpected)."""
+    if isinstance(exc, CapiError):
+        if exc.status >= 500:
+            log(logging.ERROR, "request failed", status=exc.status, error=exc.code, detail=exc.message)
+        return error_response(exc)
+    log(logging.ERROR, "unexpected error", error=type(exc).__name__)
+    return json_response(500, {"error": "internal", "message": "unexpected error; it was logged"})
 
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -133,9 +134,9 @@ class EarlyRefusal:
                 raise PayloadTooLarge(TOO_LARGE, field="body")
             if self.check_key is not None and (length > 0 or chunked):
                 self.check_key(headers)
-        except CapiError as exc:
+        except Exception as exc:  # noqa: BLE001 - answered as JSON, as the view would
             set_trace(headers.get("X-Cloud-Trace-Context"), self.project)
-            return _refusal(exc)(environ, start_response)
+            return failure_response(exc)(environ, start_response)
         environ["wsgi.input"] = CappedInput(environ["wsgi.input"], self.max_bytes + 1)
         return self.app(environ, start_response)
 

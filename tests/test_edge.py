@@ -71,6 +71,22 @@ def test_events_refuse_a_body_without_key_before_the_view(make_client: Any) -> N
     # Without a body the view answers as before: the route first, then the key.
     assert client.get("/events").status_code == 405
     assert client.get("/healthz").status_code == 200
+    # With one, the guard answers first: the view would have said 405 here.
+    assert isinstance(client.application.wsgi_app, EarlyRefusal)
+    assert client.post("/healthz").status_code == 405
+    assert client.post("/healthz", data=b"{}").status_code == 401
+
+
+def test_early_refusal_answers_an_unexpected_failure_as_json(mocker: Any) -> None:
+    def broken(headers: Any) -> None:
+        raise RuntimeError("secret-looking detail")
+
+    start_response = mocker.Mock()
+    answer = EarlyRefusal(mocker.Mock(), check_key=broken)(
+        _environ(io.BytesIO(b"{}"), **{"Content-Length": "2"}), start_response
+    )
+    assert start_response.call_args.args[0] == "500 INTERNAL SERVER ERROR"
+    assert json.loads(b"".join(answer)) == {"error": "internal", "message": "unexpected error; it was logged"}
 
 
 class _Trickle:
