@@ -5,6 +5,12 @@ TOOLS  := .venv-tools
 PORT   ?= 8080
 STAMP  := $(VENV)/.installed
 TOOLS_STAMP := $(TOOLS)/.installed
+# `make test` also runs pytest on these versions, each in its own .venv-pyX.Y: 3.12 is the
+# runtime the README deploys (python312), 3.13 the next one. `.venv` (PYTHON, 3.11 here, the
+# lowest supported) serves everything else. `make test EXTRA_PYTHONS=` skips them.
+EXTRA_PYTHONS ?= 3.12 3.13
+EXTRA_STAMPS  := $(foreach v,$(EXTRA_PYTHONS),$(VENV)-py$(v)/.installed)
+PYENV_ROOT    ?= $(HOME)/.pyenv
 
 .PHONY: install run test unit lint tf-check bench clean
 
@@ -12,6 +18,16 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
+
+# pythonX.Y from PATH when it runs, else pyenv's newest X.Y.* (pyenv's shims only run the
+# version selected in the directory, so they cannot be relied on).
+$(VENV)-py%/.installed: requirements.txt requirements-dev.txt
+	@py=$$(python$* -c 'import sys; print(sys.executable)' 2>/dev/null \
+	  || ls -d $(PYENV_ROOT)/versions/$*.*/bin/python 2>/dev/null | sort -V | tail -1); \
+	test -n "$$py" || { echo "Python $* not found: pyenv install $*, or make test EXTRA_PYTHONS=" >&2; exit 1; }; \
+	echo "$$py -m venv $(@D)"; $$py -m venv $(@D)
+	$(@D)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
 
 # checkov pins many packages of its own: it lives in a separate virtualenv.
 $(TOOLS_STAMP): requirements-tools.txt
@@ -40,8 +56,13 @@ tf-check: $(TOOLS_STAMP)
 	TF_CLI_CONFIG_FILE=/dev/null terraform fmt -check -recursive terraform/
 	$(TOOLS)/bin/checkov --quiet --compact --skip-download -d terraform/ --framework terraform
 
-test: $(STAMP) lint tf-check
+# Lint and the Terraform checks once; pytest on every supported version, one after the other.
+test: $(STAMP) $(EXTRA_STAMPS) lint tf-check
 	$(VENV)/bin/python -m pytest
+	@for v in $(EXTRA_PYTHONS); do \
+	  echo "== pytest on Python $$v"; \
+	  $(VENV)-py$$v/bin/python -m pytest -q -p no:cacheprovider || exit 1; \
+	done
 
 unit: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "not emulator"
@@ -51,4 +72,4 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m bench
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV)-py* $(TOOLS) .pytest_cache .ruff_cache .hypothesis

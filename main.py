@@ -10,8 +10,24 @@ import functions_framework
 
 from capi import shutdown
 from capi.app import application_from_env, exit_on_config_error, tune_gc
+from capi.http import EarlyRefusal
 
 app = exit_on_config_error(application_from_env)
+
+
+def refuse_early(flask_app: flask.Flask) -> None:
+    """Answer 413 (too long) and 401 (no valid key) before functions-framework reads the body.
+
+    functions-framework imports this module inside its Flask app's context and names the app
+    after the target (`flask.Flask(target, ...)` in `create_app`): only `capi_events` checks
+    ingest keys; the jobs are IAM-only and get the size bound alone.
+    """
+    check_key = app.authenticator.check if flask_app.name == "capi_events" else None
+    flask_app.wsgi_app = EarlyRefusal(flask_app.wsgi_app, check_key=check_key, project=app.config.project)
+
+
+if flask.has_app_context():
+    refuse_early(flask.current_app._get_current_object())  # type: ignore[attr-defined]
 tune_gc()  # after start-up, so that what it loaded is frozen out of every collection
 shutdown.install()  # SIGTERM: stop retrying, store what is in flight, answer (capi/shutdown.py)
 

@@ -16,7 +16,7 @@ import flask
 
 from capi.auth import Authenticator, split_keys
 from capi.config import Config, load_config
-from capi.errors import ConfigError, MethodNotAllowed, NotFound
+from capi.errors import ConfigError
 from capi.firestore import (
     FirestoreDeadLetter,
     FirestoreIdempotency,
@@ -25,7 +25,7 @@ from capi.firestore import (
 )
 from capi.firestore import new_client as new_firestore_client
 from capi.graph import GraphClient, RetryPolicy
-from capi.http import guarded, health, json_response, outcome_status, read_json, route
+from capi.http import guarded, health, json_response, outcome_status, read_json, route, route_job
 from capi.lazy import Lazy
 from capi.log import log, set_trace, setup_logging
 from capi.quality import DatasetQualityClient, Destination, QualityReport
@@ -69,7 +69,7 @@ class Application:
                 session=session,
                 timeout=config.timeout_seconds,
                 policy=RetryPolicy(max_attempts=config.max_attempts, budget=config.retry_budget_seconds),
-                pool_size=max(16, int(os.environ.get("THREADS", "0") or 0)),
+                pool_size=max(16, config.threads),
                 **{k: v for k, v in (("sleep", sleep), ("rng", rng)) if v is not None},
             )
         profiles = (
@@ -158,8 +158,7 @@ class Application:
 
     def _replay(self, request: flask.Request) -> flask.Response:
         set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)
-        if request.method not in ("POST", "GET"):
-            raise MethodNotAllowed("use POST to run a replay")
+        route_job(request, "replay")
         if self.graph is None:
             return json_response(200, {"message": "DRY_RUN without a token: nothing to replay to"})
         counts = self.replayer.run()
@@ -167,10 +166,7 @@ class Application:
 
     def _quality(self, request: flask.Request) -> flask.Response:
         set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)
-        if (request.path.rstrip("/") or "/") != "/":
-            raise NotFound("unknown path: use POST /", field="path")
-        if request.method != "POST":
-            raise MethodNotAllowed("use POST / to read the dataset quality")
+        route_job(request, "quality")
         if self.quality_report is None:
             return json_response(200, {"message": "DRY_RUN without a token: no quality to read"})
         status, body = self.quality_report.run()

@@ -1,22 +1,29 @@
 """Configuration: read once from the environment into a frozen dataclass, validated at start-up.
 
+Each setting is declared once, in `SETTINGS`: its variable, its attribute on `Config`, its
+default (as it would be written in the environment), its parser and its help text. The
+`Config` dataclass, `load_config`, `ENV_VARS`, the README's configuration table (checked by
+tests/test_config.py) and the Terraform consistency test all read that one list.
+
 Every problem raises `ConfigError` with one line that names the variable.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, make_dataclass
 from types import MappingProxyType
+from typing import Any
 
 import pycountry
 
 from capi.auth import split_keys
 from capi.errors import ConfigError
 
-# GA4 / server-side GTM event names -> Meta standard events (design.md).
+# GA4 / server-side GTM event names -> Meta standard events (docs/meta-capi.md §10).
 DEFAULT_EVENT_MAP: Mapping[str, str] = MappingProxyType(
     {
         "page_view": "PageView",
@@ -32,144 +39,371 @@ DEFAULT_EVENT_MAP: Mapping[str, str] = MappingProxyType(
     }
 )
 
-# Every environment variable the code reads. tests/test_terraform.py checks that the
-# Terraform module sets each one or leaves it to its default on purpose.
-ENV_VARS: tuple[str, ...] = (
-    "META_PIXEL_ID",
-    "META_ACCESS_TOKEN_SECRET",
-    "META_ACCESS_TOKEN",
-    "META_APP_SECRET_SECRET",
-    "META_APP_SECRET",
-    "META_API_VERSION",
-    "META_API_BASE_URL",
-    "META_TEST_EVENT_CODE",
-    "META_TIMEOUT_SECONDS",
-    "META_RETRY_BUDGET_SECONDS",
-    "META_MAX_ATTEMPTS",
-    "FORWARD_EVENTS",
-    "EVENT_NAME_MAP",
-    "PROFILE_COLLECTION",
-    "FIRESTORE_DATABASE",
-    "FIRESTORE_TIMEOUT_SECONDS",
-    "DEFAULT_COUNTRY",
-    "INGEST_API_KEY_SECRET",
-    "INGEST_API_KEY",
-    "ALLOW_UNAUTHENTICATED",
-    "DEADLETTER_COLLECTION",
-    "REPLAY_MAX_ATTEMPTS",
-    "IDEMPOTENCY_COLLECTION",
-    "SECRET_CACHE_SECONDS",
-    "DRY_RUN",
-    "CONSENT_REQUIRED",
-    "LOG_LEVEL",
-    "GOOGLE_CLOUD_PROJECT",
-    "EMQ_ALERT_BELOW",
-)
-
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _TRUE = ("1", "true", "yes", "on")
-_FALSE = ("", "0", "false", "no", "off")
+_FALSE = ("0", "false", "no", "off")
 
 
-@dataclass(frozen=True)
-class Config:
-    pixel_id: str
-    access_token_secret: str | None = None
-    access_token: str | None = field(default=None, repr=False)
-    app_secret_secret: str | None = None
-    app_secret: str | None = field(default=None, repr=False)
-    api_version: str = "v26.0"
-    api_base_url: str = "https://graph.facebook.com"
-    test_event_code: str | None = None
-    timeout_seconds: float = 5.0
-    retry_budget_seconds: float = 10.0
-    max_attempts: int = 4
-    # None forwards every event ("*"); otherwise names matched against input and Meta name.
-    forward_events: frozenset[str] | None = None
-    event_name_map: Mapping[str, str] = field(default_factory=lambda: DEFAULT_EVENT_MAP)
-    profile_collection: str = "users"
-    firestore_database: str = "(default)"
-    firestore_timeout_seconds: float = 2.0
-    default_country: str | None = None  # lowercase alpha-2
-    ingest_api_key_secret: str | None = None
-    ingest_api_keys: tuple[str, ...] = field(default=(), repr=False)
-    allow_unauthenticated: bool = False
-    deadletter_collection: str = "capi_deadletter"
-    replay_max_attempts: int = 20
-    idempotency_collection: str | None = None
-    secret_cache_seconds: float = 300.0
-    dry_run: bool = False
-    consent_required: bool = False  # skip events that carry no consent signal at all
-    log_level: str = "INFO"
-    project: str | None = None
-    # capi_quality logs a WARNING for each event name whose Event Match Quality is below this.
-    emq_alert_below: float = 6.0
-
-    def should_forward(self, incoming: str, meta_name: str) -> bool:
-        if self.forward_events is None:
-            return True
-        return incoming in self.forward_events or meta_name in self.forward_events
+class Invalid(ValueError):
+    """Raised by a parser with the reason only; the loader adds the variable's name."""
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
+# -- Parsers: the stripped text of a variable ("" when unset and without default) -> value.
+
+
+def optional(text: str) -> str | None:
+    return text or None
+
+
+def text(text: str) -> str:
+    return text
+
+
+def boolean(text: str) -> bool:
+    value = text.lower()
     if value in _TRUE:
         return True
-    if value in _FALSE:
+    if value in _FALSE or not value:
         return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}", field=name)
+    raise Invalid("must be true or false")
 
 
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}", field=name) from None
-    if not value >= minimum or value == float("inf"):
-        raise ConfigError(f"{name} must be a number >= {minimum}, got {raw!r}", field=name)
-    return value
+def number(*, minimum: float = 0, maximum: float = math.inf, whole: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        kind = "a whole number" if whole else "a number"
+        try:
+            value = float(text)
+        except ValueError:
+            raise Invalid(f"must be {kind}") from None
+        bounds = f">= {minimum:g}" if maximum == math.inf else f"between {minimum:g} and {maximum:g}"
+        if not minimum <= value <= maximum or math.isinf(value):
+            raise Invalid(f"must be {kind} {bounds}")
+        if whole and value != int(value):
+            raise Invalid(f"must be {kind} {bounds}")
+        return int(value) if whole else value
+
+    return parse
 
 
-def _opt(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name, "").strip()
-    return value or None
+def threads(text: str) -> int:
+    """0 when unset: functions-framework then picks its own default (4 per CPU)."""
+    return int(number(minimum=1, whole=True)(text)) if text else 0
 
 
-def _event_map(raw: str | None) -> Mapping[str, str]:
-    if not raw:
+def pixel_id(text: str) -> str:
+    if not text:
+        raise Invalid("is required (your pixel / dataset id)")
+    if not text.isdigit():
+        raise Invalid("must be digits")
+    return text
+
+
+def api_version(text: str) -> str:
+    if not re.fullmatch(r"v\d+\.\d+", text):
+        raise Invalid("must look like v26.0")
+    return text
+
+
+def base_url(text: str) -> str:
+    url = text.rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise Invalid("must be an http(s) URL")
+    return url
+
+
+def country(text: str) -> str | None:
+    if not text:
+        return None
+    if not (len(text) == 2 and pycountry.countries.get(alpha_2=text.upper())):
+        raise Invalid("must be an ISO 3166 alpha-2 code such as US or GB")
+    return text.lower()
+
+
+def log_level(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise Invalid(f"must be one of {', '.join(LOG_LEVELS)}")
+    return text.upper()
+
+
+def event_map(text: str) -> Mapping[str, str]:
+    if not text:
         return DEFAULT_EVENT_MAP
     try:
-        extra = json.loads(raw)
+        extra = json.loads(text)
     except ValueError:
-        raise ConfigError("EVENT_NAME_MAP must be a JSON object", field="EVENT_NAME_MAP") from None
+        raise Invalid("must be a JSON object") from None
     if not isinstance(extra, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and k and v for k, v in extra.items()
     ):
-        raise ConfigError(
-            'EVENT_NAME_MAP must be a JSON object of names, e.g. {"lead_form": "Lead"}',
-            field="EVENT_NAME_MAP",
-        )
+        raise Invalid('must be a JSON object of names, e.g. {"lead_form": "Lead"}')
     return MappingProxyType({**DEFAULT_EVENT_MAP, **extra})
 
 
-def _forward_events(raw: str | None, event_map: Mapping[str, str]) -> frozenset[str] | None:
-    if raw is None:
-        # Default: the mapped conversion events (GA4 and Meta names), not page_view.
-        names = {k for k in event_map if k != "page_view"}
-        names |= {v for k, v in event_map.items() if k != "page_view" and v != "PageView"}
-        return frozenset(names)
-    names = {n.strip() for n in raw.split(",") if n.strip()}
+def mapped_conversions(names: Mapping[str, str]) -> frozenset[str]:
+    """FORWARD_EVENTS' default: the mapped events (GA4 and Meta names), not page_view."""
+    found = {k for k in names if k != "page_view"}
+    found |= {v for k, v in names.items() if k != "page_view" and v != "PageView"}
+    return frozenset(found)
+
+
+def forward_events(text: str) -> frozenset[str] | None:
+    """None forwards every event (`*`); "" is the default, completed from EVENT_NAME_MAP."""
+    if not text:
+        return mapped_conversions(DEFAULT_EVENT_MAP)
+    names = {n.strip() for n in text.split(",") if n.strip()}
     if "*" in names:
         return None
     if not names:
-        raise ConfigError("FORWARD_EVENTS is empty: list event names or use *", field="FORWARD_EVENTS")
+        raise Invalid("is empty: list event names or use *")
     return frozenset(names)
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    attr: str
+    default: str  # as it would be written in the environment; "" is unset
+    parse: Callable[[str], Any]
+    help: str  # the README's "meaning" column, word for word
+    secret: bool = False  # never in repr, never echoed in an error
+    readme_default: str | None = None  # the README's words when the default is not a literal
+    empty_is_value: bool = False  # set but empty means "" (off), not the default
+
+    def readme_cell(self) -> str:
+        if self.readme_default is not None:
+            return self.readme_default
+        return f"`{self.default}`" if self.default else ""
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("META_PIXEL_ID", "pixel_id", "", pixel_id, "the pixel / dataset id", readme_default="(required)"),
+    Setting(
+        "META_ACCESS_TOKEN_SECRET",
+        "access_token_secret",
+        "",
+        optional,
+        "Secret Manager secret: `projects/P/secrets/S/versions/V`, or a short name `S` (project from"
+        " `GOOGLE_CLOUD_PROJECT`, version `latest`)",
+    ),
+    Setting(
+        "META_ACCESS_TOKEN",
+        "access_token",
+        "",
+        optional,
+        "a literal token, for local runs only; when both are set, the secret wins (logged once at start-up)",
+        secret=True,
+    ),
+    Setting(
+        "META_APP_SECRET_SECRET",
+        "app_secret_secret",
+        "",
+        optional,
+        "optional: the app secret in Secret Manager, to send `appsecret_proof`",
+    ),
+    Setting("META_APP_SECRET", "app_secret", "", optional, "the same as a literal, for local runs", secret=True),
+    Setting("META_API_VERSION", "api_version", "v26.0", api_version, "Graph API version"),
+    Setting(
+        "META_API_BASE_URL",
+        "api_base_url",
+        "https://graph.facebook.com",
+        base_url,
+        "for a proxy, a gateway or tests",
+    ),
+    Setting("META_TEST_EVENT_CODE", "test_event_code", "", optional, "sends every event as a test event"),
+    Setting(
+        "META_TIMEOUT_SECONDS",
+        "timeout_seconds",
+        "5",
+        number(minimum=0.01),
+        "read timeout of one Graph API call",
+    ),
+    Setting(
+        "META_RETRY_BUDGET_SECONDS",
+        "retry_budget_seconds",
+        "10",
+        number(),
+        "all attempts and backoff of one delivery fit in this",
+    ),
+    Setting(
+        "META_MAX_ATTEMPTS",
+        "max_attempts",
+        "4",
+        number(minimum=1, whole=True),
+        "tries per delivery (the first and 3 retries)",
+    ),
+    Setting(
+        "FORWARD_EVENTS",
+        "forward_events",
+        "",
+        forward_events,
+        "comma list of names, each matched against the incoming and the Meta name; `*` for all",
+        readme_default="the mapped events except `page_view`",
+    ),
+    Setting(
+        "EVENT_NAME_MAP",
+        "event_name_map",
+        "",
+        event_map,
+        "JSON object extending or overriding the GA4 → Meta map",
+    ),
+    Setting(
+        "PROFILE_COLLECTION",
+        "profile_collection",
+        "users",
+        text,
+        "Firestore collection of user profiles; empty turns enrichment off",
+        empty_is_value=True,
+    ),
+    Setting("FIRESTORE_DATABASE", "firestore_database", "(default)", text, "Firestore database id"),
+    Setting(
+        "FIRESTORE_TIMEOUT_SECONDS",
+        "firestore_timeout_seconds",
+        "2",
+        number(minimum=0.05),
+        "the profile lookup's whole budget; past it events go out unenriched",
+    ),
+    Setting(
+        "DEFAULT_COUNTRY",
+        "default_country",
+        "",
+        country,
+        "alpha-2 region assumed when neither event nor profile gives a country: completes national phone"
+        " numbers, picks the postal-code rule; never sent as the user's `country`",
+    ),
+    Setting(
+        "INGEST_API_KEY_SECRET",
+        "ingest_api_key_secret",
+        "",
+        optional,
+        "Secret Manager secret(s) holding the caller key(s); several secrets comma-separated, or several"
+        " keys in one secret (comma or newline)",
+    ),
+    Setting(
+        "INGEST_API_KEY",
+        "ingest_api_keys",
+        "",
+        split_keys,
+        "caller key(s) as a literal, comma-separated (local runs)",
+        secret=True,
+    ),
+    Setting(
+        "ALLOW_UNAUTHENTICATED",
+        "allow_unauthenticated",
+        "false",
+        boolean,
+        "with no ingest key, every request is refused unless this is `true`",
+    ),
+    Setting(
+        "CONSENT_REQUIRED",
+        "consent_required",
+        "false",
+        boolean,
+        "skip events that carry no consent signal at all",
+    ),
+    Setting(
+        "DEADLETTER_COLLECTION",
+        "deadletter_collection",
+        "capi_deadletter",
+        text,
+        "Firestore collection for events that could not be delivered",
+    ),
+    Setting(
+        "REPLAY_MAX_ATTEMPTS",
+        "replay_max_attempts",
+        "20",
+        number(minimum=1, whole=True),
+        "a dead letter is dropped (and logged) after this many failed replays",
+    ),
+    Setting(
+        "IDEMPOTENCY_COLLECTION",
+        "idempotency_collection",
+        "",
+        optional,
+        "Firestore collection remembering delivered (event_name, event_id) pairs for 48 h",
+        readme_default="(off)",
+    ),
+    Setting(
+        "SECRET_CACHE_SECONDS",
+        "secret_cache_seconds",
+        "300",
+        number(),
+        "how long a secret read from Secret Manager is kept in memory",
+    ),
+    Setting(
+        "EMQ_ALERT_BELOW",
+        "emq_alert_below",
+        "6.0",
+        number(minimum=0, maximum=10),
+        "`capi_quality` logs a WARNING for an event name whose Event Match Quality is below this",
+    ),
+    Setting(
+        "DRY_RUN",
+        "dry_run",
+        "false",
+        boolean,
+        "build the payload but send nothing; the answer and the log give counts, not the payload"
+        " (`POST /validate` shows it)",
+    ),
+    Setting(
+        "THREADS",
+        "threads",
+        "",
+        threads,
+        "concurrent requests per instance, read by functions-framework's gunicorn too; capi sizes its"
+        " Graph API connection pool to it (at least 16)",
+        readme_default="4 per CPU",
+    ),
+    Setting("LOG_LEVEL", "log_level", "INFO", log_level, "`DEBUG`, `INFO`, `WARNING`, `ERROR`"),
+    Setting(
+        "GOOGLE_CLOUD_PROJECT",
+        "project",
+        "",
+        optional,
+        "the project of short secret names and of Firestore; also names the trace in logs",
+    ),
+)
+
+# Every environment variable the code reads. tests/test_terraform.py checks that the
+# Terraform module sets each one or leaves it to its default on purpose.
+ENV_VARS: tuple[str, ...] = tuple(s.env for s in SETTINGS)
+
+
+def _should_forward(self: Any, incoming: str, meta_name: str) -> bool:
+    if self.forward_events is None:
+        return True
+    return incoming in self.forward_events or meta_name in self.forward_events
+
+
+def _field(setting: Setting) -> tuple[Any, ...]:
+    try:
+        default = setting.parse(setting.default)
+    except Invalid:  # required: no default
+        return (setting.attr, Any)
+    return (setting.attr, Any, field(default_factory=lambda: default, repr=not setting.secret))
+
+
+# One attribute per setting (required ones first, as a dataclass needs), its default parsed
+# from the declaration; secrets stay out of repr. `forward_events` is None for "*" (every
+# event), otherwise names matched against the input and the Meta name; `default_country` is
+# lowercase alpha-2.
+Config = make_dataclass(
+    "Config",
+    sorted((_field(s) for s in SETTINGS), key=len),
+    frozen=True,
+    namespace={"should_forward": _should_forward, "__module__": __name__},
+)
+
+
+def _read(setting: Setting, env: Mapping[str, str]) -> Any:
+    raw = env.get(setting.env)
+    value = raw.strip() if raw is not None else None
+    if value is None or (not value and not setting.empty_is_value):
+        value = setting.default
+    try:
+        return setting.parse(value)
+    except Invalid as exc:
+        shown = "" if setting.secret or not value else f", got {value!r}"
+        raise ConfigError(f"{setting.env} {exc}{shown}", field=setting.env) from None
 
 
 def load_config(env: Mapping[str, str]) -> Config:
@@ -178,78 +412,18 @@ def load_config(env: Mapping[str, str]) -> Config:
     Raises:
         ConfigError: one line naming the variable that is missing or wrong.
     """
-    pixel_id = env.get("META_PIXEL_ID", "").strip()
-    if not pixel_id:
-        raise ConfigError("META_PIXEL_ID is required (your pixel / dataset id)", field="META_PIXEL_ID")
-    if not pixel_id.isdigit():
-        raise ConfigError(f"META_PIXEL_ID must be digits, got {pixel_id!r}", field="META_PIXEL_ID")
+    values = {s.attr: _read(s, env) for s in SETTINGS}
+    # The one default that depends on another setting: the events EVENT_NAME_MAP maps.
+    if not env.get("FORWARD_EVENTS", "").strip():
+        values["forward_events"] = mapped_conversions(values["event_name_map"])
+    config = Config(**values)
+    _check_together(config)
+    return config
 
-    version = env.get("META_API_VERSION", "").strip() or "v26.0"
-    if not re.fullmatch(r"v\d+\.\d+", version):
-        raise ConfigError(f"META_API_VERSION must look like v26.0, got {version!r}", field="META_API_VERSION")
-    base_url = (env.get("META_API_BASE_URL", "").strip() or "https://graph.facebook.com").rstrip("/")
-    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", base_url):
-        raise ConfigError(f"META_API_BASE_URL must be an http(s) URL, got {base_url!r}", field="META_API_BASE_URL")
 
-    default_country = _opt(env, "DEFAULT_COUNTRY")
-    if default_country is not None:
-        if not (len(default_country) == 2 and pycountry.countries.get(alpha_2=default_country.upper())):
-            raise ConfigError(
-                f"DEFAULT_COUNTRY must be an ISO 3166 alpha-2 code such as US or GB, got {default_country!r}",
-                field="DEFAULT_COUNTRY",
-            )
-        default_country = default_country.lower()
-
-    log_level = (env.get("LOG_LEVEL", "").strip() or "INFO").upper()
-    if log_level not in _LOG_LEVELS:
-        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}", field="LOG_LEVEL")
-
-    max_attempts = _number(env, "META_MAX_ATTEMPTS", 4, minimum=1)
-    replay_max_attempts = _number(env, "REPLAY_MAX_ATTEMPTS", 20, minimum=1)
-    if max_attempts != int(max_attempts) or replay_max_attempts != int(replay_max_attempts):
-        raise ConfigError("META_MAX_ATTEMPTS and REPLAY_MAX_ATTEMPTS must be whole numbers", field="META_MAX_ATTEMPTS")
-
-    emq_alert_below = _number(env, "EMQ_ALERT_BELOW", 6.0)
-    if emq_alert_below > 10:
-        raise ConfigError(
-            f"EMQ_ALERT_BELOW must be 0..10 (Meta's scale), got {emq_alert_below}", field="EMQ_ALERT_BELOW"
-        )
-
-    event_map = _event_map(_opt(env, "EVENT_NAME_MAP"))
-    keys = split_keys(env.get("INGEST_API_KEY", ""))
-    dry_run = _bool(env, "DRY_RUN", False)
-    config = Config(
-        pixel_id=pixel_id,
-        access_token_secret=_opt(env, "META_ACCESS_TOKEN_SECRET"),
-        access_token=_opt(env, "META_ACCESS_TOKEN"),
-        app_secret_secret=_opt(env, "META_APP_SECRET_SECRET"),
-        app_secret=_opt(env, "META_APP_SECRET"),
-        api_version=version,
-        api_base_url=base_url,
-        test_event_code=_opt(env, "META_TEST_EVENT_CODE"),
-        timeout_seconds=_number(env, "META_TIMEOUT_SECONDS", 5.0, minimum=0.01),
-        retry_budget_seconds=_number(env, "META_RETRY_BUDGET_SECONDS", 10.0),
-        max_attempts=int(max_attempts),
-        forward_events=_forward_events(env.get("FORWARD_EVENTS"), event_map),
-        event_name_map=event_map,
-        profile_collection=env.get("PROFILE_COLLECTION", "users").strip(),
-        firestore_database=env.get("FIRESTORE_DATABASE", "").strip() or "(default)",
-        firestore_timeout_seconds=_number(env, "FIRESTORE_TIMEOUT_SECONDS", 2.0, minimum=0.05),
-        default_country=default_country,
-        ingest_api_key_secret=_opt(env, "INGEST_API_KEY_SECRET"),
-        ingest_api_keys=keys,
-        allow_unauthenticated=_bool(env, "ALLOW_UNAUTHENTICATED", False),
-        deadletter_collection=env.get("DEADLETTER_COLLECTION", "").strip() or "capi_deadletter",
-        replay_max_attempts=int(replay_max_attempts),
-        idempotency_collection=_opt(env, "IDEMPOTENCY_COLLECTION"),
-        secret_cache_seconds=_number(env, "SECRET_CACHE_SECONDS", 300.0),
-        dry_run=dry_run,
-        consent_required=_bool(env, "CONSENT_REQUIRED", False),
-        log_level=log_level,
-        project=_opt(env, "GOOGLE_CLOUD_PROJECT"),
-        emq_alert_below=emq_alert_below,
-    )
-    if not dry_run and not (config.access_token or config.access_token_secret):
+def _check_together(config: Config) -> None:
+    """The checks that involve more than one setting."""
+    if not config.dry_run and not (config.access_token or config.access_token_secret):
         raise ConfigError(
             "META_ACCESS_TOKEN_SECRET is required (or META_ACCESS_TOKEN for local runs, or DRY_RUN=true)",
             field="META_ACCESS_TOKEN_SECRET",
@@ -269,4 +443,3 @@ def load_config(env: Mapping[str, str]) -> Config:
             )
         if value and "/" in value and not re.fullmatch(r"projects/[^/]+/secrets/[^/]+(/versions/[^/]+)?", value):
             raise ConfigError(f"{name} must be projects/P/secrets/S/versions/V or a short name", field=name)
-    return config

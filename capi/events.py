@@ -142,10 +142,10 @@ _USED_ITEM_KEYS = frozenset({"item_id", "id", "item_name", "quantity", "price", 
 _PASSTHROUGH_SET = frozenset(PASSTHROUGH_USER_KEYS)
 
 # fbc / fbp: fb.{subdomain index}.{creation ms}.{click id or random}, and param-builder's
-# optional fifth segment (capi-spec.md section 9).
+# optional fifth segment (docs/meta-capi.md §9).
 _FB_COOKIE = re.compile(r"fb\.[0-9]\.[0-9]{10,13}\.[^\s.]+(\.[^\s.]+)?")
 
-# Firestore profile field -> Meta key (design.md "Firestore user profiles").
+# Firestore profile field -> Meta key (README "Firestore user profiles").
 PROFILE_FIELDS: Mapping[str, str] = {
     "email": "em", "phone": "ph", "first_name": "fn", "last_name": "ln", "city": "ct",
     "state": "st", "zip": "zp", "country": "country", "date_of_birth": "db", "gender": "ge",
@@ -821,7 +821,7 @@ def prepare(
             draft.notes = []
         draft.notes.append({"index": index, "ignored": unused, "message": "input keys capi does not use"})
     if "fbc" not in draft.plain and (fbclid := _fbclid(url)):
-        # Built from the landing URL's click id, case kept (capi-spec.md section 9); the
+        # Built from the landing URL's click id, case kept (docs/meta-capi.md §9); the
         # event time stands in for the click time so retries and replays build the same fbc.
         draft.plain["fbc"] = f"fb.1.{event['event_time'] * 1000}.{fbclid}"
     return draft

@@ -1,6 +1,6 @@
 """Meta Graph API client: POST /{version}/{pixel_id}/events with bounded, classified retries.
 
-Errors are classified by Meta's error code, not only the HTTP status (capi-spec.md section 7),
+Errors are classified by Meta's error code, not only the HTTP status (docs/meta-capi.md §7),
 into what they mean for the events (`MetaError.kind`). Meta's answer is read bounded (size and
 time) and only well-formed, short fields of it are passed on.
 Retrying a POST is safe here only because every event carries a stable event_id that Meta
@@ -36,7 +36,7 @@ MAX_ECHOED_MESSAGES = 20
 MAX_MESSAGE_CHARS = 500
 FBTRACE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
-# What to change when Meta refuses capi's configuration (design.md "Meta's refusals").
+# What to change when Meta refuses capi's configuration (README "Delivery guarantees").
 FIX_TOKEN = "rotate the token: add a new version to META_ACCESS_TOKEN_SECRET (Meta says it is invalid or expired)"
 FIX_PERMISSION = "give the token's system user the dataset (pixel) with permission to send events"
 FIX_PIXEL = "check META_PIXEL_ID: Meta knows no such pixel, or this token cannot see it"

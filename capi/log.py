@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -76,10 +77,17 @@ def log(level: int, message: str, **fields: Any) -> None:
     get_logger().log(level, message, extra={"fields": {k: v for k, v in fields.items() if v is not None}})
 
 
+# `X-Cloud-Trace-Context: TRACE_ID/SPAN_ID;o=OPTIONS`, TRACE_ID 32 lowercase hex digits, SPAN_ID
+# decimal (https://cloud.google.com/trace/docs/trace-context#legacy-http-header). Anything else
+# is a caller's text and must not reach every log line of the request.
+_TRACE_HEADER = re.compile(r"([0-9a-f]{32})(?:/[0-9]{1,20})?(?:;o=[0-9])?")
+
+
 def set_trace(header: str | None, project: str | None) -> None:
-    """Remember the request's trace from `X-Cloud-Trace-Context: TRACE_ID/SPAN;o=1`."""
-    trace_id = (header or "").split("/")[0].strip()
-    if not trace_id or not trace_id.isalnum():
+    """Remember the request's trace from a well-formed `X-Cloud-Trace-Context`, else none."""
+    match = _TRACE_HEADER.fullmatch((header or "").strip())
+    if match is None:
         _trace.set(None)
         return
+    trace_id = match.group(1)
     _trace.set(f"projects/{project}/traces/{trace_id}" if project else trace_id)

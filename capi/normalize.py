@@ -1,7 +1,7 @@
 """Normalization and SHA-256 hashing of customer information, by Meta's published rules.
 
 Pure: no I/O. The rules are those of Meta's customer-information parameters page
-(capi-spec.md section 5a), which differ from Meta's own Python SDK where the SDK falls short
+(docs/meta-capi.md §5), which differ from Meta's own Python SDK where the SDK falls short
 (phones without country codes, "USA" rejected, dates not reformatted, external_id unhashed).
 Where the page is silent, Meta's param-builder decides (whitespace and punctuation removed).
 """

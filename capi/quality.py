@@ -179,7 +179,7 @@ class DatasetQualityClient:
 
 
 def _permission(error: MetaError) -> bool:
-    """Codes design.md calls capi's configuration: permission (10, 200-299) or no such pixel."""
+    """Codes README "Delivery guarantees" calls capi's configuration: permission (10, 200-299) or no such pixel."""
     code = error.meta_code or 0
     return code in (10, 803) or 200 <= code < 300 or (code == 100 and error.meta_subcode == 33)
 

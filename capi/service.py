@@ -183,7 +183,7 @@ class Outcome:
     def body(self) -> dict[str, Any]:
         if not self.deliveries:
             return self.batch.response(**self.extra)
-        delivery = self.deliveries[0]  # one destination today (design.md "Several pixels")
+        delivery = self.deliveries[0]  # one destination today (README "Response": statuses)
         body = self.batch.response(
             forwarded=delivery.forwarded,
             stored=delivery.stored,

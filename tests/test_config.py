@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from typing import Any
 
 import pytest
 
-from capi.config import DEFAULT_EVENT_MAP, load_config
+from capi.config import DEFAULT_EVENT_MAP, ENV_VARS, SETTINGS, Config, load_config
 from capi.errors import ConfigError
 from tests.conftest import ROOT
 
@@ -98,3 +99,56 @@ def test_start_up_fails_with_one_line(tmp_path: Any) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "META_PIXEL_ID" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def _readme_table(section: str) -> list[list[str]]:
+    """The rows of the first markdown table under `## {section}` in the README, cells stripped."""
+    text = (ROOT / "README.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in body.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
+
+
+def test_readme_table_lists_exactly_the_declared_settings() -> None:
+    rows = _readme_table("Configuration")
+    assert [row[0] for row in rows] == [f"`{s.env}`" for s in SETTINGS]
+    for row, setting in zip(rows, SETTINGS, strict=True):
+        assert row[1:] == [setting.readme_cell(), setting.help], setting.env
+    # A literal default in the table is the value capi really uses when the variable is unset.
+    config = load_config(BASE)
+    assert [row[1] for row in rows if row[0] == "`META_TIMEOUT_SECONDS`"] == ["`5`"]
+    assert config.timeout_seconds == 5.0 and config.emq_alert_below == 6.0
+
+
+def test_each_setting_declared_once_and_read_from_its_variable() -> None:
+    assert len({s.env for s in SETTINGS}) == len({s.attr for s in SETTINGS}) == len(SETTINGS) == len(ENV_VARS)
+    assert {f.name for f in dataclasses.fields(Config)} == {s.attr for s in SETTINGS}
+    assert set(ENV_VARS) >= {"THREADS", "CONSENT_REQUIRED", "EMQ_ALERT_BELOW"}
+    config = load_config({**BASE, "THREADS": "12", "CONSENT_REQUIRED": "true", "EMQ_ALERT_BELOW": "7.5"})
+    assert (config.threads, config.consent_required, config.emq_alert_below) == (12, True, 7.5)
+    defaults = load_config(BASE)
+    assert (defaults.threads, defaults.consent_required, defaults.max_attempts) == (0, False, 4)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("EMQ_ALERT_BELOW", "10.5", "EMQ_ALERT_BELOW must be a number between 0 and 10, got '10.5'"),
+        ("EMQ_ALERT_BELOW", "-1", "EMQ_ALERT_BELOW must be a number between 0 and 10, got '-1'"),
+        ("THREADS", "0", "THREADS must be a whole number >= 1, got '0'"),
+        ("THREADS", "2.5", "THREADS must be a whole number >= 1, got '2.5'"),
+        ("META_MAX_ATTEMPTS", "1.5", "META_MAX_ATTEMPTS must be a whole number >= 1, got '1.5'"),
+        ("CONSENT_REQUIRED", "sometimes", "CONSENT_REQUIRED must be true or false, got 'sometimes'"),
+        ("SECRET_CACHE_SECONDS", "inf", "SECRET_CACHE_SECONDS must be a number >= 0, got 'inf'"),
+    ],
+)
+def test_new_and_numeric_settings_fail_with_one_exact_line(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({**BASE, name: value})
+    assert (info.value.field, info.value.message) == (name, message)
+
+
+def test_empty_profile_collection_turns_enrichment_off_while_unset_keeps_the_default() -> None:
+    assert load_config({**BASE, "PROFILE_COLLECTION": ""}).profile_collection == ""
+    assert load_config(BASE).profile_collection == "users"
+    assert load_config({**BASE, "META_API_VERSION": " "}).api_version == "v26.0"

@@ -449,7 +449,7 @@ def test_null_customer_fields_are_ignored_without_messages() -> None:
     assert body["messages"] == []
 
 
-# -- Event ids and deduplication (design.md "Event id and deduplication") -------------------
+# -- Event ids and deduplication (README "Deduplication with the Pixel") -------------------
 
 
 def test_purchase_without_event_id_uses_its_order_id() -> None:

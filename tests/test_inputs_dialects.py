@@ -1,4 +1,4 @@
-"""Every input dialect (design.md "Input dialects"), read from public payloads (tests/payloads/,
+"""Every input dialect (README "What capi accepts"), read from public payloads (tests/payloads/,
 each naming its source) through the pure pipeline: the exact Meta event, the dialect /validate
 reports, the messages (ignored keys, minted ids), nothing else."""
 
@@ -159,7 +159,7 @@ def test_bodies_no_dialect_reads_are_400_naming_the_shapes(payload: Any, field: 
 
 def test_meta_dialect_passes_never_hashed_keys_and_objects_through() -> None:
     # Meta's customer-information and app-events parameters: never-hashed ids, app_data,
-    # original_event_data, messaging_channel (capi-spec.md; clients.md section 6).
+    # original_event_data, messaging_channel (docs/meta-capi.md §3).
     event = {
         "event_name": "Lead",
         "event_time": NOW,

@@ -26,7 +26,7 @@ def ctx(country: str | None = None, default: str | None = None) -> FieldContext:
     return FieldContext(country, default)
 
 
-# Digests published on Meta's customer-information parameters page (capi-spec.md 5a).
+# Digests published on Meta's customer-information parameters page (docs/meta-capi.md §5).
 @pytest.mark.parametrize(
     ("key", "raw", "country", "digest"),
     [
@@ -43,7 +43,7 @@ def test_meta_documented_examples(key: str, raw: str, country: str | None, diges
     assert hash_value(key, raw, ctx(country)) == digest
 
 
-# The prefixes exactly as capi-spec.md quotes them from Meta's page.
+# The digest prefixes as Meta's page prints them (docs/meta-capi.md §5).
 DOC_PREFIXES = {
     "John_Smith@gmail.com": "62a14e44",
     "(650)555-1212": "e323ec62",

@@ -1,4 +1,4 @@
-"""Meta's refusals (design.md "Meta's refusals: what is final and what is kept"), live and in replay.
+"""Meta's refusals (README "Delivery guarantees"), live and in replay.
 
 Issue 10 findings 7, 8, 9 and 12, and the "events processed" log line (issue 14). Real peers:
 the loopback fake Graph API and the Firestore emulator.

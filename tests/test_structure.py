@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from typing import Any
 
+import pytest
+
+from capi.log import log, set_trace
 from tests.conftest import ROOT, base_env
+
+TRACE_ID = "105445aa7843bc8bf206b12000100000"  # the example of Google's trace-context page
 
 
 def _modules_loaded_after(setup: str, watched: tuple[str, ...]) -> list[str]:
@@ -52,11 +58,12 @@ def test_log_lines_are_json_with_the_request_trace(graph: Any, make_client: Any,
         "user_data": {"em": "a@b.co"},
     }
     capsys.readouterr()
-    assert client.post("/events", json=event, headers={"X-Cloud-Trace-Context": "abc123def/42;o=1"}).status_code == 200
+    headers = {"X-Cloud-Trace-Context": f"{TRACE_ID}/42;o=1"}
+    assert client.post("/events", json=event, headers=headers).status_code == 200
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     summary = next(line for line in lines if line["message"] == "events processed")
     assert summary["severity"] == "INFO"
-    assert summary["logging.googleapis.com/trace"] == "projects/my-proj/traces/abc123def"
+    assert summary["logging.googleapis.com/trace"] == f"projects/my-proj/traces/{TRACE_ID}"
     assert (summary["received"], summary["forwarded"], summary["fbtrace_id"]) == (1, 1, "AbCdEf123")
 
 
@@ -77,3 +84,46 @@ def test_both_token_settings_secret_wins_and_is_said_once(secret_manager: Any, g
     warnings = [line for line in capsys.readouterr().out.splitlines() if "secret wins" in line]
     assert len(warnings) == 1 and "literal-token" not in warnings[0]
     assert app.graph._token.name == "projects/p/secrets/tok/versions/latest"
+
+
+@pytest.mark.parametrize(
+    ("header", "trace"),
+    [
+        (f"{TRACE_ID}/1;o=1", f"projects/p/traces/{TRACE_ID}"),
+        (TRACE_ID, f"projects/p/traces/{TRACE_ID}"),
+        (f"{TRACE_ID};o=0", f"projects/p/traces/{TRACE_ID}"),
+        ("a" * 8000, None),  # long enough to bloat every line of the request
+        ("ÿÿÿ", None),  # latin-1 bytes, as WSGI hands non-ASCII header bytes over
+        (f"{TRACE_ID[:31]}ÿ/1", None),
+        (TRACE_ID.upper(), None),
+        (f"{TRACE_ID}0/1", None),  # 33 digits
+        (f"{TRACE_ID}/1;o=1 x", None),
+        (f"{TRACE_ID}/span", None),
+        ("abc123def/42;o=1", None),  # alphanumeric, but not a trace id
+        ("", None),
+        (None, None),
+    ],
+)
+def test_only_a_well_formed_trace_header_reaches_the_log(header: str | None, trace: str | None, capsys: Any) -> None:
+    from capi.log import setup_logging
+
+    setup_logging()
+    set_trace(f"{TRACE_ID}/9", "p")  # a previous request's trace must not leak into this one
+    set_trace(header, "p")
+    log(20, "probe")
+    line = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert line.get("logging.googleapis.com/trace") == trace
+    assert len(json.dumps(line)) < 300
+
+
+def test_every_cited_section_of_the_meta_notes_exists() -> None:
+    """Code cites `docs/meta-capi.md §N`: each N must be a heading there."""
+    headings = set(re.findall(r"^## §(\d+) ", (ROOT / "docs" / "meta-capi.md").read_text(), re.MULTILINE))
+    assert headings == {str(n) for n in range(1, 11)}
+    cited = {
+        (path.name, number)
+        for path in [ROOT / "main.py", *ROOT.glob("capi/*.py"), *ROOT.glob("tests/**/*.py")]
+        for number in re.findall(r"docs/meta-capi\.md §(\d+)", path.read_text())
+    }
+    assert cited, "no code cites docs/meta-capi.md"
+    assert {number for _, number in cited} <= headings, cited

@@ -110,7 +110,7 @@ class FakeDatasetQuality:
 
 
 def _error(code: int, message: str, etype: str = "OAuthException") -> dict[str, Any]:
-    # The shape of every Graph API error (capi-spec.md section 7).
+    # The shape of every Graph API error (docs/meta-capi.md §7).
     return {"error": {"message": message, "type": etype, "code": code, "fbtrace_id": f"QTRACE{code}"}}
 
 

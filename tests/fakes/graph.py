@@ -1,7 +1,7 @@
 """A loopback fake of Meta's Graph API /{version}/{pixel}/events edge.
 
 A real HTTP/1.1 server (keep-alive) on 127.0.0.1 that validates request bodies the way
-capi-spec.md says Meta does (one bad event rejects the whole request), counts requests,
+docs/meta-capi.md §2 says Meta does (one bad event rejects the whole request), counts requests,
 connections and delivered events, and fails on demand.
 """
 
