@@ -23,6 +23,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from capi import shutdown
+from capi.destinations import DEFAULT
 from capi.errors import MetaAuthError, MetaError
 from capi.lazy import Lazy
 from capi.log import log
@@ -205,9 +206,9 @@ def _new_session(pool_size: int) -> requests.Session:
 
 
 class GraphClient:
-    """Sends request bodies to one pixel's /events edge.
+    """Sends request bodies to one destination's (pixel's) /events edge, with its token.
 
-    One `requests.Session` per instance (created on first use) keeps connections alive; its
+    One `requests.Session` per client (created on first use) keeps connections alive; its
     pool is sized for the instance's concurrent requests.
     """
 
@@ -227,8 +228,10 @@ class GraphClient:
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
         stopping: Callable[[], bool] = shutdown.stopping,
+        destination: str = DEFAULT,
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/{api_version}/{pixel_id}/events"
+        self.destination = destination
         self._token = token
         self._app_secret = app_secret
         self._session = Lazy(lambda: session or _new_session(pool_size))
@@ -285,6 +288,7 @@ class GraphClient:
             log(
                 logging.WARNING,
                 "Meta call failed",
+                destination=self.destination,
                 attempt=state.attempts + 1,
                 kind=error.kind,
                 meta_code=error.meta_code,
