@@ -201,6 +201,7 @@ SETTINGS: tuple[Setting, ...] = (
         destinations,
         'several pixels: a JSON array of destinations, each with its own token (README "Several pixels");'
         " instead of `META_PIXEL_ID` and the `META_ACCESS_TOKEN*` / `META_APP_SECRET*` variables",
+        secret=True,  # may hold literal tokens (local runs): never echoed in an error
     ),
     Setting(
         "META_ACCESS_TOKEN_SECRET",
