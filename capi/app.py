@@ -79,6 +79,7 @@ class Application:
                     policy=RetryPolicy(max_attempts=config.max_attempts, budget=config.retry_budget_seconds),
                     pool_size=max(16, config.threads),
                     destination=destination.name,
+                    from_destinations=not destination.implicit,
                     **retry,
                 )
             if token is not None:

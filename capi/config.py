@@ -199,7 +199,7 @@ SETTINGS: tuple[Setting, ...] = (
         "destinations",
         "",
         destinations,
-        'several pixels: a JSON array of destinations, each with its own token (README "Several pixels");'
+        "several pixels: a JSON array of destinations, each with its own token (see [Several pixels](#several-pixels));"
         " instead of `META_PIXEL_ID` and the `META_ACCESS_TOKEN*` / `META_APP_SECRET*` variables",
         secret=True,  # may hold literal tokens (local runs): never echoed in an error
     ),

@@ -44,6 +44,21 @@ FIX_PIXEL = "check META_PIXEL_ID: Meta knows no such pixel, or this token cannot
 FIX_APP_SECRET = "check META_APP_SECRET_SECRET: it must be the secret of the token's app"
 
 
+# With META_DESTINATIONS, what to fix is a key of one destination, not a variable.
+_DESTINATION_KEYS = {
+    "META_ACCESS_TOKEN_SECRET": "access_token_secret",
+    "META_PIXEL_ID": "pixel_id",
+    "META_APP_SECRET_SECRET": "app_secret_secret",
+}
+
+
+def destination_fix(fix: str, destination: str) -> str:
+    """`fix` for one destination of META_DESTINATIONS: its own key named instead of the variable."""
+    for variable, key in _DESTINATION_KEYS.items():
+        fix = fix.replace(variable, f"{key} of destination {destination!r} (META_DESTINATIONS)")
+    return fix
+
+
 def _config_fix(code: int | None, subcode: int | None, message: str) -> str | None:
     """What to fix when the answer means capi's configuration is wrong; None otherwise."""
     if code == 190:
@@ -229,9 +244,11 @@ class GraphClient:
         rng: Callable[[], float] = random.random,
         stopping: Callable[[], bool] = shutdown.stopping,
         destination: str = DEFAULT,
+        from_destinations: bool = False,
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/{api_version}/{pixel_id}/events"
         self.destination = destination
+        self._from_destinations = from_destinations  # configured in META_DESTINATIONS
         self._token = token
         self._app_secret = app_secret
         self._session = Lazy(lambda: session or _new_session(pool_size))
@@ -301,6 +318,8 @@ class GraphClient:
                 error, now=self._clock(), retry_after=retry_after, rng=self._rng, stopping=self._stopping()
             )
             if next_state is None:
+                if error.fix and self._from_destinations:
+                    error.fix = destination_fix(error.fix, self.destination)
                 raise error
             state = next_state
             if state.wait:

@@ -355,6 +355,10 @@ def test_refused_token_stores_for_that_destination_and_replay_sends_to_it_alone(
     assert delivered_ids(graph, "222") == []
     assert (body["forwarded"], body["stored"], body["error"], body["meta_code"]) == (4, 2, "meta_config", 190)
     assert body["message"].startswith("destination brand_b: Meta refused capi's configuration")
+    assert body["fix"] == (
+        "rotate the token: add a new version to access_token_secret of destination 'brand_b' (META_DESTINATIONS)"
+        " (Meta says it is invalid or expired)"
+    )
     assert body["event_ids"] == ["R0", "R1", "R2"]
     a, b, agency = body["destinations"]
     assert (a["forwarded"], a["error"], agency["forwarded"], agency["error"]) == (1, None, 3, None)
@@ -368,6 +372,7 @@ def test_refused_token_stores_for_that_destination_and_replay_sends_to_it_alone(
     out = capsys.readouterr().out
     [refusal] = lines(out, "Meta refused capi's configuration")
     assert (refusal["destination"], refusal["stored"], refusal["meta_code"]) == ("brand_b", 2, 190)
+    assert refusal["fix"] == body["fix"]
     assert [line["destination"] for line in lines(out, "events stored for replay")] == ["brand_b"]
     assert {line["destination"] for line in lines(out, "Meta call failed")} == {"brand_b"}
     [processed] = lines(out, "events processed")
