@@ -218,7 +218,7 @@ def route(destinations: Sequence[Destination], named: Any, url: Any, incoming: s
             return Route(problem=f"unknown destination(s) {shown}; known: {', '.join(sorted(known))}")
         matched = [d for d in destinations if d.name in named]
     else:
-        host = event_host(url)
+        host = event_host(url) if any(d.hosts for d in destinations) else None
         matched = [d for d in destinations if d.serves(host)]
     if not matched:
         return Route(skip="no destination")

@@ -399,6 +399,9 @@ class EventService:
         # prepare() skips what no destination forwards; each destination filters on its own.
         self._prepare_config = _forwarding_any(config, self.destinations)
         self._named = not (len(self.destinations) == 1 and self.destinations[0].implicit)
+        # One destination taking every host (META_PIXEL_ID alone): no routing per event.
+        only = self.destinations[0] if len(self.destinations) == 1 else None
+        self._only = (only.name,) if only is not None and not only.hosts else None
 
     # -- building ---------------------------------------------------------------------
 
@@ -444,6 +447,9 @@ class EventService:
     def _route(self, batch: _Batch, raw: dict[str, Any], draft: Draft) -> Draft | Skip | Rejection:
         """Record the destinations of a valid event; or skip it (no destination takes it),
         or reject it (its own `destinations` names one that does not exist)."""
+        if self._only is not None and raw.get("destinations") is None:
+            batch.targets[draft.index] = self._only  # prepare() applied its FORWARD_EVENTS already
+            return draft
         meta_name = draft.event["event_name"]
         incoming = raw.get("event_name", "").strip()
         found = route(

@@ -541,3 +541,36 @@ def test_quality_reads_every_destination(graph: GraphServer) -> None:
         ("brand_b", "222"),
         ("agency", "333"),
     ]
+
+
+def test_a_destinations_unreadable_token_holds_back_no_other(graph: GraphServer, secret_manager: Any) -> None:
+    # brand_a's token is in Secret Manager; agency's secret has no version yet: nothing can be sent to it.
+    secret_manager.fake.add_version(f"projects/{EMULATOR_PROJECT}/secrets/tok-a", "tok-a")
+    entries = [
+        {**{k: v for k, v in BRAND_A.items() if k != "access_token"}, "access_token_secret": "tok-a"},
+        {**{k: v for k, v in AGENCY.items() if k != "access_token"}, "access_token_secret": "tok-agency"},
+    ]
+    graph.fake.tokens.update({"111": "tok-a", "333": "tok-agency"})
+    app = Application(
+        load_config(env_for(graph, entries)), secret_client=secret_manager.client(), firestore_client=lambda: None
+    )
+    response = serve(app).post("/events", json={"events": [purchase("S0")]})
+    assert response.status_code == 503
+    body = response.get_json()
+    assert delivered_ids(graph, "111") == ["S0"] and graph.fake.requests_by_pixel == {"111": 1}
+    assert body["error"] == "secret_unavailable" and body["message"].startswith("destination agency: ")
+    assert [(d["name"], d["forwarded"], d["error"]) for d in body["destinations"]] == [
+        ("brand_a", 1, None),
+        ("agency", 0, "secret_unavailable"),
+    ]
+
+
+def test_pixel_id_alone_accepts_default_as_an_events_destination(graph: GraphServer) -> None:
+    env = {k: v for k, v in env_for(graph, []).items() if k != "META_DESTINATIONS"}
+    app = Application(load_config({**env, "META_PIXEL_ID": "555", "META_ACCESS_TOKEN": "test-token"}))
+    client = serve(app)
+    body = client.post(
+        "/events", json={"events": [purchase("D1", destinations=["default"]), purchase("D2", destinations=["x"])]}
+    ).get_json()
+    assert delivered_ids(graph, "555") == ["D1"] and "destinations" not in body
+    assert [(r["index"], r["field"]) for r in body["rejected"]] == [(1, "destinations")]
