@@ -16,6 +16,7 @@ import flask
 
 from capi.auth import Authenticator, split_keys
 from capi.config import Config, load_config
+from capi.destinations import Destination
 from capi.errors import ConfigError
 from capi.firestore import (
     FirestoreDeadLetter,
@@ -52,54 +53,21 @@ class Application:
         self.config = config
         setup_logging(config.log_level)
         # The clients are built on first use (cold starts stay fast), once per instance.
-        self._secret_client: Callable[[], Any] | None = (lambda: secret_client) if secret_client is not None else None
+        self._secret_manager: Callable[[], Any] | None = (lambda: secret_client) if secret_client is not None else None
         firestore: Callable[[], Any] = firestore_client or Lazy(
             lambda: new_firestore_client(config.project, config.firestore_database)
         )
         retry = {k: v for k, v in (("sleep", sleep), ("rng", rng)) if v is not None}
-        # A pending claim's lease outlives the request that holds it: all of Meta's retries,
-        # the last call's timeout and the Firestore steps (STORE_SECONDS each), with room.
-        lease = config.retry_budget_seconds + config.timeout_seconds + 15
         targets: list[Target] = []
-        self.senders: dict[str, Any] = {}  # destination name -> Graph client (None: no token, dry run)
+        self.senders: dict[str, GraphClient | None] = {}  # by destination name; None: no token (dry run)
         tokens: list[QualityDestination] = []
         for destination in config.destinations:
             token = self._secret(destination.access_token, destination.access_token_secret)
-            app_secret = self._secret(destination.app_secret, destination.app_secret_secret)
-            sender = None
-            if token is not None:
-                sender = GraphClient(
-                    base_url=config.api_base_url,
-                    api_version=config.api_version,
-                    pixel_id=destination.pixel_id,
-                    token=token,
-                    app_secret=app_secret,
-                    session=session,
-                    timeout=config.timeout_seconds,
-                    policy=RetryPolicy(max_attempts=config.max_attempts, budget=config.retry_budget_seconds),
-                    pool_size=max(16, config.threads),
-                    destination=destination.name,
-                    from_destinations=not destination.implicit,
-                    **retry,
-                )
+            sender = self._graph_client(destination, token, session, retry) if token is not None else None
             if token is not None:
                 tokens.append(QualityDestination(destination.name, destination.pixel_id, token))
             self.senders[destination.name] = sender
-            idempotency = (
-                FirestoreIdempotency(
-                    firestore,
-                    config.idempotency_collection,
-                    destination.pixel_id,
-                    lease=lease,
-                    destination=destination.name,
-                )
-                if config.idempotency_collection
-                else None
-            )
-            deadletter = FirestoreDeadLetter(
-                firestore, config.deadletter_collection, destination.pixel_id, destination=destination.name
-            )
-            targets.append(Target(destination, None if config.dry_run else sender, deadletter, idempotency))
+            targets.append(self._target(destination, None if config.dry_run else sender, firestore))
         profiles = (
             FirestoreProfileStore(firestore, config.profile_collection, config.firestore_timeout_seconds)
             if config.profile_collection
@@ -126,8 +94,49 @@ class Application:
         self.replay = guarded(self._replay)
         self.quality = guarded(self._quality)
 
+    def _graph_client(
+        self, destination: Destination, token: SecretSource, session: Any, retry: Mapping[str, Any]
+    ) -> GraphClient:
+        config = self.config
+        return GraphClient(
+            base_url=config.api_base_url,
+            api_version=config.api_version,
+            pixel_id=destination.pixel_id,
+            token=token,
+            app_secret=self._secret(destination.app_secret, destination.app_secret_secret),
+            session=session,
+            timeout=config.timeout_seconds,
+            policy=RetryPolicy(max_attempts=config.max_attempts, budget=config.retry_budget_seconds),
+            pool_size=max(16, config.threads),
+            destination=destination.name,
+            from_destinations=not destination.implicit,
+            **retry,
+        )
+
+    def _target(self, destination: Destination, sender: GraphClient | None, firestore: Callable[[], Any]) -> Target:
+        """The destination with its sender, its dead letters and its idempotency guard."""
+        config = self.config
+        # A pending claim's lease outlives the request that holds it: all of Meta's retries,
+        # the last call's timeout and the Firestore steps (STORE_SECONDS each), with room.
+        lease = config.retry_budget_seconds + config.timeout_seconds + 15
+        idempotency = (
+            FirestoreIdempotency(
+                firestore,
+                config.idempotency_collection,
+                destination.pixel_id,
+                lease=lease,
+                destination=destination.name,
+            )
+            if config.idempotency_collection
+            else None
+        )
+        deadletter = FirestoreDeadLetter(
+            firestore, config.deadletter_collection, destination.pixel_id, destination=destination.name
+        )
+        return Target(destination, sender, deadletter, idempotency)
+
     @property
-    def graph(self) -> Any:
+    def graph(self) -> GraphClient | None:
         """The first destination's Graph client (the only one with META_PIXEL_ID alone)."""
         return next(iter(self.senders.values()))
 
@@ -136,7 +145,7 @@ class Application:
             return SecretManagerSecret(
                 resource_name(secret, self.config.project),
                 ttl=self.config.secret_cache_seconds,
-                client=self._secret_client,
+                client=self._secret_manager,
             )
         if literal:
             return StaticSecret(literal)
@@ -146,7 +155,7 @@ class Application:
         config = self.config
         sources = [
             SecretManagerSecret(
-                resource_name(name, config.project), ttl=config.secret_cache_seconds, client=self._secret_client
+                resource_name(name, config.project), ttl=config.secret_cache_seconds, client=self._secret_manager
             )
             for name in split_keys(config.ingest_api_key_secret or "")
         ]
