@@ -96,6 +96,7 @@ class Failure:
 
 # What became of a destination's events, the mildest first (`Delivery.result`).
 RESULTS = ("delivered", "stored", "refused", "unsent")
+TAKEN = frozenset({"forwarded", "stored"})  # an event's states that put it in `event_ids`
 
 
 @dataclass
@@ -118,10 +119,11 @@ class Delivery:
     error: MetaError | CapiError | None = None
     message: str | None = None
     meta_messages: list[str] = field(default_factory=list)  # Meta's own `messages`
+    held: int = 0  # events the idempotency guard held back (duplicate or in flight)
     dry_run: bool = False
 
     def count(self, state: str) -> int:
-        return sum(1 for s in self.states.values() if s == state)
+        return list(self.states.values()).count(state)
 
     @property
     def forwarded(self) -> int:
@@ -223,16 +225,28 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)  # /validate's payload and match_keys
     named: bool = False
 
-    @property
-    def lead(self) -> Delivery:
-        """The delivery that speaks for the request: the gravest result, an error first."""
-        if not self.deliveries:
-            return Delivery()
-        return max(self.deliveries, key=lambda d: (RESULTS.index(d.result), d.error is not None))
+    # Read once, when the deliveries are done (every answer and log field reads them).
+    lead: Delivery = field(init=False, repr=False)  # the gravest result, an error first
+    _states: dict[int, list[str]] = field(init=False, repr=False)  # each event's states, by index
+    _tally: dict[str, int] = field(init=False, repr=False)  # (event, destination) pairs per state
+    _events_received: int | None = field(init=False, repr=False)
 
-    def _sum(self, values: Any) -> int | None:
-        found = [v for v in values if v is not None]
-        return sum(found) if found else None
+    def __post_init__(self) -> None:
+        deliveries = self.deliveries
+        if len(deliveries) <= 1:
+            self.lead = deliveries[0] if deliveries else Delivery()
+        else:
+            self.lead = max(deliveries, key=lambda d: (RESULTS.index(d.result), d.error is not None))
+        states: dict[int, list[str]] = {}
+        tally = {"forwarded": 0, "stored": 0, "unsent": 0}
+        received = None
+        for d in deliveries:
+            for index, state in d.states.items():
+                states.setdefault(index, []).append(state)
+                tally[state] = tally.get(state, 0) + 1
+            if d.events_received is not None:
+                received = (received or 0) + d.events_received
+        self._states, self._tally, self._events_received = states, tally, received
 
     def _fbtrace_id(self) -> str | None:
         lead = self.lead
@@ -241,7 +255,7 @@ class Outcome:
         return next((d.fbtrace_id for d in self.deliveries if d.fbtrace_id), None)
 
     def states_of(self, f: Finished) -> list[str]:
-        return [d.states[f.index] for d in self.deliveries if f.index in d.states]
+        return self._states.get(f.index, [])
 
     @property
     def body(self) -> dict[str, Any]:
@@ -249,20 +263,19 @@ class Outcome:
             return self.batch.response(**self.extra)
         deliveries = self.deliveries
         lead = self.lead
+        tally = self._tally
         body = self.batch.response(
-            forwarded=sum(d.forwarded for d in deliveries),
-            stored=sum(d.stored for d in deliveries),
+            forwarded=tally["forwarded"],
+            stored=tally["stored"],
             failed=[
                 {**f.to_json(), "destination": d.name} if self.named else f.to_json()
                 for d in deliveries
                 for f in d.failed
             ],
             event_ids=[
-                f.event["event_id"]
-                for f in self.batch.finished
-                if any(state in ("forwarded", "stored") for state in self.states_of(f))
+                f.event["event_id"] for f in self.batch.finished if not TAKEN.isdisjoint(self._states.get(f.index, ()))
             ],
-            events_received=self._sum(d.events_received for d in deliveries),
+            events_received=self._events_received,
             fbtrace_id=self._fbtrace_id(),
         )
         if lead.error is not None:
@@ -287,6 +300,7 @@ class Outcome:
         batch = self.batch
         deliveries = self.deliveries
         lead = self.lead
+        tally = self._tally
         by_event: dict[str, dict[str, int]] = {}
 
         def count(name: str, state: str) -> None:
@@ -319,13 +333,13 @@ class Outcome:
         ]
         fields = {
             "received": batch.received,
-            "forwarded": sum(d.forwarded for d in deliveries),
-            "stored": sum(d.stored for d in deliveries),
+            "forwarded": tally["forwarded"],
+            "stored": tally["stored"],
             "skipped": len(batch.skipped),
             "rejected": len(batch.rejected),
             "failed": sum(len(d.failed) for d in deliveries),
             "in_flight": sum(d.in_flight for d in deliveries) or None,
-            "unsent": sum(d.unsent for d in deliveries) or None,
+            "unsent": tally["unsent"] or None,
             "by_event": by_event,
             "match_keys": match_keys,
             "from_profile": from_profile,
@@ -333,7 +347,7 @@ class Outcome:
             "error": lead.error_code,
             "meta_code": error.meta_code if isinstance(error, MetaError) else None,
             "meta_subcode": error.meta_subcode if isinstance(error, MetaError) else None,
-            "events_received": self._sum(d.events_received for d in deliveries),
+            "events_received": self._events_received,
             "fbtrace_id": self._fbtrace_id(),
             "consent": batch.consent or None,
         }
@@ -539,7 +553,12 @@ class EventService:
     def forward(self, payload: Any) -> Outcome:
         events, code = parse_envelope(payload)
         batch = self._build(events)
-        jobs = [(t, [f for f in batch.finished if t.destination.name in batch.targets[f.index]]) for t in self.targets]
+        if len(self.targets) == 1:  # every event kept is routed to it
+            jobs = [(self.targets[0], batch.finished)]
+        else:
+            jobs = [
+                (t, [f for f in batch.finished if t.destination.name in batch.targets[f.index]]) for t in self.targets
+            ]
         deliveries = self._deliver_all(jobs, code)
         outcome = Outcome(batch, deliveries, named=self._named)
         self._settle(outcome)
@@ -549,6 +568,8 @@ class EventService:
         """Each destination's delivery, in parallel: one Graph call (and its retries) per
         destination, so one slow or failing destination never delays another past its own
         budget. The common case, one destination with events, runs inline: no thread."""
+        if len(jobs) == 1:
+            return [self._deliver(*jobs[0], code)]
         busy = [i for i, (_, events) in enumerate(jobs) if events]
         deliveries = [Delivery(name=t.destination.name, pixel_id=t.destination.pixel_id) for t, _ in jobs]
         if len(busy) <= 1:
@@ -567,19 +588,28 @@ class EventService:
         """What the destinations' answers mean for the request as a whole: an event every
         destination's guard had already is skipped; Meta's messages and the dry-run note."""
         batch = outcome.batch
+        if any(d.held for d in outcome.deliveries):
+            self._skip_held(outcome)
+        dry = 0
+        for d in outcome.deliveries:
+            for message in d.meta_messages:
+                entry = {"source": "meta", "message": message}
+                batch.messages.append({**entry, "destination": d.name} if outcome.named else entry)
+            if d.dry_run:
+                dry += d.forwarded
+        if dry:
+            log(logging.INFO, "dry run: payload built, nothing sent", events=dry)
+            batch.messages.append({"message": "DRY_RUN: nothing was sent to Meta"})
+
+    @staticmethod
+    def _skip_held(outcome: Outcome) -> None:
+        """Skip each event every destination's guard held back (duplicate, or in flight)."""
+        batch = outcome.batch
         for f in batch.finished:
             states = outcome.states_of(f)
             if states and all(state in ("duplicate", "in flight") for state in states):
                 reason = "in flight" if "in flight" in states else "duplicate"
                 batch.skipped.append(Skip(f.index, f.event["event_id"], reason, event_name=f.event["event_name"]))
-        for d in outcome.deliveries:
-            for message in d.meta_messages:
-                entry = {"source": "meta", "message": message}
-                batch.messages.append({**entry, "destination": d.name} if outcome.named else entry)
-        dry = [d for d in outcome.deliveries if d.dry_run]
-        if dry:
-            log(logging.INFO, "dry run: payload built, nothing sent", events=sum(d.forwarded for d in dry))
-            batch.messages.append({"message": "DRY_RUN: nothing was sent to Meta"})
 
     def _deliver(self, target: Target, events: list[Finished], request_code: str | None) -> Delivery:
         """Send one destination's events; whatever Meta or Firestore does, return what
@@ -648,6 +678,7 @@ class EventService:
                 delivery.states[f.index] = "in flight"
             else:
                 kept.append(f)
+        delivery.held = len(events) - len(kept)
         delivery.in_flight = len(busy)
         if busy:
             delivery.message = (
