@@ -16,6 +16,7 @@ import flask
 
 from capi.auth import Authenticator, split_keys
 from capi.config import Config, load_config
+from capi.destinations import Destination
 from capi.errors import ConfigError
 from capi.firestore import (
     FirestoreDeadLetter,
@@ -28,14 +29,16 @@ from capi.graph import GraphClient, RetryPolicy
 from capi.http import guarded, health, json_response, outcome_status, read_json, route, route_job
 from capi.lazy import Lazy
 from capi.log import log, set_trace, setup_logging
-from capi.quality import DatasetQualityClient, Destination, QualityReport
+from capi.quality import DatasetQualityClient, QualityReport
+from capi.quality import Destination as QualityDestination
 from capi.report import log_by_name
 from capi.secrets import SecretManagerSecret, SecretSource, StaticSecret, resource_name
-from capi.service import EventService
+from capi.service import EventService, Target
 
 
 class Application:
-    """Everything one instance needs, built once from the configuration."""
+    """Everything one instance needs, built once from the configuration: per destination a
+    Graph client, a dead-letter store and an idempotency guard, all on one Firestore client."""
 
     def __init__(
         self,
@@ -44,87 +47,116 @@ class Application:
         firestore_client: Callable[[], Any] | None = None,
         secret_client: Any = None,
         session: Any = None,
-        graph: Any = None,
         sleep: Callable[[float], None] | None = None,
         rng: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         setup_logging(config.log_level)
-        secret_factory = _lazy(secret_client) if secret_client is not None else None
-        holder: Callable[[], Any] = firestore_client or Lazy(
+        # The clients are built on first use (cold starts stay fast), once per instance.
+        self._secret_manager: Callable[[], Any] | None = (lambda: secret_client) if secret_client is not None else None
+        firestore: Callable[[], Any] = firestore_client or Lazy(
             lambda: new_firestore_client(config.project, config.firestore_database)
         )
-
-        token = self._secret(config.access_token, config.access_token_secret, secret_factory)
-        app_secret = self._secret(config.app_secret, config.app_secret_secret, secret_factory)
-        if token is None:
-            self.graph = graph
-        else:
-            self.graph = graph or GraphClient(
-                base_url=config.api_base_url,
-                api_version=config.api_version,
-                pixel_id=config.pixel_id,
-                token=token,
-                app_secret=app_secret,
-                session=session,
-                timeout=config.timeout_seconds,
-                policy=RetryPolicy(max_attempts=config.max_attempts, budget=config.retry_budget_seconds),
-                pool_size=max(16, config.threads),
-                **{k: v for k, v in (("sleep", sleep), ("rng", rng)) if v is not None},
-            )
+        retry = {k: v for k, v in (("sleep", sleep), ("rng", rng)) if v is not None}
+        targets: list[Target] = []
+        self.senders: dict[str, GraphClient | None] = {}  # by destination name; None: no token (dry run)
+        tokens: list[QualityDestination] = []
+        for destination in config.destinations:
+            token = self._secret(destination.access_token, destination.access_token_secret)
+            sender = self._graph_client(destination, token, session, retry) if token is not None else None
+            if token is not None:
+                tokens.append(QualityDestination(destination.name, destination.pixel_id, token))
+            self.senders[destination.name] = sender
+            targets.append(self._target(destination, None if config.dry_run else sender, firestore))
         profiles = (
-            FirestoreProfileStore(holder, config.profile_collection, config.firestore_timeout_seconds)
+            FirestoreProfileStore(firestore, config.profile_collection, config.firestore_timeout_seconds)
             if config.profile_collection
             else None
         )
-        # A pending claim's lease outlives the request that holds it: all of Meta's retries,
-        # the last call's timeout and the Firestore steps (STORE_SECONDS each), with room.
-        lease = config.retry_budget_seconds + config.timeout_seconds + 15
-        idempotency = (
-            FirestoreIdempotency(holder, config.idempotency_collection, config.pixel_id, lease=lease)
-            if config.idempotency_collection
+        self.service = EventService(config, profiles=profiles, targets=targets)
+        live = {name: sender for name, sender in self.senders.items() if sender is not None}
+        self.replayer = (
+            Replayer(firestore, config.deadletter_collection, live, max_attempts=config.replay_max_attempts)
+            if live
             else None
         )
-        self.service = EventService(
-            config,
-            sender=None if config.dry_run else self.graph,
-            profiles=profiles,
-            deadletter=FirestoreDeadLetter(holder, config.deadletter_collection, config.pixel_id),
-            idempotency=idempotency,
-        )
-        self.replayer = Replayer(
-            holder, config.deadletter_collection, self.graph, max_attempts=config.replay_max_attempts
-        )
-        self.authenticator = Authenticator(self._keys(secret_factory), config.allow_unauthenticated)
-        # Destinations (several pixels) come later; today's single pixel is `default`.
+        self.authenticator = Authenticator(self._keys(), config.allow_unauthenticated)
         self.quality_report = (
-            None
-            if token is None
-            else QualityReport(
+            QualityReport(
                 DatasetQualityClient(base_url=config.api_base_url, api_version=config.api_version, session=session),
-                [Destination("default", config.pixel_id, token)],
+                tokens,
                 config.emq_alert_below,
             )
+            if tokens
+            else None
         )
         self.events = guarded(self._events)
         self.replay = guarded(self._replay)
         self.quality = guarded(self._quality)
 
-    def _secret(
-        self, literal: str | None, secret: str | None, factory: Callable[[], Any] | None
-    ) -> SecretSource | None:
+    def _graph_client(
+        self, destination: Destination, token: SecretSource, session: Any, retry: Mapping[str, Any]
+    ) -> GraphClient:
+        config = self.config
+        return GraphClient(
+            base_url=config.api_base_url,
+            api_version=config.api_version,
+            pixel_id=destination.pixel_id,
+            token=token,
+            app_secret=self._secret(destination.app_secret, destination.app_secret_secret),
+            session=session,
+            timeout=config.timeout_seconds,
+            policy=RetryPolicy(max_attempts=config.max_attempts, budget=config.retry_budget_seconds),
+            pool_size=max(16, config.threads),
+            destination=destination.name,
+            from_destinations=not destination.implicit,
+            **retry,
+        )
+
+    def _target(self, destination: Destination, sender: GraphClient | None, firestore: Callable[[], Any]) -> Target:
+        """The destination with its sender, its dead letters and its idempotency guard."""
+        config = self.config
+        # A pending claim's lease outlives the request that holds it: all of Meta's retries,
+        # the last call's timeout and the Firestore steps (STORE_SECONDS each), with room.
+        lease = config.retry_budget_seconds + config.timeout_seconds + 15
+        idempotency = (
+            FirestoreIdempotency(
+                firestore,
+                config.idempotency_collection,
+                destination.pixel_id,
+                lease=lease,
+                destination=destination.name,
+            )
+            if config.idempotency_collection
+            else None
+        )
+        deadletter = FirestoreDeadLetter(
+            firestore, config.deadletter_collection, destination.pixel_id, destination=destination.name
+        )
+        return Target(destination, sender, deadletter, idempotency)
+
+    @property
+    def graph(self) -> GraphClient | None:
+        """The first destination's Graph client (the only one with META_PIXEL_ID alone)."""
+        return next(iter(self.senders.values()))
+
+    def _secret(self, literal: str | None, secret: str | None) -> SecretSource | None:
         if secret:
             return SecretManagerSecret(
-                resource_name(secret, self.config.project), ttl=self.config.secret_cache_seconds, client=factory
+                resource_name(secret, self.config.project),
+                ttl=self.config.secret_cache_seconds,
+                client=self._secret_manager,
             )
         if literal:
             return StaticSecret(literal)
         return None
 
-    def _keys(self, factory: Callable[[], Any] | None) -> Callable[[], tuple[str, ...]] | None:
+    def _keys(self) -> Callable[[], tuple[str, ...]] | None:
         config = self.config
         sources = [
-            SecretManagerSecret(resource_name(name, config.project), ttl=config.secret_cache_seconds, client=factory)
+            SecretManagerSecret(
+                resource_name(name, config.project), ttl=config.secret_cache_seconds, client=self._secret_manager
+            )
             for name in split_keys(config.ingest_api_key_secret or "")
         ]
         literal = config.ingest_api_keys
@@ -159,7 +191,7 @@ class Application:
     def _replay(self, request: flask.Request) -> flask.Response:
         set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)
         route_job(request, "replay")
-        if self.graph is None:
+        if self.replayer is None:
             return json_response(200, {"message": "DRY_RUN without a token: nothing to replay to"})
         counts = self.replayer.run()
         return json_response(200, counts)
@@ -190,10 +222,6 @@ def tune_gc(gen0_threshold: int = GC_GEN0_THRESHOLD) -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(gen0_threshold, gen1, gen2)
-
-
-def _lazy(value: Any) -> Callable[[], Any]:
-    return lambda: value
 
 
 def application_from_env(env: Mapping[str, str] | None = None, **clients: Any) -> Application:

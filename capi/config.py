@@ -14,12 +14,13 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass, field, make_dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
 import pycountry
 
+from capi import destinations as dest
 from capi.auth import split_keys
 from capi.errors import ConfigError
 
@@ -90,9 +91,10 @@ def threads(text: str) -> int:
     return int(number(minimum=1, whole=True)(text)) if text else 0
 
 
-def pixel_id(text: str) -> str:
+def pixel_id(text: str) -> str | None:
+    """Required unless META_DESTINATIONS is set (checked in `_check_destinations`)."""
     if not text:
-        raise Invalid("is required (your pixel / dataset id)")
+        return None
     if not text.isdigit():
         raise Invalid("must be digits")
     return text
@@ -158,6 +160,14 @@ def forward_events(text: str) -> frozenset[str] | None:
     return frozenset(names)
 
 
+def destinations(text: str) -> tuple[dest.Destination, ...]:
+    """META_DESTINATIONS (capi.destinations); () when unset: META_PIXEL_ID's one destination."""
+    try:
+        return dest.parse(text, forward_events)
+    except dest.Invalid as exc:
+        raise Invalid(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Setting:
     env: str
@@ -176,7 +186,23 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("META_PIXEL_ID", "pixel_id", "", pixel_id, "the pixel / dataset id", readme_default="(required)"),
+    Setting(
+        "META_PIXEL_ID",
+        "pixel_id",
+        "",
+        pixel_id,
+        "the pixel / dataset id (one destination, named `default`)",
+        readme_default="(required unless `META_DESTINATIONS`)",
+    ),
+    Setting(
+        "META_DESTINATIONS",
+        "destinations",
+        "",
+        destinations,
+        "several pixels: a JSON array of destinations, each with its own token (see [Several pixels](#several-pixels));"
+        " instead of `META_PIXEL_ID` and the `META_ACCESS_TOKEN*` / `META_APP_SECRET*` variables",
+        secret=True,  # may hold literal tokens (local runs): never echoed in an error
+    ),
     Setting(
         "META_ACCESS_TOKEN_SECRET",
         "access_token_secret",
@@ -416,14 +442,54 @@ def load_config(env: Mapping[str, str]) -> Config:
     # The one default that depends on another setting: the events EVENT_NAME_MAP maps.
     if not env.get("FORWARD_EVENTS", "").strip():
         values["forward_events"] = mapped_conversions(values["event_name_map"])
+    _check_destinations(env, values)
+    # META_PIXEL_ID alone is one destination, `default`; a destination without its own
+    # forward_events takes FORWARD_EVENTS.
+    values["destinations"] = tuple(
+        d if not isinstance(d.forward_events, dest.Inherit) else replace(d, forward_events=values["forward_events"])
+        for d in values["destinations"] or (_default_destination(values),)
+    )
     config = Config(**values)
     _check_together(config)
     return config
 
 
+def _default_destination(values: Mapping[str, Any]) -> dest.Destination:
+    return dest.Destination(
+        name=dest.DEFAULT,
+        pixel_id=values["pixel_id"],
+        access_token_secret=values["access_token_secret"],
+        access_token=values["access_token"],
+        app_secret_secret=values["app_secret_secret"],
+        app_secret=values["app_secret"],
+        implicit=True,
+    )
+
+
+def _check_destinations(env: Mapping[str, str], values: Mapping[str, Any]) -> None:
+    """Exactly one of META_PIXEL_ID and META_DESTINATIONS; the single-pixel token variables
+    only with META_PIXEL_ID (each destination names its own)."""
+    if values["destinations"]:
+        single = [s.env for s in SETTINGS if s.attr in _SINGLE_PIXEL and env.get(s.env, "").strip()]
+        if single:
+            raise ConfigError(
+                f"{single[0]} cannot be used with META_DESTINATIONS: give each destination its pixel_id and token",
+                field=single[0],
+            )
+    elif not values["pixel_id"]:
+        raise ConfigError(
+            "META_PIXEL_ID is required (your pixel / dataset id), or META_DESTINATIONS for several",
+            field="META_PIXEL_ID",
+        )
+
+
+_SINGLE_PIXEL = ("pixel_id", "access_token_secret", "access_token", "app_secret_secret", "app_secret")
+
+
 def _check_together(config: Config) -> None:
     """The checks that involve more than one setting."""
-    if not config.dry_run and not (config.access_token or config.access_token_secret):
+    implicit = config.destinations[0].implicit
+    if implicit and not config.dry_run and not (config.access_token or config.access_token_secret):
         raise ConfigError(
             "META_ACCESS_TOKEN_SECRET is required (or META_ACCESS_TOKEN for local runs, or DRY_RUN=true)",
             field="META_ACCESS_TOKEN_SECRET",
@@ -431,6 +497,12 @@ def _check_together(config: Config) -> None:
     secrets = [
         ("META_ACCESS_TOKEN_SECRET", config.access_token_secret),
         ("META_APP_SECRET_SECRET", config.app_secret_secret),
+        *(
+            (f"META_DESTINATIONS {d.name!r} {key}", getattr(d, key))
+            for d in config.destinations
+            if not d.implicit
+            for key in ("access_token_secret", "app_secret_secret")
+        ),
         # Several ingest-key secrets may be listed, comma-separated, for rotation.
         *(("INGEST_API_KEY_SECRET", part) for part in split_keys(config.ingest_api_key_secret or "")),
     ]
@@ -439,7 +511,7 @@ def _check_together(config: Config) -> None:
             raise ConfigError(
                 f"{name} is a short secret name, so GOOGLE_CLOUD_PROJECT must be set"
                 " (or give projects/P/secrets/S/versions/V)",
-                field=name,
+                field=name.split()[0],
             )
         if value and "/" in value and not re.fullmatch(r"projects/[^/]+/secrets/[^/]+(/versions/[^/]+)?", value):
-            raise ConfigError(f"{name} must be projects/P/secrets/S/versions/V or a short name", field=name)
+            raise ConfigError(f"{name} must be projects/P/secrets/S/versions/V or a short name", field=name.split()[0])

@@ -98,12 +98,13 @@ def send_split(
     return sent
 
 
-def log_config_refusal(error: MetaError, stored: int) -> None:
+def log_config_refusal(error: MetaError, stored: int, destination: str) -> None:
     """The one ERROR line that says what to fix when Meta refuses capi's configuration."""
     if error.kind == "config":
         log(
             logging.ERROR,
             "Meta refused capi's configuration",
+            destination=destination,
             error=error.code,
             meta_code=error.meta_code,
             meta_subcode=error.meta_subcode,

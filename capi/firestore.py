@@ -10,12 +10,13 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import orjson
 
-from capi.delivery import log_config_refusal, send_split
+from capi.delivery import Sender, log_config_refusal, send_split
+from capi.destinations import DEFAULT
 from capi.errors import MetaError, StoreUnavailable
 from capi.events import MAX_AGE_SECONDS, PROFILE_FIELDS
 from capi.log import log
@@ -58,6 +59,13 @@ def new_client(project: str | None, database: str) -> Any:
 def _doc_id(*parts: str) -> str:
     """A stable document id: event ids may hold '/' or be longer than Firestore allows."""
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+def _scope(destination: str, pixel_id: str) -> tuple[str, ...]:
+    """What a document id is scoped by: the destination and its pixel. The `default`
+    destination keeps the single-pixel ids (the pixel alone), so records written before
+    several pixels existed still guard and overwrite."""
+    return (pixel_id,) if destination == DEFAULT else (destination, pixel_id)
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
@@ -113,15 +121,23 @@ def _valid_doc_id(uid: str) -> bool:
 
 
 class FirestoreDeadLetter:
-    """Events Meta could not take (already normalized and hashed), kept for `capi_replay`."""
+    """Events Meta could not take (already normalized and hashed), kept for `capi_replay`,
+    which sends each back to its `destination`."""
 
     def __init__(
-        self, client: Callable[[], Any], collection: str, pixel_id: str, clock: Callable[[], float] = time.time
+        self,
+        client: Callable[[], Any],
+        collection: str,
+        pixel_id: str,
+        clock: Callable[[], float] = time.time,
+        *,
+        destination: str = DEFAULT,
     ) -> None:
         self._client = client
         self._collection = collection
         self._pixel_id = pixel_id
         self._clock = clock
+        self._destination = destination
 
     def store(self, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None) -> int:
         now = self._clock()
@@ -130,9 +146,10 @@ class FirestoreDeadLetter:
             collection = client.collection(self._collection)
 
             def write(batch: Any, event: dict[str, Any]) -> None:
-                # One document per (pixel, event_name, event_id): the same event failing again
-                # overwrites its dead letter instead of adding a second copy.
-                ref = collection.document(_doc_id(self._pixel_id, event["event_name"], event["event_id"]))
+                # One document per (destination, event_name, event_id): the same event failing
+                # again overwrites its dead letter instead of adding a second copy.
+                scope = _scope(self._destination, self._pixel_id)
+                ref = collection.document(_doc_id(*scope, event["event_name"], event["event_id"]))
                 batch.set(
                     ref,
                     {
@@ -141,6 +158,7 @@ class FirestoreDeadLetter:
                         "event_id": event["event_id"],
                         "event_time": event["event_time"],
                         "pixel_id": self._pixel_id,
+                        "destination": self._destination,
                         "test_event_code": test_event_code,
                         "attempts": 1,
                         "first_failure": now,
@@ -157,6 +175,7 @@ class FirestoreDeadLetter:
         log(
             logging.WARNING,
             "events stored for replay",
+            destination=self._destination,
             stored=len(events),
             error=error.code,
             detail=error.message[:200],
@@ -165,7 +184,7 @@ class FirestoreDeadLetter:
 
 
 class FirestoreIdempotency:
-    """Remembers (event_name, event_id) pairs for the guard.
+    """Remembers (event_name, event_id) pairs for the guard, per destination.
 
     A pair is claimed `pending` before sending (create-if-absent) with a short lease, then
     marked `delivered` once Meta took it or `stored` once it is kept for replay; those two
@@ -185,16 +204,18 @@ class FirestoreIdempotency:
         ttl: float = 48 * 3600,
         lease: float = 30.0,
         clock: Callable[[], float] = time.time,
+        *,
+        destination: str = DEFAULT,
     ) -> None:
         self._client = client
         self._collection = collection
-        self._pixel_id = pixel_id
+        self._scope = _scope(destination, pixel_id)
         self._ttl = ttl
         self._lease = lease
         self._clock = clock
 
     def _ref(self, key: tuple[str, str]) -> Any:
-        return self._client().collection(self._collection).document(_doc_id(self._pixel_id, *key))
+        return self._client().collection(self._collection).document(_doc_id(*self._scope, *key))
 
     def claim(self, keys: list[tuple[str, str]]) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         """Claim the pairs; returns (done, busy): pairs delivered or stored already, and pairs
@@ -280,20 +301,26 @@ class FirestoreIdempotency:
 
 
 class Replayer:
-    """Re-sends dead-lettered events; claims each document with a lease before sending.
+    """Re-sends dead-lettered events, each to its own destination; claims each document with
+    a lease before sending.
 
     Two replays at once cannot both send an event: a claim is an update conditioned on the
     document's update time, so only one of two concurrent claims succeeds. Meta's answers
     are handled as on the live path (`capi.delivery.send_split`): a batch Meta refuses for
     one event is split, the others are delivered, and the refused one is dropped with an
     ERROR line (`rejected`); what is kept gets one more attempt.
+
+    `senders` maps destination names to their Graph clients (a single sender is the
+    `default` destination). A document written before several pixels existed carries no
+    destination: it goes to `default`, or to the only destination. One whose destination is
+    no longer configured is left in place (`unrouted`) until it is configured again or expires.
     """
 
     def __init__(
         self,
         client: Callable[[], Any],
         collection: str,
-        sender: Any,
+        senders: Sender | Mapping[str, Sender],
         *,
         max_attempts: int = 20,
         lease: float = 300.0,
@@ -302,11 +329,17 @@ class Replayer:
     ) -> None:
         self._client = client
         self._collection = collection
-        self._sender = sender
+        self._senders: Mapping[str, Sender] = senders if isinstance(senders, Mapping) else {DEFAULT: senders}
         self._max_attempts = max_attempts
         self._lease = lease
         self._batch_size = batch_size
         self._clock = clock
+
+    def _destination(self, data: Mapping[str, Any]) -> str | None:
+        name = data.get("destination")
+        if name is None:
+            name = DEFAULT if DEFAULT in self._senders or len(self._senders) != 1 else next(iter(self._senders))
+        return name if name in self._senders else None
 
     def run(self, limit: int = 5000) -> dict[str, int]:
         from google.api_core import exceptions as gexc
@@ -323,6 +356,7 @@ class Replayer:
             "gave_up": 0,
             "busy": 0,
             "rejected": 0,
+            "unrouted": 0,
         }
         now = self._clock()
         owner = str(uuid.uuid4())
@@ -336,6 +370,16 @@ class Replayer:
                 log(
                     logging.WARNING,
                     "dead letter dropped: outside Meta's 7-day window",
+                    event_id=data.get("event_id"),
+                    event_name=data.get("event_name"),
+                )
+                continue
+            if self._destination(data) is None:
+                counts["unrouted"] += 1
+                log(
+                    logging.WARNING,
+                    "dead letter kept: its destination is not configured",
+                    destination=str(data.get("destination"))[:64],
                     event_id=data.get("event_id"),
                     event_name=data.get("event_name"),
                 )
@@ -361,31 +405,40 @@ class Replayer:
                 continue
             claimed.append((snap.reference, data))
         counts["claimed"] = len(claimed)
-        by_code: dict[str | None, list[tuple[Any, dict[str, Any]]]] = {}
+        groups: dict[tuple[str, str | None], list[tuple[Any, dict[str, Any]]]] = {}
         for ref, data in claimed:
-            by_code.setdefault(data.get("test_event_code"), []).append((ref, data))
-        for code, group in by_code.items():
+            key = (self._destination(data) or DEFAULT, data.get("test_event_code"))
+            groups.setdefault(key, []).append((ref, data))
+        for (destination, code), group in groups.items():
             for chunk in _chunks(group, self._batch_size):
-                self._replay_chunk(client, chunk, code, counts)
+                self._replay_chunk(client, chunk, destination, code, counts)
         level = (
             logging.WARNING
-            if counts["failed"] or counts["expired"] or counts["gave_up"] or counts["rejected"]
+            if counts["failed"] or counts["expired"] or counts["gave_up"] or counts["rejected"] or counts["unrouted"]
             else logging.INFO
         )
+        if not counts["unrouted"]:
+            del counts["unrouted"]  # only named when some dead letter had nowhere to go
         log(level, "replay finished", **counts)
         return counts
 
     def _replay_chunk(
-        self, client: Any, chunk: list[tuple[Any, dict[str, Any]]], code: str | None, counts: dict[str, int]
+        self,
+        client: Any,
+        chunk: list[tuple[Any, dict[str, Any]]],
+        destination: str,
+        code: str | None,
+        counts: dict[str, int],
     ) -> None:
         events = [orjson.loads(d["event_json"]) for _, d in chunk]
-        sent = send_split(self._sender, events, code)
+        sent = send_split(self._senders[destination], events, code)
         done = [chunk[i] for i in sent.delivered]
         for position, error in sent.refused:
             data = chunk[position][1]
             log(
                 logging.ERROR,
                 "dead letter dropped: refused by Meta",
+                destination=destination,
                 event_id=data.get("event_id"),
                 event_name=data.get("event_name"),
                 meta_code=error.meta_code,
@@ -398,7 +451,7 @@ class Replayer:
         counts["rejected"] += len(sent.refused)
         for positions, error in sent.kept:
             counts["failed"] += len(positions)
-            log_config_refusal(error, len(positions))
+            log_config_refusal(error, len(positions), destination)
             failed = {
                 "last_attempt": self._clock(),
                 "last_error": error.message[:500],

@@ -23,6 +23,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from capi import shutdown
+from capi.destinations import DEFAULT
 from capi.errors import MetaAuthError, MetaError
 from capi.lazy import Lazy
 from capi.log import log
@@ -41,6 +42,21 @@ FIX_TOKEN = "rotate the token: add a new version to META_ACCESS_TOKEN_SECRET (Me
 FIX_PERMISSION = "give the token's system user the dataset (pixel) with permission to send events"
 FIX_PIXEL = "check META_PIXEL_ID: Meta knows no such pixel, or this token cannot see it"
 FIX_APP_SECRET = "check META_APP_SECRET_SECRET: it must be the secret of the token's app"
+
+
+# With META_DESTINATIONS, what to fix is a key of one destination, not a variable.
+_DESTINATION_KEYS = {
+    "META_ACCESS_TOKEN_SECRET": "access_token_secret",
+    "META_PIXEL_ID": "pixel_id",
+    "META_APP_SECRET_SECRET": "app_secret_secret",
+}
+
+
+def destination_fix(fix: str, destination: str) -> str:
+    """`fix` for one destination of META_DESTINATIONS: its own key named instead of the variable."""
+    for variable, key in _DESTINATION_KEYS.items():
+        fix = fix.replace(variable, f"{key} of destination {destination!r} (META_DESTINATIONS)")
+    return fix
 
 
 def _config_fix(code: int | None, subcode: int | None, message: str) -> str | None:
@@ -205,9 +221,9 @@ def _new_session(pool_size: int) -> requests.Session:
 
 
 class GraphClient:
-    """Sends request bodies to one pixel's /events edge.
+    """Sends request bodies to one destination's (pixel's) /events edge, with its token.
 
-    One `requests.Session` per instance (created on first use) keeps connections alive; its
+    One `requests.Session` per client (created on first use) keeps connections alive; its
     pool is sized for the instance's concurrent requests.
     """
 
@@ -227,8 +243,12 @@ class GraphClient:
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
         stopping: Callable[[], bool] = shutdown.stopping,
+        destination: str = DEFAULT,
+        from_destinations: bool = False,
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/{api_version}/{pixel_id}/events"
+        self.destination = destination
+        self._from_destinations = from_destinations  # configured in META_DESTINATIONS
         self._token = token
         self._app_secret = app_secret
         self._session = Lazy(lambda: session or _new_session(pool_size))
@@ -285,6 +305,7 @@ class GraphClient:
             log(
                 logging.WARNING,
                 "Meta call failed",
+                destination=self.destination,
                 attempt=state.attempts + 1,
                 kind=error.kind,
                 meta_code=error.meta_code,
@@ -297,6 +318,8 @@ class GraphClient:
                 error, now=self._clock(), retry_after=retry_after, rng=self._rng, stopping=self._stopping()
             )
             if next_state is None:
+                if error.fix and self._from_destinations:
+                    error.fix = destination_fix(error.fix, self.destination)
                 raise error
             state = next_state
             if state.wait:

@@ -190,19 +190,16 @@ def route(request: flask.Request) -> str:
     raise NotFound("unknown path: use POST /events, POST /validate or GET /healthz", field="path")
 
 
+# The status of each destination's result (capi.service.RESULTS, the mildest first).
+STATUS_BY_RESULT = {"delivered": 200, "stored": 202, "refused": 502, "unsent": 503}
+
+
 def outcome_status(outcome: Outcome) -> int:
-    """The HTTP status of a request's outcome (README "Response": statuses):
-    503 when an event could be neither delivered nor stored (or is in flight elsewhere) and the
-    caller must retry; 502 when Meta refused a destination's events and nothing was kept for
-    it; 202 when events were stored for replay; 200 otherwise."""
-    deliveries = outcome.deliveries
-    if any(d.unsent or d.in_flight for d in deliveries):
-        return 503
-    if any(d.failed and not d.forwarded and not d.stored for d in deliveries):
-        return 502
-    if any(d.stored for d in deliveries):
-        return 202
-    return 200
+    """The HTTP status of a request's outcome (README "Response": statuses): the worst of its
+    destinations'. 503 when an event could be neither delivered nor stored (or is in flight
+    elsewhere) and the caller must retry; 502 when Meta refused a destination's events and
+    nothing was kept for it; 202 when events were stored for replay; 200 otherwise."""
+    return max((STATUS_BY_RESULT[d.result] for d in outcome.deliveries), default=200)
 
 
 def route_job(request: flask.Request, name: str) -> None:

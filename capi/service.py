@@ -7,17 +7,20 @@ substitute real local peers or fakes.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from capi import shutdown
 from capi.config import Config
 from capi.delivery import Sender, Sent, log_config_refusal, send_split
-from capi.errors import CapiError, MetaError, StoreUnavailable
+from capi.destinations import Destination, Inherit, route
+from capi.errors import CapiError, MetaError, StoreUnavailable, UnavailableError
 from capi.events import Draft, Finished, Rejection, Skip, finish, prepare
 from capi.inputs import Envelope
 from capi.inputs import read as read_envelope
@@ -91,13 +94,19 @@ class Failure:
         }
 
 
+# What became of a destination's events, the mildest first (`Delivery.result`).
+RESULTS = ("delivered", "stored", "refused", "unsent")
+TAKEN = frozenset({"forwarded", "stored"})  # an event's states that put it in `event_ids`
+
+
 @dataclass
 class Delivery:
     """What became of one destination's events: the domain outcome `capi.http` turns into a status.
 
-    `states` maps each event's input index to forwarded, stored, failed (refused by Meta), or
-    unsent (neither delivered nor stored: the caller must retry); `in_flight` counts events
-    another request holds an idempotency claim on (the caller must retry those too).
+    `states` maps the input index of each event routed here to forwarded, stored, failed
+    (refused by Meta), unsent (neither delivered nor stored: the caller must retry), or
+    duplicate / in flight (the idempotency guard had it for this destination); `in_flight`
+    counts events another request holds a claim on (the caller must retry those too).
     """
 
     name: str = "default"
@@ -109,10 +118,12 @@ class Delivery:
     fbtrace_id: str | None = None
     error: MetaError | CapiError | None = None
     message: str | None = None
+    meta_messages: list[str] = field(default_factory=list)  # Meta's own `messages`
+    held: int = 0  # events the idempotency guard held back (duplicate or in flight)
     dry_run: bool = False
 
     def count(self, state: str) -> int:
-        return sum(1 for s in self.states.values() if s == state)
+        return list(self.states.values()).count(state)
 
     @property
     def forwarded(self) -> int:
@@ -130,6 +141,33 @@ class Delivery:
     def error_code(self) -> str | None:
         return self.error.code if self.error is not None else None
 
+    @property
+    def result(self) -> str:
+        """The gravest thing that happened here (one of RESULTS): unsent when an event is
+        neither delivered nor stored (or in flight elsewhere), refused when Meta refused
+        events and nothing was delivered or kept, stored when some were kept for replay."""
+        if self.unsent or self.in_flight:
+            return "unsent"
+        if self.failed and not self.forwarded and not self.stored:
+            return "refused"
+        return "stored" if self.stored else "delivered"
+
+    def summary(self) -> dict[str, Any]:
+        """This destination's entry in the answer's `destinations`."""
+        entry: dict[str, Any] = {
+            "name": self.name,
+            "pixel_id": self.pixel_id,
+            "forwarded": self.forwarded,
+            "stored": self.stored,
+            "failed": len(self.failed),
+            "events_received": self.events_received,
+            "fbtrace_id": self.fbtrace_id,
+            "error": self.error_code if self.error is not None else ("in_flight" if self.in_flight else None),
+        }
+        if self.message:
+            entry["message"] = self.message
+        return entry
+
 
 @dataclass
 class _Batch:
@@ -143,6 +181,7 @@ class _Batch:
     dialects: list[str] = field(default_factory=list)  # the input dialect of each event, by index
     # Consent decisions by signal: {"x-ga-gcd": {"granted": 2, "denied": 1}, "none": {"granted": 1}}
     consent: dict[str, dict[str, int]] = field(default_factory=dict)
+    targets: dict[int, tuple[str, ...]] = field(default_factory=dict)  # destination names by index
 
     @property
     def dialect(self) -> str:
@@ -173,47 +212,95 @@ class _Batch:
 
 @dataclass
 class Outcome:
-    """What a request came to; `capi.http.outcome_status` chooses its HTTP status."""
+    """What a request came to; `capi.http.outcome_status` chooses its HTTP status.
+
+    With several destinations the counts are sums over them, and the request's `error`,
+    `message` and `fbtrace_id` are those of the destination that fared worst (the first
+    one configured among equals); `named` adds the per-destination `destinations` to the
+    answer and the log (not for META_PIXEL_ID alone, whose answer is unchanged).
+    """
 
     batch: _Batch
     deliveries: list[Delivery] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # /validate's payload and match_keys
+    named: bool = False
+
+    # Read once, when the deliveries are done (every answer and log field reads them).
+    lead: Delivery = field(init=False, repr=False)  # the gravest result, an error first
+    _states: dict[int, list[str]] = field(init=False, repr=False)  # each event's states, by index
+    _tally: dict[str, int] = field(init=False, repr=False)  # (event, destination) pairs per state
+    _events_received: int | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        deliveries = self.deliveries
+        if len(deliveries) <= 1:
+            self.lead = deliveries[0] if deliveries else Delivery()
+        else:
+            self.lead = max(deliveries, key=lambda d: (RESULTS.index(d.result), d.error is not None))
+        states: dict[int, list[str]] = {}
+        tally = {"forwarded": 0, "stored": 0, "unsent": 0}
+        received = None
+        for d in deliveries:
+            for index, state in d.states.items():
+                states.setdefault(index, []).append(state)
+                tally[state] = tally.get(state, 0) + 1
+            if d.events_received is not None:
+                received = (received or 0) + d.events_received
+        self._states, self._tally, self._events_received = states, tally, received
+
+    def _fbtrace_id(self) -> str | None:
+        lead = self.lead
+        if lead.error is not None:
+            return lead.fbtrace_id
+        return next((d.fbtrace_id for d in self.deliveries if d.fbtrace_id), None)
+
+    def states_of(self, f: Finished) -> list[str]:
+        return self._states.get(f.index, [])
 
     @property
     def body(self) -> dict[str, Any]:
         if not self.deliveries:
             return self.batch.response(**self.extra)
-        delivery = self.deliveries[0]  # one destination today (README "Response": statuses)
+        deliveries = self.deliveries
+        lead = self.lead
+        tally = self._tally
         body = self.batch.response(
-            forwarded=delivery.forwarded,
-            stored=delivery.stored,
-            failed=[f.to_json() for f in delivery.failed],
-            event_ids=[
-                f.event["event_id"]
-                for f in self.batch.finished
-                if delivery.states.get(f.index) in ("forwarded", "stored")
+            forwarded=tally["forwarded"],
+            stored=tally["stored"],
+            failed=[
+                {**f.to_json(), "destination": d.name} if self.named else f.to_json()
+                for d in deliveries
+                for f in d.failed
             ],
-            events_received=delivery.events_received,
-            fbtrace_id=delivery.fbtrace_id,
+            event_ids=[
+                f.event["event_id"] for f in self.batch.finished if not TAKEN.isdisjoint(self._states.get(f.index, ()))
+            ],
+            events_received=self._events_received,
+            fbtrace_id=self._fbtrace_id(),
         )
-        if delivery.error is not None:
-            body.update(delivery.error.to_body())
-            body["fbtrace_id"] = delivery.fbtrace_id
-            if isinstance(delivery.error, MetaError) and delivery.error.fix:
-                body["fix"] = delivery.error.fix
-        elif delivery.in_flight:
+        if lead.error is not None:
+            body.update(lead.error.to_body())
+            body["fbtrace_id"] = lead.fbtrace_id
+            if isinstance(lead.error, MetaError) and lead.error.fix:
+                body["fix"] = lead.error.fix
+        elif lead.in_flight:
             body["error"] = "in_flight"
-        if delivery.message:
-            body["message"] = delivery.message
-        if delivery.dry_run:
+        if lead.message:
+            body["message"] = f"destination {lead.name}: {lead.message}" if self.named else lead.message
+        if any(d.dry_run for d in deliveries):
             body["dry_run"] = True
+        if self.named:
+            body["destinations"] = [d.summary() for d in deliveries]
         body.update(self.extra)
         return body
 
     def log_fields(self) -> dict[str, Any]:
-        """The fields of the "events processed" line (RULES.md log contract; names are fixed)."""
+        """The fields of the "events processed" line (RULES.md log contract; names are fixed).
+        With several destinations, each count is the sum over them."""
         batch = self.batch
-        delivery = self.deliveries[0] if self.deliveries else Delivery()
+        deliveries = self.deliveries
+        lead = self.lead
+        tally = self._tally
         by_event: dict[str, dict[str, int]] = {}
 
         def count(name: str, state: str) -> None:
@@ -225,48 +312,55 @@ class Outcome:
         match_keys: dict[str, int] = {}
         from_profile: dict[str, int] = {}
         for f in batch.finished:
-            state = delivery.states.get(f.index, "forwarded" if delivery.dry_run else "")
-            count(f.event["event_name"], state)
-            if state == "forwarded":
-                for key in f.event["user_data"]:
-                    match_keys[key] = match_keys.get(key, 0) + 1
-                for key in f.from_profile:
-                    from_profile[key] = from_profile.get(key, 0) + 1
+            states = self.states_of(f)
+            if not states:
+                count(f.event["event_name"], "")  # its name is still listed
+            for state in states:
+                count(f.event["event_name"], state)
+                if state == "forwarded":
+                    for key in f.event["user_data"]:
+                        match_keys[key] = match_keys.get(key, 0) + 1
+                    for key in f.from_profile:
+                        from_profile[key] = from_profile.get(key, 0) + 1
         for skip in batch.skipped:
             count(skip.event_name or NO_NAME, "skipped")
         for rejection in batch.rejected:
             count(rejection.event_name or NO_NAME, "rejected")
-        error = delivery.error
+        error = lead.error
         rejections = [
             {"index": r.index, "field": r.field, "reason": r.message}
             for r in sorted(batch.rejected, key=lambda r: r.index)[:MAX_LOGGED_REJECTIONS]
         ]
-        return {
+        fields = {
             "received": batch.received,
-            "forwarded": delivery.forwarded if self.deliveries else 0,
-            "stored": delivery.stored,
+            "forwarded": tally["forwarded"],
+            "stored": tally["stored"],
             "skipped": len(batch.skipped),
             "rejected": len(batch.rejected),
-            "failed": len(delivery.failed),
-            "in_flight": delivery.in_flight or None,
-            "unsent": delivery.unsent or None,
+            "failed": sum(len(d.failed) for d in deliveries),
+            "in_flight": sum(d.in_flight for d in deliveries) or None,
+            "unsent": tally["unsent"] or None,
             "by_event": by_event,
             "match_keys": match_keys,
             "from_profile": from_profile,
             "rejections": rejections,
-            "error": delivery.error_code,
+            "error": lead.error_code,
             "meta_code": error.meta_code if isinstance(error, MetaError) else None,
             "meta_subcode": error.meta_subcode if isinstance(error, MetaError) else None,
-            "events_received": delivery.events_received,
-            "fbtrace_id": delivery.fbtrace_id,
+            "events_received": self._events_received,
+            "fbtrace_id": self._fbtrace_id(),
             "consent": batch.consent or None,
         }
+        if self.named:
+            fields["destinations"] = {
+                d.name: {"forwarded": d.forwarded, "stored": d.stored, "failed": len(d.failed)} for d in deliveries
+            }
+        return fields
 
     def forwarded_events(self) -> list[dict[str, Any]]:
-        """The Graph API events Meta took (or, in a dry run, would have taken)."""
-        delivery = self.deliveries[0] if self.deliveries else Delivery()
-        default = "forwarded" if delivery.dry_run else ""
-        return [f.event for f in self.batch.finished if delivery.states.get(f.index, default) == "forwarded"]
+        """The Graph API events Meta took (or, in a dry run, would have taken): an event
+        taken by two destinations is listed twice, as the counts are sums."""
+        return [f.event for f in self.batch.finished for state in self.states_of(f) if state == "forwarded"]
 
 
 def parse_envelope(payload: Any) -> tuple[Envelope, str | None]:
@@ -276,27 +370,52 @@ def parse_envelope(payload: Any) -> tuple[Envelope, str | None]:
     return envelope, envelope.test_event_code
 
 
+@dataclass(frozen=True)
+class Target:
+    """One destination and the peers that deliver to it: its Graph client, its dead letters
+    and its idempotency guard (each keyed by the destination)."""
+
+    destination: Destination
+    sender: Sender | None
+    deadletter: DeadLetterStore | None = None
+    idempotency: IdempotencyStore | None = None
+
+
 class EventService:
+    """`targets` are the destinations, in configuration order. Without them, `sender`,
+    `deadletter` and `idempotency` serve the configuration's one destination (tests,
+    /validate and dry runs pass `sender=None`)."""
+
     def __init__(
         self,
         config: Config,
         *,
-        sender: Sender | None,
+        sender: Sender | None = None,
         profiles: ProfileStore | None = None,
         deadletter: DeadLetterStore | None = None,
         idempotency: IdempotencyStore | None = None,
+        targets: Sequence[Target] | None = None,
         clock: Callable[[], float] = time.time,
         mint: Callable[[], str] = lambda: str(uuid.uuid4()),
         stopping: Callable[[], bool] = shutdown.stopping,
     ) -> None:
+        if targets is None:
+            if len(config.destinations) > 1 and (sender or deadletter or idempotency):
+                raise ValueError("several destinations: give each its peers with `targets`")
+            targets = [Target(d, sender, deadletter, idempotency) for d in config.destinations]
         self.config = config
-        self.sender = sender
+        self.targets = tuple(targets)
+        self.destinations = tuple(t.destination for t in self.targets)
         self.profiles = profiles
-        self.deadletter = deadletter
-        self.idempotency = idempotency
         self.clock = clock
         self.mint = mint
         self.stopping = stopping
+        # prepare() skips what no destination forwards; each destination filters on its own.
+        self._prepare_config = _forwarding_any(config, self.destinations)
+        self._named = not (len(self.destinations) == 1 and self.destinations[0].implicit)
+        # One destination taking every host (META_PIXEL_ID alone): no routing per event.
+        only = self.destinations[0] if len(self.destinations) == 1 else None
+        self._only = (only.name,) if only is not None and not only.hosts else None
 
     # -- building ---------------------------------------------------------------------
 
@@ -310,10 +429,14 @@ class EventService:
         drafts: list[Draft] = []
         sent: set[tuple[str, str]] = set()  # (event_name, event_id): each goes once per request
         for index, (raw, dialect, ignored) in enumerate(envelope.events):
-            result = prepare(raw, index, self.config, now, self.mint, ignored)
+            result = prepare(raw, index, self._prepare_config, now, self.mint, ignored)
             if isinstance(result, Draft):
                 result.dialect = dialect
                 batch.count_consent(result.consent_signal, "granted")
+                result = self._route(batch, raw, result)
+            elif isinstance(result, Rejection) and isinstance(raw, dict) and raw.get("destinations") is not None:
+                result = self._route_problem(raw, result)
+            if isinstance(result, Draft):
                 key = (result.event["event_name"], result.event["event_id"])
                 if key in sent:
                     batch.skipped.append(Skip(index, key[1], "duplicate", event_name=key[0]))
@@ -334,6 +457,32 @@ class EventService:
             for draft in drafts:
                 self._finish(batch, draft, profiles.get(draft.user_id) if draft.user_id else None)
         return batch
+
+    def _route(self, batch: _Batch, raw: dict[str, Any], draft: Draft) -> Draft | Skip | Rejection:
+        """Record the destinations of a valid event; or skip it (no destination takes it),
+        or reject it (its own `destinations` names one that does not exist)."""
+        if self._only is not None and raw.get("destinations") is None:
+            batch.targets[draft.index] = self._only  # prepare() applied its FORWARD_EVENTS already
+            return draft
+        meta_name = draft.event["event_name"]
+        incoming = raw.get("event_name", "").strip()
+        found = route(
+            self.destinations, raw.get("destinations"), draft.event.get("event_source_url"), incoming, meta_name
+        )
+        if found.problem:
+            return Rejection(draft.index, draft.given_id, "destinations", found.problem, event_name=meta_name)
+        if found.skip:
+            return Skip(draft.index, draft.given_id, found.skip, event_name=meta_name)
+        batch.targets[draft.index] = found.names
+        return draft
+
+    def _route_problem(self, raw: dict[str, Any], rejection: Rejection) -> Rejection:
+        """A rejected event whose `destinations` is wrong too: that problem is listed as well."""
+        found = route(self.destinations, raw["destinations"], None, "", "")
+        if not found.problem:
+            return rejection
+        problems = rejection.problems or ((rejection.field, rejection.message),)
+        return replace(rejection, problems=(*problems, ("destinations", found.problem)))
 
     def _finish(self, batch: _Batch, draft: Draft, profile: Mapping[str, Any] | None) -> None:
         done = finish(draft, profile, self.config.default_country)
@@ -395,6 +544,7 @@ class EventService:
                 "from_event": f.from_event,
                 "from_profile": f.from_profile,
                 "dialect": f.dialect,
+                **({"destinations": list(batch.targets[f.index])} if self._named else {}),
             }
             for f in batch.finished
         ]
@@ -403,103 +553,180 @@ class EventService:
     def forward(self, payload: Any) -> Outcome:
         events, code = parse_envelope(payload)
         batch = self._build(events)
-        delivery = self._deliver(batch, code or self.config.test_event_code)
-        return Outcome(batch, [delivery])
+        if len(self.targets) == 1:  # every event kept is routed to it
+            jobs = [(self.targets[0], batch.finished)]
+        else:
+            jobs = [
+                (t, [f for f in batch.finished if t.destination.name in batch.targets[f.index]]) for t in self.targets
+            ]
+        deliveries = self._deliver_all(jobs, code)
+        outcome = Outcome(batch, deliveries, named=self._named)
+        self._settle(outcome)
+        return outcome
 
-    def _deliver(self, batch: _Batch, test_event_code: str | None) -> Delivery:
-        delivery = Delivery(pixel_id=self.config.pixel_id)
+    def _deliver_all(self, jobs: list[tuple[Target, list[Finished]]], code: str | None) -> list[Delivery]:
+        """Each destination's delivery, in parallel: one Graph call (and its retries) per
+        destination, so one slow or failing destination never delays another past its own
+        budget. The common case, one destination with events, runs inline: no thread."""
+        if len(jobs) == 1:
+            return [self._deliver(*jobs[0], code)]
+        busy = [i for i, (_, events) in enumerate(jobs) if events]
+        deliveries = [Delivery(name=t.destination.name, pixel_id=t.destination.pixel_id) for t, _ in jobs]
+        if len(busy) <= 1:
+            for i in busy:
+                deliveries[i] = self._deliver(*jobs[i], code)
+            return deliveries
+        with ThreadPoolExecutor(max_workers=len(busy) - 1, thread_name_prefix="capi-destination") as pool:
+            # Each thread runs in a copy of this request's context (its trace id for the logs).
+            futures = {i: pool.submit(contextvars.copy_context().run, self._deliver, *jobs[i], code) for i in busy[1:]}
+            deliveries[busy[0]] = self._deliver(*jobs[busy[0]], code)
+            for i, future in futures.items():
+                deliveries[i] = future.result()
+        return deliveries
+
+    def _settle(self, outcome: Outcome) -> None:
+        """What the destinations' answers mean for the request as a whole: an event every
+        destination's guard had already is skipped; Meta's messages and the dry-run note."""
+        batch = outcome.batch
+        if any(d.held for d in outcome.deliveries):
+            self._skip_held(outcome)
+        dry = 0
+        for d in outcome.deliveries:
+            for message in d.meta_messages:
+                entry = {"source": "meta", "message": message}
+                batch.messages.append({**entry, "destination": d.name} if outcome.named else entry)
+            if d.dry_run:
+                dry += d.forwarded
+        if dry:
+            log(logging.INFO, "dry run: payload built, nothing sent", events=dry)
+            batch.messages.append({"message": "DRY_RUN: nothing was sent to Meta"})
+
+    @staticmethod
+    def _skip_held(outcome: Outcome) -> None:
+        """Skip each event every destination's guard held back (duplicate, or in flight)."""
+        batch = outcome.batch
+        for f in batch.finished:
+            states = outcome.states_of(f)
+            if states and all(state in ("duplicate", "in flight") for state in states):
+                reason = "in flight" if "in flight" in states else "duplicate"
+                batch.skipped.append(Skip(f.index, f.event["event_id"], reason, event_name=f.event["event_name"]))
+
+    def _deliver(self, target: Target, events: list[Finished], request_code: str | None) -> Delivery:
+        """Send one destination's events; whatever Meta or Firestore does, return what
+        became of each (a destination's failure stays in its own Delivery)."""
+        destination = target.destination
+        delivery = Delivery(name=destination.name, pixel_id=destination.pixel_id)
+        # The request's test_event_code, else the destination's, else META_TEST_EVENT_CODE.
+        code = request_code or destination.test_event_code or self.config.test_event_code
         claims: list[Key] = []
-        if self.idempotency is not None and batch.finished and not self.config.dry_run:
-            guarded = self._claim(batch, delivery)
+        if target.idempotency is not None and not self.config.dry_run:
+            guarded = self._claim(target.idempotency, events, delivery)
             if guarded is None:
                 return delivery
-            claims = guarded
-        if not batch.finished:
+            events = guarded
+            claims = [_key(f) for f in events]
+        if not events:
             return delivery
-        if self.config.dry_run or self.sender is None:
-            log(logging.INFO, "dry run: payload built, nothing sent", events=len(batch.finished))
-            batch.messages.append({"message": "DRY_RUN: nothing was sent to Meta"})
+        if self.config.dry_run or target.sender is None:
             delivery.dry_run = True
-            for f in batch.finished:
+            for f in events:
                 delivery.states[f.index] = "forwarded"
             return delivery
         try:
-            sent = send_split(self.sender, [f.event for f in batch.finished], test_event_code, stopping=self.stopping)
+            sent = send_split(target.sender, [f.event for f in events], code, stopping=self.stopping)
+        except UnavailableError as exc:
+            self._release(target.idempotency, claims)
+            if not self._named:
+                raise  # one destination: the request itself failed (capi.http answers it)
+            # Its token could not be read: nothing was sent to it; the caller retries.
+            for f in events:
+                delivery.states[f.index] = "unsent"
+            delivery.error = exc
+            delivery.message = f"{exc.message}: nothing was sent to this destination; retry the request"
+            log(logging.ERROR, "destination unavailable; nothing sent", destination=destination.name, error=exc.code)
+            return delivery
         except Exception:
-            self._release(claims)
+            self._release(target.idempotency, claims)
             raise
-        self._record(batch, delivery, sent, test_event_code)
+        self._record(target, events, delivery, sent, code)
         return delivery
 
-    def _claim(self, batch: _Batch, delivery: Delivery) -> list[Key] | None:
-        """Claim the batch's events in the idempotency store; drop repeats from the batch.
-
-        Returns the keys claimed, or None when the guard could not reach Firestore (nothing
-        is sent then: the caller retries).
-        """
-        assert self.idempotency is not None
+    def _claim(self, guard: IdempotencyStore, events: list[Finished], delivery: Delivery) -> list[Finished] | None:
+        """Claim the events in the destination's idempotency store; returns those to send
+        (not delivered, stored or in flight already), or None when the guard could not reach
+        Firestore (nothing is sent then: the caller retries)."""
         try:
-            done, busy = self.idempotency.claim([_key(f) for f in batch.finished])
+            done, busy = guard.claim([_key(f) for f in events])
         except StoreUnavailable as exc:
-            for f in batch.finished:
+            for f in events:
                 delivery.states[f.index] = "unsent"
             delivery.error = exc
             delivery.message = "the idempotency guard could not reach Firestore, so nothing was sent: retry the request"
-            log(logging.ERROR, "idempotency claim failed; nothing sent", error=exc.code, detail=exc.message)
+            log(
+                logging.ERROR,
+                "idempotency claim failed; nothing sent",
+                destination=delivery.name,
+                error=exc.code,
+                detail=exc.message,
+            )
             return None
         kept = []
-        for f in batch.finished:
+        for f in events:
             if _key(f) in done:
-                batch.skipped.append(Skip(f.index, f.event["event_id"], "duplicate"))
+                delivery.states[f.index] = "duplicate"
             elif _key(f) in busy:
-                batch.skipped.append(Skip(f.index, f.event["event_id"], "in flight"))
+                delivery.states[f.index] = "in flight"
             else:
                 kept.append(f)
-        batch.finished = kept
+        delivery.held = len(events) - len(kept)
         delivery.in_flight = len(busy)
         if busy:
             delivery.message = (
                 f"{len(busy)} event(s) are being delivered by another request right now"
                 " (idempotency guard): retry the request"
             )
-        return [_key(f) for f in kept]
+        return kept
 
-    def _record(self, batch: _Batch, delivery: Delivery, sent: Sent, test_event_code: str | None) -> None:
+    def _record(
+        self, target: Target, events: list[Finished], delivery: Delivery, sent: Sent, test_event_code: str | None
+    ) -> None:
         """What became of each event: delivered, refused (reported), or kept (stored if possible)."""
-        finished = batch.finished
         for position in sent.delivered:
-            delivery.states[finished[position].index] = "forwarded"
+            delivery.states[events[position].index] = "forwarded"
         for position, error in sorted(sent.refused, key=lambda refused: refused[0]):
-            f = finished[position]
+            f = events[position]
             delivery.states[f.index] = "failed"
             delivery.failed.append(
                 Failure(f.index, f.event["event_id"], error.message, error.meta_code, error.meta_subcode)
             )
         delivery.events_received = sent.events_received
         delivery.fbtrace_id = sent.fbtrace_id
-        batch.messages.extend({"source": "meta", "message": m} for m in sent.messages)
+        delivery.meta_messages = sent.messages
         stored: list[Key] = []
-        released = [_key(finished[p]) for p, _ in sent.refused]
+        released = [_key(events[p]) for p, _ in sent.refused]
         reachable = True
         for positions, error in sent.kept:
-            group = [finished[p] for p in positions]
+            group = [events[p] for p in positions]
             # Once a write failed, Firestore is down: do not spend another deadline on it.
-            reachable = reachable and self._store([f.event for f in group], error, test_event_code)
+            reachable = reachable and self._store(target, [f.event for f in group], error, test_event_code)
             for f in group:
                 delivery.states[f.index] = "stored" if reachable else "unsent"
             (stored if reachable else released).extend(_key(f) for f in group)
         self._report(delivery, sent)
-        self._bookkeep([_key(finished[p]) for p in sent.delivered], stored, released)
+        self._bookkeep(target.idempotency, [_key(events[p]) for p in sent.delivered], stored, released)
 
-    def _store(self, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None) -> bool:
+    def _store(
+        self, target: Target, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None
+    ) -> bool:
         try:
-            if self.deadletter is None:
+            if target.deadletter is None:
                 raise StoreUnavailable("no dead-letter store configured")
-            self.deadletter.store(events, error, test_event_code)
+            target.deadletter.store(events, error, test_event_code)
         except StoreUnavailable as exc:
             log(
                 logging.ERROR,
                 "Meta did not take the events and they could not be stored; the caller must retry",
+                destination=target.destination.name,
                 events=len(events),
                 error=exc.code,
                 detail=exc.message,
@@ -508,7 +735,7 @@ class EventService:
         return True
 
     def _report(self, delivery: Delivery, sent: Sent) -> None:
-        """The request's error and message, and the configuration ERROR line when due."""
+        """The destination's error and message, and the configuration ERROR line when due."""
         error = sent.first_error
         if error is None:
             return
@@ -522,7 +749,7 @@ class EventService:
             )
             return
         if error.kind == "config":
-            log_config_refusal(error, delivery.stored)
+            log_config_refusal(error, delivery.stored, delivery.name)
             delivery.message = f"Meta refused capi's configuration ({error.message}); events stored for replay"
         elif error.kind == "transient":
             delivery.message = f"Meta is unavailable ({error.message}); events stored for replay"
@@ -539,22 +766,36 @@ class EventService:
         else:
             delivery.message = error.message
 
-    def _bookkeep(self, delivered: list[Key], stored: list[Key], released: list[Key]) -> None:
+    def _bookkeep(
+        self, guard: IdempotencyStore | None, delivered: list[Key], stored: list[Key], released: list[Key]
+    ) -> None:
         """Settle the idempotency claims. Skipped once the instance is stopping: its time is
         for answering, and a pending claim lapses by itself when its lease ends."""
-        if self.idempotency is None or self.stopping():
+        if guard is None or self.stopping():
             return
-        for keys, mark in ((delivered, self.idempotency.delivered), (stored, self.idempotency.stored)):
+        for keys, mark in ((delivered, guard.delivered), (stored, guard.stored)):
             if keys:
                 try:
                     mark(keys)
                 except Exception as exc:  # noqa: BLE001 - sent already; the pending claim lapses
                     log(logging.WARNING, "could not mark events in the idempotency store", error=type(exc).__name__)
-        self._release(released)
+        self._release(guard, released)
 
-    def _release(self, claims: list[Key]) -> None:
-        if claims and self.idempotency is not None:
+    def _release(self, guard: IdempotencyStore | None, claims: list[Key]) -> None:
+        if claims and guard is not None:
             try:
-                self.idempotency.release(claims)
+                guard.release(claims)
             except Exception as exc:  # noqa: BLE001 - the original failure is what the caller needs
                 log(logging.WARNING, "could not release idempotency claims", error=type(exc).__name__)
+
+
+def _forwarding_any(config: Config, destinations: Sequence[Destination]) -> Config:
+    """The configuration prepare() filters with: an event is prepared when at least one
+    destination forwards its name (each destination filters on its own afterwards)."""
+    names: set[str] = set()
+    for d in destinations:
+        if d.forward_events is None or isinstance(d.forward_events, Inherit):
+            return config if config.forward_events is None else replace(config, forward_events=None)
+        names |= d.forward_events
+    wanted = frozenset(names)
+    return config if wanted == config.forward_events else replace(config, forward_events=wanted)

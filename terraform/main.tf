@@ -6,11 +6,18 @@ locals {
   function_files = concat(["main.py", "requirements.txt"], sort(tolist(fileset(local.source_dir, "capi/**/*.py"))))
 
   # The secrets capi reads, created without values (add them with `gcloud secrets versions
-  # add`), and the variable that names each one to the code.
+  # add`), and the variable that names each one to the code. With several destinations, each
+  # has its own token secret (and app secret), named in META_DESTINATIONS instead.
+  several = length(var.destinations) > 0
+  destination_secrets = merge(
+    { for d in var.destinations : "token-${d.name}" => "${var.name}-meta-token-${d.name}" },
+    { for d in var.destinations : "app-secret-${d.name}" => "${var.name}-meta-app-secret-${d.name}" if d.app_secret },
+  )
   secrets = merge(
-    { meta_token = "${var.name}-meta-token" },
-    var.create_app_secret ? { app_secret = "${var.name}-meta-app-secret" } : {},
+    local.several ? {} : { meta_token = "${var.name}-meta-token" },
+    var.create_app_secret && !local.several ? { app_secret = "${var.name}-meta-app-secret" } : {},
     var.create_ingest_key ? { ingest_key = "${var.name}-ingest-key" } : {},
+    local.destination_secrets,
   )
   secret_env_names = {
     meta_token = "META_ACCESS_TOKEN_SECRET"
@@ -21,13 +28,25 @@ locals {
   secret_env = {
     for key, id in local.secrets : local.secret_env_names[key] =>
     "projects/${var.project_id}/secrets/${id}/versions/${key == "meta_token" ? var.meta_token_secret_version : "latest"}"
+    if contains(keys(local.secret_env_names), key)
   }
+  # META_DESTINATIONS: each destination with the full name of its own secrets.
+  destinations_json = jsonencode([for d in var.destinations : merge(
+    {
+      name                = d.name
+      pixel_id            = d.pixel_id
+      access_token_secret = "projects/${var.project_id}/secrets/${local.secrets["token-${d.name}"]}/versions/${d.token_secret_version}"
+    },
+    d.app_secret ? { app_secret_secret = "projects/${var.project_id}/secrets/${local.secrets["app-secret-${d.name}"]}/versions/latest" } : {},
+    d.test_event_code != null ? { test_event_code = d.test_event_code } : {},
+    d.forward_events != null ? { forward_events = d.forward_events } : {},
+    d.hosts != null ? { hosts = d.hosts } : {},
+  )])
 
   # Environment of both functions: every variable capi's configuration reads is either set
   # here or deliberately left to its default (tests/test_terraform.py checks the list).
   environment = merge(
     {
-      META_PIXEL_ID         = var.pixel_id
       META_API_VERSION      = var.meta_api_version
       PROFILE_COLLECTION    = var.profile_collection
       FIRESTORE_DATABASE    = var.firestore_database
@@ -40,6 +59,7 @@ locals {
       # functions-framework's gunicorn threads = the requests one instance serves at once.
       THREADS = tostring(var.max_instance_request_concurrency)
     },
+    local.several ? { META_DESTINATIONS = local.destinations_json } : { META_PIXEL_ID = var.pixel_id },
     var.forward_events != "" ? { FORWARD_EVENTS = var.forward_events } : {},
     length(var.event_name_map) > 0 ? { EVENT_NAME_MAP = jsonencode(var.event_name_map) } : {},
     var.default_country != "" ? { DEFAULT_COUNTRY = upper(var.default_country) } : {},
@@ -234,6 +254,10 @@ resource "google_cloudfunctions2_function" "events" {
     precondition {
       condition     = !var.public_access || var.create_ingest_key
       error_message = "public_access = true needs create_ingest_key = true: a public function must check an ingest key."
+    }
+    precondition {
+      condition     = (var.pixel_id != null) != (length(var.destinations) > 0)
+      error_message = "Set exactly one of pixel_id (one pixel) and destinations (several pixels)."
     }
   }
 }

@@ -148,12 +148,19 @@ resource "google_logging_metric" "match_keys" {
 resource "google_logging_metric" "stored_for_replay" {
   project     = var.project_id
   name        = "${var.name}/stored_for_replay"
-  description = "Requests whose events Meta did not take and capi stored for replay (\"events stored for replay\")."
+  description = "Requests whose events Meta did not take and capi stored for replay (\"events stored for replay\"), by destination (pixel)."
   filter      = local.filters.stored
   metric_descriptor {
     metric_kind = "DELTA"
     value_type  = "INT64"
     unit        = "1"
+    labels {
+      key        = "destination"
+      value_type = "STRING"
+    }
+  }
+  label_extractors = {
+    destination = "EXTRACT(jsonPayload.destination)"
   }
 }
 
@@ -179,7 +186,7 @@ resource "google_logging_metric" "replay_gave_up" {
 resource "google_logging_metric" "meta_errors" {
   project     = var.project_id
   name        = "${var.name}/meta_errors"
-  description = "Failed Graph API calls (every attempt), by Meta's error code."
+  description = "Failed Graph API calls (every attempt), by Meta's error code and destination (pixel)."
   filter      = local.filters.meta_errors
   metric_descriptor {
     metric_kind = "DELTA"
@@ -189,9 +196,14 @@ resource "google_logging_metric" "meta_errors" {
       key        = "meta_code"
       value_type = "STRING"
     }
+    labels {
+      key        = "destination"
+      value_type = "STRING"
+    }
   }
   label_extractors = {
-    meta_code = "EXTRACT(jsonPayload.meta_code)"
+    meta_code   = "EXTRACT(jsonPayload.meta_code)"
+    destination = "EXTRACT(jsonPayload.destination)"
   }
 }
 
@@ -263,7 +275,7 @@ resource "google_monitoring_alert_policy" "meta_config" {
   }
   documentation {
     mime_type = "text/markdown"
-    content   = "Meta answered 190 (token invalid or expired), 10/200-299 (permission) or 100/33 (no such pixel). Events are stored for replay, not lost. The log line's `fix` says what to do; README, Runbook: rotate the token, then run the replay job by hand."
+    content   = "Meta answered 190 (token invalid or expired), 10/200-299 (permission) or 100/33 (no such pixel). Events are stored for replay, not lost. The log line's `fix` says what to do (and `destination`, with several pixels, which one); README, Runbook: rotate the token, then run the replay job by hand."
   }
 }
 

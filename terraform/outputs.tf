@@ -39,8 +39,18 @@ output "scheduler_service_account" {
 }
 
 output "meta_token_secret" {
-  description = "Secret to add the Meta access token to: gcloud secrets versions add <id> --data-file=-"
-  value       = google_secret_manager_secret.capi["meta_token"].secret_id
+  description = "Secret to add the Meta access token to: gcloud secrets versions add <id> --data-file=- (null with destinations: see destination_token_secrets)."
+  value       = try(google_secret_manager_secret.capi["meta_token"].secret_id, null)
+}
+
+output "destination_token_secrets" {
+  description = "With destinations: the secret to add each destination's Meta access token to, by destination name."
+  value       = { for d in var.destinations : d.name => google_secret_manager_secret.capi["token-${d.name}"].secret_id }
+}
+
+output "destination_app_secret_secrets" {
+  description = "With destinations: the secret to add each destination's app secret to (those with app_secret = true), by name."
+  value       = { for d in var.destinations : d.name => google_secret_manager_secret.capi["app-secret-${d.name}"].secret_id if d.app_secret }
 }
 
 output "ingest_key_secret" {

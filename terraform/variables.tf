@@ -24,11 +24,48 @@ variable "name" {
 }
 
 variable "pixel_id" {
-  description = "Meta pixel / dataset id (META_PIXEL_ID)."
+  description = "Meta pixel / dataset id (META_PIXEL_ID): one destination, its token in the meta_token secret. Leave null and use destinations for several pixels."
   type        = string
+  default     = null
   validation {
-    condition     = can(regex("^[0-9]+$", var.pixel_id))
+    condition     = var.pixel_id == null || can(regex("^[0-9]+$", var.pixel_id))
     error_message = "pixel_id must be digits."
+  }
+}
+
+variable "destinations" {
+  description = "Several pixels (META_DESTINATIONS, README \"Several pixels\"): one entry per Meta dataset; the module creates a token secret per entry (and an app secret when app_secret is true). Use instead of pixel_id."
+  type = list(object({
+    name                 = string
+    pixel_id             = string
+    hosts                = optional(list(string))
+    forward_events       = optional(string)
+    test_event_code      = optional(string)
+    app_secret           = optional(bool, false)
+    token_secret_version = optional(string, "latest")
+  }))
+  default = []
+  validation {
+    condition     = alltrue([for d in var.destinations : can(regex("^[a-z0-9][a-z0-9-]{0,29}$", d.name))])
+    error_message = "destinations: each name must be 1-30 lowercase letters, digits or hyphens (it names the token secret)."
+  }
+  validation {
+    condition     = length(distinct([for d in var.destinations : d.name])) == length(var.destinations)
+    error_message = "destinations: names must be unique."
+  }
+  validation {
+    condition     = alltrue([for d in var.destinations : can(regex("^[0-9]+$", d.pixel_id))])
+    error_message = "destinations: each pixel_id must be digits."
+  }
+  validation {
+    condition = alltrue(flatten([for d in var.destinations : [
+      for h in coalesce(d.hosts, []) : can(regex("^(\\*\\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$", h))
+    ]]))
+    error_message = "destinations: each host must be a lowercase host name such as shop.example.com, or *.example.com (no scheme, port or path)."
+  }
+  validation {
+    condition     = alltrue([for d in var.destinations : can(regex("^(latest|[0-9]+)$", d.token_secret_version))])
+    error_message = "destinations: token_secret_version must be \"latest\" or a version number."
   }
 }
 

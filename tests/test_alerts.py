@@ -166,7 +166,7 @@ def test_requests_and_forwarding(events_lines: list[dict[str, Any]]) -> None:
 def test_meta_errors_by_code(events_lines: list[dict[str, Any]]) -> None:
     failed_call = only(events_lines, "Meta call failed")
     assert matches(metric_filter("meta_errors"), failed_call)
-    assert labels("meta_errors", failed_call) == {"meta_code": 2}
+    assert labels("meta_errors", failed_call) == {"meta_code": 2, "destination": "default"}
     assert not any(
         matches(metric_filter("meta_errors"), r)
         for r in events_lines
@@ -184,6 +184,7 @@ def test_stored_for_replay(firestore_db: Any, graph: GraphServer, capsys: Any) -
     stored = only(records, "events stored for replay")
     assert stored["severity"] == "WARNING" and stored["jsonPayload"]["stored"] == 1
     assert matches(metric_filter("stored_for_replay"), stored)
+    assert labels("stored_for_replay", stored) == {"destination": "default"}
     for neighbour in (only(records, "events processed"), only(records, "Meta call failed")):
         assert not matches(metric_filter("stored_for_replay"), neighbour)
     # Stored events are not a configuration problem: the token alert stays quiet.

@@ -130,21 +130,32 @@ class FakeGraph:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop_event: threading.Event = field(default_factory=threading.Event)
     quality: FakeDatasetQuality = field(default_factory=FakeDatasetQuality)  # GET /{version}/dataset_quality
+    # Several pixels (datasets) on one server: each pixel's token (else `token`), failure mode
+    # (as `down`) and latency, and what each pixel was sent.
+    tokens: dict[str, str] = field(default_factory=dict)
+    pixel_down: dict[str, str] = field(default_factory=dict)
+    pixel_latency: dict[str, float] = field(default_factory=dict)
+    requests_by_pixel: Counter = field(default_factory=Counter)
+    delivered_by_pixel: dict[str, Counter] = field(default_factory=dict)  # pixel -> (event_name, event_id) -> n
+    bodies_by_pixel: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def fail_next(self, *kinds: str, retry_after: str | None = None, delay: float = 0.0) -> None:
         with self.lock:
             self.script.extend(Script(k, retry_after, delay) for k in kinds)
 
     def handle(self, path: str, raw: bytes) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
+        match = re.fullmatch(r"/v\d+\.\d+/(\d+)/events", path)
+        pixel = match.group(1) if match else ""
         with self.lock:
             self.requests += 1
+            self.requests_by_pixel[pixel] += 1
             step = self.script.pop(0) if self.script else None
         self.received.set()
-        kind = self.down or (step.kind if step else "ok")
+        kind = self.down or self.pixel_down.get(pixel) or (step.kind if step else "ok")
         if step and step.delay:
             self.stop_event.wait(step.delay)
-        if self.latency:
-            time.sleep(self.latency)
+        if self.latency or pixel in self.pixel_latency:
+            time.sleep(self.pixel_latency.get(pixel, self.latency))
         headers = {"Retry-After": step.retry_after} if step and step.retry_after else {}
         if kind == "hang":
             self.stop_event.wait(30)
@@ -169,7 +180,7 @@ class FakeGraph:
         except ValueError:
             return 400, meta_error(100, "body is not JSON"), {}
         token = body.get("access_token") if isinstance(body, dict) else None
-        if token != self.token:
+        if token != self.tokens.get(pixel, self.token):
             return 400, meta_error(190, "Invalid OAuth access token - Cannot parse access token"), {}
         if self.app_secret is not None:
             proof = hmac.new(self.app_secret.encode(), token.encode(), hashlib.sha256).hexdigest()
@@ -196,8 +207,10 @@ class FakeGraph:
         with self.lock:
             self.accepted_requests += 1
             self.bodies.append(body)
+            self.bodies_by_pixel.setdefault(pixel, []).append(body)
             for event in data:
                 self.delivered[(event["event_name"], event.get("event_id"))] += 1
+                self.delivered_by_pixel.setdefault(pixel, Counter())[(event["event_name"], event.get("event_id"))] += 1
         if kind in UNREADABLE_ANSWERS:
             return 200, kind, {}
         trace = "AbCdEf123"

@@ -6,6 +6,7 @@ module "capi" {
   project_id                = var.project_id
   region                    = var.region
   pixel_id                  = var.pixel_id
+  destinations              = var.destinations
   default_country           = var.default_country
   invoker_members           = var.invoker_members
   public_access             = var.public_access

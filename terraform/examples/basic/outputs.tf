@@ -8,6 +8,11 @@ output "meta_token_secret" {
   value       = module.capi.meta_token_secret
 }
 
+output "destination_token_secrets" {
+  description = "With destinations: the secret to add each destination's token to, by name."
+  value       = module.capi.destination_token_secrets
+}
+
 output "ingest_key_secret" {
   description = "Secret to add caller keys to (when public_access is true)."
   value       = module.capi.ingest_key_secret

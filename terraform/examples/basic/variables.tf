@@ -10,8 +10,23 @@ variable "region" {
 }
 
 variable "pixel_id" {
-  description = "Meta pixel / dataset id."
+  description = "Meta pixel / dataset id (one pixel); null when destinations is used."
   type        = string
+  default     = null
+}
+
+variable "destinations" {
+  description = "Several pixels, each with its own token secret (see the module's variable; two-pixels.tfvars.example)."
+  type = list(object({
+    name                 = string
+    pixel_id             = string
+    hosts                = optional(list(string))
+    forward_events       = optional(string)
+    test_event_code      = optional(string)
+    app_secret           = optional(bool, false)
+    token_secret_version = optional(string, "latest")
+  }))
+  default = []
 }
 
 variable "default_country" {
