@@ -672,6 +672,95 @@ def profile() -> None:
     print(profiler.output_text(unicode=False, color=False, show_all=False))
 
 
+# Components of a single-event request, by the first frame found in a py-spy stack (checked in
+# this order): README "Performance", "One event per request".
+SPY_COMPONENTS = (
+    ("body read, JSON in", ("read_json", "get_json")),
+    ("outbound call to Meta", ("GraphClient.send", "send_split", "forwarder (")),
+    ("log lines", ("log_by_name", "log (capi/log.py", "log_fields")),
+    ("pipeline", ("EventService.forward",)),
+    ("answer, JSON out", ("json_response", "Outcome.body")),
+    ("ingest key", ("Authenticator.check",)),
+    ("the view, other", ("Application._events", "guarded")),
+    ("flask, werkzeug, functions-framework", ("Flask.__call__",)),
+)
+
+
+def spy_single(seconds: int = 15) -> None:
+    """py-spy (bench/requirements.txt) on the served worker of capi, then of the forwarder, while
+    single-event requests run: µs per request holding the GIL, by component (1 kHz samples)."""
+    from tests.fakes.graph import GraphServer
+
+    bodies = [body_for(20_000 + n, 1) for n in range(300)]
+    with GraphServer() as graph:
+        sides = {
+            "capi": (
+                Function(
+                    ROOT / "main.py",
+                    "capi_events",
+                    capi_env(
+                        DRY_RUN="false",
+                        META_ACCESS_TOKEN=graph.fake.token,
+                        META_API_BASE_URL=graph.base_url,
+                        INGEST_API_KEY=INGEST_KEY,
+                        ALLOW_UNAUTHENTICATED="false",
+                        DEFAULT_COUNTRY="US",
+                        LOG_LEVEL="INFO",
+                    ),
+                ),
+                "/events",
+                {"Content-Type": "application/json", "X-Api-Key": INGEST_KEY},
+            ),
+            "forwarder": (
+                Function(
+                    ROOT / "bench" / "functions" / "main.py",
+                    "forwarder",
+                    {"GRAPH_URL": graph.base_url + "/v26.0/1234567890/events", "TOKEN": graph.fake.token},
+                    probe="/",
+                ),
+                "/",
+                {"Content-Type": "application/json"},
+            ),
+        }
+        for name, (function, path, headers) in sides.items():
+            try:
+                _spy(name, function, function.url + path, headers, bodies, seconds)
+            finally:
+                function.stop()
+
+
+def _spy(name: str, function: Function, url: str, headers: dict[str, str], bodies: list[bytes], seconds: int) -> None:
+    import tempfile
+
+    session = requests.Session()
+    for body in bodies[:100]:
+        session.post(url, data=body, headers=headers)
+    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
+        command = ["record", "--gil", "--nonblocking", "-r", "1000", "-f", "raw", "-o", out.name, "-d", str(seconds)]
+        spy = subprocess.Popen(
+            [str(BIN / "py-spy"), *command, "-p", str(function.worker_pid())],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        sent = 0
+        while spy.poll() is None:
+            session.post(url, data=bodies[sent % len(bodies)], headers=headers)
+            sent += 1
+        samples: dict[str, int] = {}
+        for line in Path(out.name).read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            component = next(
+                (c for c, frames in SPY_COMPONENTS if any(f in stack for f in frames)), "gunicorn, worker threads"
+            )
+            samples[component] = samples.get(component, 0) + int(count)
+    print(f"{name}: {sent} requests, µs per request holding the GIL (1 kHz samples, about ±10 µs each)")
+    for component, count in sorted(samples.items(), key=lambda item: -item[1]):
+        print(f"  {count * 1000 / sent:6.0f}  {component}")
+    print(f"  {sum(samples.values()) * 1000 / sent:6.0f}  total")
+
+
 BENCHES = {
     "single": bench_single_event,
     "single_instructions": bench_single_instructions,
@@ -752,14 +841,18 @@ REPORT = (
 
 
 def main() -> None:
-    """`python -m bench [NAME ...]` runs the named benches (all by default); `profile` profiles."""
+    """`python -m bench [NAME ...]` runs the named benches (all by default); `profile` profiles the
+    pipeline, `spy` the served single-event path."""
     names = sys.argv[1:]
     if names == ["profile"]:
         profile()
         return
+    if names == ["spy"]:
+        spy_single()
+        return
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
-        raise SystemExit(f"unknown bench {unknown}: choose from {', '.join(BENCHES)} or profile")
+        raise SystemExit(f"unknown bench {unknown}: choose from {', '.join(BENCHES)}, profile or spy")
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; runs={RUNS}")
     figures: dict[str, Any] = {}
     for name in names or BENCHES:
