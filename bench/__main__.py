@@ -468,13 +468,73 @@ def bench_single_event() -> dict[str, Any]:
     }
 
 
+_SINGLE_REQUESTS_SCRIPT = """
+import os, sys
+target, source, path, graph, count = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+os.environ.update({"META_PIXEL_ID": "1234567890", "META_ACCESS_TOKEN": "test-token", "META_API_BASE_URL": graph,
+                   "INGEST_API_KEY": "bench-ingest-key", "DEFAULT_COUNTRY": "US", "LOG_LEVEL": "INFO",
+                   "PROFILE_COLLECTION": "", "GRAPH_URL": graph + "/v26.0/1234567890/events", "TOKEN": "test-token"})
+import functions_framework
+from bench.__main__ import body_for
+client = functions_framework.create_app(target, source).test_client()
+bodies = [body_for(20_000 + n, 1) for n in range(100)]  # made in every run: only the requests differ
+headers = {"X-Api-Key": "bench-ingest-key"}
+for body in bodies[:count]:
+    response = client.post(path, data=body, content_type="application/json", headers=headers)
+    # The fake refuses the forwarder's raw GA4 events (400): it still made the round trip.
+    assert response.status_code == 200 or target == "forwarder" and response.status_code < 500, response.data[:300]
+"""
+
+
+def bench_single_instructions(count: int = 100) -> dict[str, Any]:
+    """Instructions per single-event request under callgrind, capi vs the trivial forwarder.
+
+    Each side is the difference of a run with `count` requests and one with none, in-process
+    (functions-framework's WSGI app, no gunicorn), forwarding to the fake Graph API in a process
+    of its own, so only the function's own work is counted: deterministic, unlike CPU time on
+    a shared machine, which is what each change in README "Performance" is measured by.
+    """
+    port = free_port()
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.graph", f"--port={port}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    graph = f"http://127.0.0.1:{port}"
+    try:
+        time.sleep(0.5)
+        sides = {}
+        for name, target, source, path in (
+            ("capi", "capi_events", "main.py", "/events"),
+            ("forwarder", "forwarder", "bench/functions/main.py", "/"),
+        ):
+            runs = [
+                _instructions([sys.executable, "-c", _SINGLE_REQUESTS_SCRIPT, target, source, path, graph, str(n)])
+                for n in (count, 0)
+            ]
+            sides[name] = (runs[0] - runs[1]) / count
+    finally:
+        fake.terminate()
+        fake.wait(timeout=10)
+    return {
+        "single_capi_kinstr": sides["capi"] / 1e3,
+        "single_forwarder_kinstr": sides["forwarder"] / 1e3,
+        "single_instr_ratio": sides["capi"] / sides["forwarder"],
+    }
+
+
 # -- 7. adversarial bodies and memory under concurrency ----------------------------------------
 
 MIB = 1024 * 1024
 
 
 def _fill(make: Any, limit: int = MIB - 1024) -> bytes:
-    """The largest body `make(n)` builds that fits in `limit` bytes (binary search on n)."""
+    """The largest body `make(n)` builds that fits in `limit` bytes (binary search on n).
+
+    `make` must grow with n: a batch of normal events cannot (1000 events, capi's bound, are
+    0.89 MiB), which is why `bench_adversarial` compares CPU per byte.
+    """
     low, high = 1, 1
     while len(make(high)) <= limit:
         low, high = high, high * 2
@@ -526,9 +586,12 @@ def _nest(depth: int) -> dict[str, Any]:
 
 
 def bench_adversarial() -> dict[str, Any]:
-    """CPU of each 1 MiB adversarial body vs a 1 MiB batch of normal events (both /validate)."""
-    people = customers(1000, 41)
-    normal = _fill(lambda n: json.dumps({"events": [ga4_event(c) for c in people[:n]]}).encode())
+    """CPU of each 1 MiB adversarial body vs a batch of normal events (both /validate), per byte.
+
+    The largest normal request is 1000 events (capi's bound), 0.89 MiB: its CPU is scaled to
+    1 MiB by size, so each ratio is CPU per byte of the adversarial body over that of normal events.
+    """
+    normal = body_for(41)
     bodies = adversarial_bodies()
     function = Function(ROOT / "main.py", "capi_events", capi_env(DEFAULT_COUNTRY="US"))
     headers = {"Content-Type": "application/json"}
@@ -543,11 +606,11 @@ def bench_adversarial() -> dict[str, Any]:
             return tree_cpu(function.proc.pid) - before
 
         cpu(normal)
-        normal_cpu = min(cpu(normal) for _ in range(3))
+        normal_cpu = min(cpu(normal) for _ in range(3)) * MIB / len(normal)  # scaled to 1 MiB
         results["normal_1mib_ms"] = normal_cpu * 1000
         worst = 0.0
         for name, body in bodies.items():
-            spent = min(cpu(body) for _ in range(3))
+            spent = min(cpu(body) for _ in range(3)) * MIB / len(body)
             results[f"adversarial_{name}_ms"] = spent * 1000
             worst = max(worst, spent / normal_cpu)
         results["adversarial_worst_ratio"] = worst
@@ -609,8 +672,98 @@ def profile() -> None:
     print(profiler.output_text(unicode=False, color=False, show_all=False))
 
 
+# Components of a single-event request, by the first frame found in a py-spy stack (checked in
+# this order): README "Performance", "One event per request".
+SPY_COMPONENTS = (
+    ("body read, JSON in", ("read_json", "get_json")),
+    ("outbound call to Meta", ("GraphClient.send", "send_split", "forwarder (")),
+    ("log lines", ("log_by_name", "log (capi/log.py", "log_fields")),
+    ("pipeline", ("EventService.forward",)),
+    ("answer, JSON out", ("json_response", "Outcome.body")),
+    ("ingest key", ("Authenticator.check",)),
+    ("the view, other", ("Application._events", "guarded")),
+    ("flask, werkzeug, functions-framework", ("Flask.__call__",)),
+)
+
+
+def spy_single(seconds: int = 15) -> None:
+    """py-spy (bench/requirements.txt) on the served worker of capi, then of the forwarder, while
+    single-event requests run: µs per request holding the GIL, by component (1 kHz samples)."""
+    from tests.fakes.graph import GraphServer
+
+    bodies = [body_for(20_000 + n, 1) for n in range(300)]
+    with GraphServer() as graph:
+        sides = {
+            "capi": (
+                Function(
+                    ROOT / "main.py",
+                    "capi_events",
+                    capi_env(
+                        DRY_RUN="false",
+                        META_ACCESS_TOKEN=graph.fake.token,
+                        META_API_BASE_URL=graph.base_url,
+                        INGEST_API_KEY=INGEST_KEY,
+                        ALLOW_UNAUTHENTICATED="false",
+                        DEFAULT_COUNTRY="US",
+                        LOG_LEVEL="INFO",
+                    ),
+                ),
+                "/events",
+                {"Content-Type": "application/json", "X-Api-Key": INGEST_KEY},
+            ),
+            "forwarder": (
+                Function(
+                    ROOT / "bench" / "functions" / "main.py",
+                    "forwarder",
+                    {"GRAPH_URL": graph.base_url + "/v26.0/1234567890/events", "TOKEN": graph.fake.token},
+                    probe="/",
+                ),
+                "/",
+                {"Content-Type": "application/json"},
+            ),
+        }
+        for name, (function, path, headers) in sides.items():
+            try:
+                _spy(name, function, function.url + path, headers, bodies, seconds)
+            finally:
+                function.stop()
+
+
+def _spy(name: str, function: Function, url: str, headers: dict[str, str], bodies: list[bytes], seconds: int) -> None:
+    import tempfile
+
+    session = requests.Session()
+    for body in bodies[:100]:
+        session.post(url, data=body, headers=headers)
+    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
+        command = ["record", "--gil", "--nonblocking", "-r", "1000", "-f", "raw", "-o", out.name, "-d", str(seconds)]
+        spy = subprocess.Popen(
+            [str(BIN / "py-spy"), *command, "-p", str(function.worker_pid())],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        sent = 0
+        while spy.poll() is None:
+            session.post(url, data=bodies[sent % len(bodies)], headers=headers)
+            sent += 1
+        samples: dict[str, int] = {}
+        for line in Path(out.name).read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            component = next(
+                (c for c, frames in SPY_COMPONENTS if any(f in stack for f in frames)), "gunicorn, worker threads"
+            )
+            samples[component] = samples.get(component, 0) + int(count)
+    print(f"{name}: {sent} requests, µs per request holding the GIL (1 kHz samples, about ±10 µs each)")
+    for component, count in sorted(samples.items(), key=lambda item: -item[1]):
+        print(f"  {count * 1000 / sent:6.0f}  {component}")
+    print(f"  {sum(samples.values()) * 1000 / sent:6.0f}  total")
+
+
 BENCHES = {
     "single": bench_single_event,
+    "single_instructions": bench_single_instructions,
     "cpu": bench_cpu,
     "adversarial": bench_adversarial,
     "memory": bench_concurrent_memory,
@@ -629,6 +782,12 @@ REPORT = (
         f" -> {f['single_ratio']:.2f}x (target <= 1.0, accept <= 1.1)",
     ),
     (
+        ("single_instr_ratio",),
+        lambda f: f"   instructions per single-event request (callgrind, in-process, no gunicorn): capi"
+        f" {f['single_capi_kinstr']:.0f} k, trivial forwarder {f['single_forwarder_kinstr']:.0f} k"
+        f" -> {f['single_instr_ratio']:.2f}x",
+    ),
+    (
         ("capi_vs_sdk",),
         lambda f: f"2. CPU, 1000 full events (/validate): capi {f['capi_ms_per_1000']:.0f} ms, SDK"
         f" {f['sdk_ms_per_1000']:.0f} ms -> {f['capi_vs_sdk']:.2f}x the SDK (target <= 0.4, accept <= 0.5);"
@@ -641,8 +800,8 @@ REPORT = (
     ),
     (
         ("adversarial_worst_ratio",),
-        lambda f: "3. CPU of a 1 MiB adversarial request vs a 1 MiB batch of normal events"
-        f" ({f['normal_1mib_ms']:.0f} ms): "
+        lambda f: "3. CPU of a 1 MiB adversarial request vs normal events, per MiB"
+        f" (1000 normal events, scaled to 1 MiB: {f['normal_1mib_ms']:.0f} ms): "
         + ", ".join(
             f"{k[len('adversarial_') : -3]} {v / f['normal_1mib_ms']:.2f}x"
             for k, v in f.items()
@@ -682,14 +841,18 @@ REPORT = (
 
 
 def main() -> None:
-    """`python -m bench [NAME ...]` runs the named benches (all by default); `profile` profiles."""
+    """`python -m bench [NAME ...]` runs the named benches (all by default); `profile` profiles the
+    pipeline, `spy` the served single-event path."""
     names = sys.argv[1:]
     if names == ["profile"]:
         profile()
         return
+    if names == ["spy"]:
+        spy_single()
+        return
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
-        raise SystemExit(f"unknown bench {unknown}: choose from {', '.join(BENCHES)} or profile")
+        raise SystemExit(f"unknown bench {unknown}: choose from {', '.join(BENCHES)}, profile or spy")
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; runs={RUNS}")
     figures: dict[str, Any] = {}
     for name in names or BENCHES:

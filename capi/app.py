@@ -1,6 +1,6 @@
 """Wiring: builds the service, the authenticator and the replayer from the configuration.
 
-Clients (Firestore, Secret Manager, the HTTP session) are created lazily on first use, once
+Clients (Firestore, Secret Manager, the HTTP connection pools) are created lazily on first use, once
 per instance, unless a test passes its own.
 """
 
@@ -46,7 +46,6 @@ class Application:
         *,
         firestore_client: Callable[[], Any] | None = None,
         secret_client: Any = None,
-        session: Any = None,
         sleep: Callable[[float], None] | None = None,
         rng: Callable[[], float] | None = None,
     ) -> None:
@@ -63,7 +62,7 @@ class Application:
         tokens: list[QualityDestination] = []
         for destination in config.destinations:
             token = self._secret(destination.access_token, destination.access_token_secret)
-            sender = self._graph_client(destination, token, session, retry) if token is not None else None
+            sender = self._graph_client(destination, token, retry) if token is not None else None
             if token is not None:
                 tokens.append(QualityDestination(destination.name, destination.pixel_id, token))
             self.senders[destination.name] = sender
@@ -83,7 +82,7 @@ class Application:
         self.authenticator = Authenticator(self._keys(), config.allow_unauthenticated)
         self.quality_report = (
             QualityReport(
-                DatasetQualityClient(base_url=config.api_base_url, api_version=config.api_version, session=session),
+                DatasetQualityClient(base_url=config.api_base_url, api_version=config.api_version),
                 tokens,
                 config.emq_alert_below,
             )
@@ -94,9 +93,7 @@ class Application:
         self.replay = guarded(self._replay)
         self.quality = guarded(self._quality)
 
-    def _graph_client(
-        self, destination: Destination, token: SecretSource, session: Any, retry: Mapping[str, Any]
-    ) -> GraphClient:
+    def _graph_client(self, destination: Destination, token: SecretSource, retry: Mapping[str, Any]) -> GraphClient:
         config = self.config
         return GraphClient(
             base_url=config.api_base_url,
@@ -104,7 +101,6 @@ class Application:
             pixel_id=destination.pixel_id,
             token=token,
             app_secret=self._secret(destination.app_secret, destination.app_secret_secret),
-            session=session,
             timeout=config.timeout_seconds,
             policy=RetryPolicy(max_attempts=config.max_attempts, budget=config.retry_budget_seconds),
             pool_size=max(16, config.threads),

@@ -352,14 +352,7 @@ def hash_value(key: str, value: str, ctx: FieldContext) -> str:
     """
     if key not in _REPEATING_KEYS or len(value) > _MEMO_MAX_CHARS:
         return _digest(key, value, ctx)
-    memo = (key, value, ctx.country)  # st is read by the country; no cached key uses the region
-    digest = _DIGESTS.get(memo)
-    if digest is None:
-        digest = _digest(key, value, ctx)
-        if len(_DIGESTS) >= _DIGESTS_LIMIT:
-            _DIGESTS.clear()  # bounded, and cheaper than an LRU's bookkeeping on every hit
-        _DIGESTS[memo] = digest
-    return digest
+    return _remembered(key, value, ctx.country)  # st is read by the country; no cached key uses the region
 
 
 def _digest(key: str, value: str, ctx: FieldContext) -> str:
@@ -373,10 +366,13 @@ def _digest(key: str, value: str, ctx: FieldContext) -> str:
 
 # Keys whose values repeat across customers (first names, cities, states, ...): their digests
 # are remembered. Emails, phones, ids and postal codes are nearly unique: remembering them
-# would only cost.
+# would only cost. Only short values are remembered (a name, a city), so the cache stays small
+# whatever arrives: at most 16384 entries of at most 256 characters. A dropped value raises,
+# and lru_cache never remembers a call that raised.
 _REPEATING_KEYS = frozenset({"fn", "ln", "ct", "st", "country", "ge", "db"})
-_DIGESTS: dict[tuple[str, str, str | None], str] = {}
-_DIGESTS_LIMIT = 16384
-# Only short values are remembered (a name, a city), so the cache stays small whatever arrives:
-# at most 16384 entries of at most 256 characters. A dropped value is never remembered.
 _MEMO_MAX_CHARS = 256
+
+
+@lru_cache(maxsize=16384)
+def _remembered(key: str, value: str, country: str | None) -> str:
+    return _digest(key, value, FieldContext(country, None))

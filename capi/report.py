@@ -15,7 +15,6 @@ A request with one event writes one such line; a 1000-event request one per name
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,15 +24,16 @@ BY_NAME = "events by name"
 OUTCOMES = ("forwarded", "stored", "skipped", "rejected", "failed")
 
 
-def match_keys_by_name(events: Iterable[Mapping[str, Any]]) -> dict[str, Counter[str]]:
+def match_keys_by_name(events: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
     """For Graph API events (hashed, as sent): per event name, how many carried each user_data key."""
-    found: dict[str, Counter[str]] = {}
+    found: dict[str, dict[str, int]] = {}
     for event in events:
         user = event.get("user_data")
         if isinstance(user, Mapping):
-            found.setdefault(str(event.get("event_name")), Counter()).update(
-                key for key, value in user.items() if value not in (None, "", [])
-            )
+            counts = found.setdefault(str(event.get("event_name")), {})
+            for key, value in user.items():
+                if value not in (None, "", []):
+                    counts[key] = counts.get(key, 0) + 1
     return found
 
 
@@ -49,7 +49,7 @@ def by_name_lines(
             if count:
                 line: dict[str, Any] = {"event_name": name, "outcome": outcome, "count": count}
                 if outcome == "forwarded":
-                    line["match_keys"] = dict(sorted(keys.get(name, Counter()).items()))
+                    line["match_keys"] = dict(sorted(keys.get(name, {}).items()))
                 lines.append(line)
     return lines
 

@@ -423,8 +423,9 @@ class EventService:
         batch = _Batch(received=len(envelope.events), dialects=envelope.dialects)
         batch.messages.extend(envelope.messages)
         now = self.clock()
-        # With enrichment, every draft waits for the one batched profile read; without, each
-        # is finished at once, while its values are still in the CPU's cache.
+        # Every draft is finished once all are prepared: with enrichment they wait for the one
+        # batched profile read; without, two passes measured faster than finishing each event
+        # right after preparing it (29 against 37 ms per 1000 events, README "Performance").
         enrich = self.profiles is not None and bool(self.config.profile_collection)
         drafts: list[Draft] = []
         sent: set[tuple[str, str]] = set()  # (event_name, event_id): each goes once per request
@@ -442,20 +443,16 @@ class EventService:
                     batch.skipped.append(Skip(index, key[1], "duplicate", event_name=key[0]))
                     continue
                 sent.add(key)
-                if enrich:
-                    drafts.append(result)
-                else:
-                    self._finish(batch, result, None)
+                drafts.append(result)
             elif isinstance(result, Skip):
                 if result.reason == "consent":
                     batch.count_consent(result.consent_signal, "denied")
                 batch.skipped.append(result)
             else:
                 batch.rejected.append(result)
-        if drafts:
-            profiles = self._profiles(drafts, batch)
-            for draft in drafts:
-                self._finish(batch, draft, profiles.get(draft.user_id) if draft.user_id else None)
+        profiles = self._profiles(drafts, batch) if enrich and drafts else {}
+        for draft in drafts:
+            self._finish(batch, draft, profiles.get(draft.user_id) if draft.user_id else None)
         return batch
 
     def _route(self, batch: _Batch, raw: dict[str, Any], draft: Draft) -> Draft | Skip | Rejection:
