@@ -1,4 +1,11 @@
-"""Shared fixtures: the loopback fake Graph API, the fake Secret Manager, the Firestore emulator."""
+"""Shared fixtures: the loopback fake Graph API, the fake Secret Manager, the Firestore emulator.
+
+Two ways to run capi in a test:
+- `make_app(graph, firestore=..., **env)` builds an `Application` with the test's clients
+  injected through its constructor; `serve(app)` puts a Flask test client around it.
+- the `make_client` fixture loads main.py's entry point from environment variables alone, as
+  production does (no injection).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +17,14 @@ from typing import Any
 
 import pytest
 
+from capi.app import Application
+from capi.config import load_config
+from tests.fakes.emulator import PROJECT as EMULATOR_PROJECT
 from tests.fakes.emulator import clear, running_emulator, wait_ready
 from tests.fakes.graph import GraphServer
 from tests.fakes.secretmanager import SecretManagerServer
 
 ROOT = Path(__file__).resolve().parent.parent
-EMULATOR_PROJECT = "demo-capi-test"
 PIXEL_ID = "1234567890"
 TOKEN = "test-token"
 
@@ -33,6 +42,7 @@ def secret_manager() -> Iterator[SecretManagerServer]:
 
 
 def base_env(graph: GraphServer | None = None, **extra: str) -> dict[str, str]:
+    """capi's environment for a test: open, no profiles, on the fake Graph API when given."""
     env = {
         "META_PIXEL_ID": PIXEL_ID,
         "META_ACCESS_TOKEN": TOKEN,
@@ -46,6 +56,40 @@ def base_env(graph: GraphServer | None = None, **extra: str) -> dict[str, str]:
         env["META_API_BASE_URL"] = graph.base_url
     env.update(extra)
     return env
+
+
+def no_wait(seconds: float) -> None:
+    """Meta's backoff without the wait: every retry still happens, at once."""
+
+
+def make_app(
+    graph: GraphServer | None = None,
+    *,
+    firestore: Any = None,
+    secret_client: Any = None,
+    sleep: Callable[[float], None] = no_wait,
+    rng: Callable[[], float] = lambda: 0.5,
+    **env: str,
+) -> Application:
+    """An `Application` on the test's peers, its clients injected through its constructor.
+
+    graph: the fake Graph API it posts to; None makes it a dry run (DRY_RUN=true), as nothing
+      would answer. env: variables over `base_env(graph)`, e.g. PROFILE_COLLECTION="users".
+    firestore: the Firestore client every store uses (`firestore_db`, a wrapper of it, or
+      `dead_firestore()`); None builds one lazily from the environment, as in production.
+    secret_client: a Secret Manager client (`secret_manager.client()`) for *_SECRET variables.
+    sleep, rng: the retry backoff's wait and jitter; by default no wait and a fixed jitter.
+    """
+    if graph is None:
+        env = {"DRY_RUN": "true", **env}
+    config = load_config(base_env(graph, **env))
+    return Application(
+        config,
+        firestore_client=None if firestore is None else lambda: firestore,
+        secret_client=secret_client,
+        sleep=sleep,
+        rng=rng,
+    )
 
 
 @pytest.fixture
