@@ -20,6 +20,7 @@ import pytest
 from capi.auth import Authenticator
 from capi.http import MAX_BODY_BYTES, CappedInput, EarlyRefusal
 from tests.conftest import ROOT, base_env
+from tests.fakes.emulator import free_port
 
 NO_TOKEN_DRY_RUN = {"DRY_RUN": "true", "META_ACCESS_TOKEN": ""}
 
@@ -125,12 +126,6 @@ def test_capped_input_ends_at_its_limit_however_it_is_read() -> None:
 KEY = "edge-test-key"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class Served:
     def __init__(self, port: int, worker: int) -> None:
         self.port, self.worker = port, worker
@@ -156,7 +151,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
-    port = _free_port()
+    port = free_port()
     env = {
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
         "META_PIXEL_ID": "1",

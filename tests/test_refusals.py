@@ -12,11 +12,9 @@ from typing import Any
 
 import pytest
 
-from capi.app import Application
-from capi.config import load_config
 from capi.delivery import MAX_SPLIT_CALLS
 from capi.graph import FIX_APP_SECRET, FIX_PERMISSION, FIX_PIXEL, FIX_TOKEN
-from tests.conftest import EMULATOR_PROJECT, PIXEL_ID, serve
+from tests.conftest import PIXEL_ID, make_app, serve
 
 pytestmark = pytest.mark.emulator
 UA = "Mozilla/5.0"
@@ -35,22 +33,6 @@ def purchase(event_id: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def application(firestore_client: Any, graph: Any, **env: str) -> Application:
-    values = {
-        "META_PIXEL_ID": PIXEL_ID,
-        "GOOGLE_CLOUD_PROJECT": EMULATOR_PROJECT,
-        "ALLOW_UNAUTHENTICATED": "true",
-        "PROFILE_COLLECTION": "",
-        "META_API_BASE_URL": graph.base_url,
-        "META_ACCESS_TOKEN": graph.fake.token,
-        "META_TIMEOUT_SECONDS": "2",
-        **env,
-    }
-    return Application(
-        load_config(values), firestore_client=lambda: firestore_client, sleep=lambda s: None, rng=lambda: 0.5
-    )
-
-
 def dead_letters(db: Any) -> dict[str, dict[str, Any]]:
     return {d.to_dict()["event_id"]: d.to_dict() for d in db.collection("capi_deadletter").stream()}
 
@@ -65,7 +47,7 @@ def lines(out: str, message: str) -> list[dict[str, Any]]:
 
 def test_refused_event_is_isolated_and_the_others_delivered(firestore_db: Any, graph: Any) -> None:
     graph.fake.poison = {"C"}
-    client = serve(application(firestore_db, graph))
+    client = serve(make_app(graph, firestore=firestore_db))
     ids = list("ABCDEFGH")
     response = client.post("/events", json={"events": [purchase(i) for i in ids]})
     assert response.status_code == 200
@@ -89,7 +71,7 @@ def test_refused_event_is_isolated_and_the_others_delivered(firestore_db: Any, g
 
 def test_a_lone_refused_event_is_502_with_metas_message(firestore_db: Any, graph: Any) -> None:
     graph.fake.poison = {"X"}
-    response = serve(application(firestore_db, graph)).post("/events", json=purchase("X"))
+    response = serve(make_app(graph, firestore=firestore_db)).post("/events", json=purchase("X"))
     assert response.status_code == 502
     body = response.get_json()
     assert (body["error"], body["meta_code"], body["meta_subcode"]) == ("meta_refused", 100, 2804003)
@@ -100,7 +82,7 @@ def test_a_lone_refused_event_is_502_with_metas_message(firestore_db: Any, graph
 def test_splitting_is_bounded_and_what_is_left_is_kept(firestore_db: Any, graph: Any) -> None:
     ids = [f"E{n:03d}" for n in range(200)]
     graph.fake.poison = set(ids[::10])  # 20 bad events spread over the batch
-    client = serve(application(firestore_db, graph))
+    client = serve(make_app(graph, firestore=firestore_db))
     response = client.post("/events", json={"events": [purchase(i) for i in ids]})
     body = response.get_json()
     assert graph.fake.requests <= MAX_SPLIT_CALLS
@@ -123,7 +105,7 @@ def test_splitting_is_bounded_and_what_is_left_is_kept(firestore_db: Any, graph:
 
 def test_replay_isolates_a_poisoned_dead_letter(firestore_db: Any, graph: Any, capsys: Any) -> None:
     graph.fake.down = "503"
-    client = serve(application(firestore_db, graph))
+    client = serve(make_app(graph, firestore=firestore_db))
     ids = [f"R{n}" for n in range(6)]
     assert client.post("/events", json={"events": [purchase(i) for i in ids]}).status_code == 202
     graph.fake.down = None
@@ -158,7 +140,7 @@ def test_refused_configuration_stores_then_replay_delivers(
     firestore_db: Any, graph: Any, capsys: Any, answer: str, code: int, subcode: int | None, fix: str, calls: int
 ) -> None:
     graph.fake.down = answer
-    client = serve(application(firestore_db, graph))
+    client = serve(make_app(graph, firestore=firestore_db))
     response = client.post("/events", json={"events": [purchase("K1"), purchase("K2")]})
     assert response.status_code == 202
     body = response.get_json()
@@ -191,7 +173,7 @@ def test_refused_configuration_stores_then_replay_delivers(
 
 def test_wrong_app_secret_is_configuration_not_the_events(firestore_db: Any, graph: Any) -> None:
     graph.fake.app_secret = "the-right-one"
-    client = serve(application(firestore_db, graph, META_APP_SECRET="a-wrong-one"))
+    client = serve(make_app(graph, firestore=firestore_db, META_APP_SECRET="a-wrong-one"))
     response = client.post("/events", json={"events": [purchase("S1"), purchase("S2")]})
     assert response.status_code == 202
     assert (response.get_json()["error"], response.get_json()["fix"]) == ("meta_config", FIX_APP_SECRET)
@@ -204,7 +186,7 @@ def test_wrong_app_secret_is_configuration_not_the_events(firestore_db: Any, gra
 @pytest.mark.parametrize("answer", ["garbage", "html200", "no_count", "huge_trace"])
 def test_unreadable_answer_is_kept_for_replay(firestore_db: Any, graph: Any, answer: str) -> None:
     graph.fake.fail_next(answer)
-    client = serve(application(firestore_db, graph))
+    client = serve(make_app(graph, firestore=firestore_db))
     started = time.monotonic()
     response = client.post("/events", json=purchase("U1"))
     assert time.monotonic() - started < 5
@@ -221,7 +203,7 @@ def test_unreadable_answer_is_kept_for_replay(firestore_db: Any, graph: Any, ans
 
 def test_malformed_fbtrace_id_is_not_echoed(firestore_db: Any, graph: Any) -> None:
     graph.fake.fail_next("bad_trace")
-    response = serve(application(firestore_db, graph)).post("/events", json=purchase("T1"))
+    response = serve(make_app(graph, firestore=firestore_db)).post("/events", json=purchase("T1"))
     assert response.status_code == 200
     body = response.get_json()
     assert (body["events_received"], body["fbtrace_id"]) == (1, None)
@@ -232,7 +214,7 @@ def test_malformed_fbtrace_id_is_not_echoed(firestore_db: Any, graph: Any) -> No
 
 def test_events_processed_line_has_the_contract_fields(firestore_db: Any, graph: Any, capsys: Any) -> None:
     graph.fake.poison = {"P-bad"}
-    client = serve(application(firestore_db, graph))
+    client = serve(make_app(graph, firestore=firestore_db))
     events = [
         purchase("P-ok", user_data={"email_address": "a@b.co", "phone_number": "+16505550100"}),
         {"event_name": "page_view", "event_id": "pv", "page_location": "https://x.example/", "user_agent": UA},

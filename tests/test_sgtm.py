@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import EMULATOR_PROJECT, PIXEL_ID, TOKEN
-from tests.fakes.emulator import clear
+from tests.fakes.emulator import clear, free_port
 from tests.fakes.graph import GraphServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,12 +49,6 @@ pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed: the
 
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], deadline: float) -> None:
