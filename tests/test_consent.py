@@ -55,16 +55,30 @@ def test_every_other_gcd_character_counts_as_denied(letter: str) -> None:
     assert consent.decide({"x-ga-gcd": gcd}, False) == (False, "x-ga-gcd")
 
 
-@pytest.mark.parametrize("ad_storage", sorted(GCD_TABLE))
-@pytest.mark.parametrize("ad_user_data", sorted(GCD_TABLE))
-def test_gcd_ad_storage_and_ad_user_data_letters(ad_storage: str, ad_user_data: str) -> None:
+@pytest.mark.parametrize(
+    ("ad_storage", "ad_user_data", "decision"),
+    [
+        ("granted", "granted", (True, "x-ga-gcd")),
+        ("granted", "not set", (True, "x-ga-gcd")),
+        ("not set", "granted", (True, "x-ga-gcd")),
+        ("not set", "not set", (True, None)),  # nothing read: allowed, and no signal named
+        ("denied", "granted", (False, "x-ga-gcd")),
+        ("denied", "not set", (False, "x-ga-gcd")),
+        ("granted", "denied", (False, "x-ga-gcd")),
+        ("not set", "denied", (False, "x-ga-gcd")),
+        ("denied", "denied", (False, "x-ga-gcd")),
+    ],
+)
+def test_gcd_ad_storage_and_ad_user_data_letters(
+    ad_storage: str, ad_user_data: str, decision: tuple[bool, str | None]
+) -> None:
     # Positions 2 and 6 of "13r3r3r3r5l1": ad_storage and ad_user_data; analytics_storage (4)
     # and ad_personalization (8) do not gate forwarding, so they are set to denied here.
-    gcd = f"13{ad_storage}3q3{ad_user_data}3q5l1"
-    states = {GCD_TABLE[ad_storage], GCD_TABLE[ad_user_data]}
-    allowed, signal = consent.decide({"x-ga-gcd": gcd}, False)
-    assert allowed is ("denied" not in states)
-    assert signal == ("x-ga-gcd" if "denied" in states or "granted" in states else None)
+    # Every letter of each state is tried: the 81 pairs of the nine letters in all.
+    for storage_letter in [letter for letter, state in GCD_TABLE.items() if state == ad_storage]:
+        for user_data_letter in [letter for letter, state in GCD_TABLE.items() if state == ad_user_data]:
+            gcd = f"13{storage_letter}3q3{user_data_letter}3q5l1"
+            assert consent.decide({"x-ga-gcd": gcd}, False) == decision, gcd
 
 
 @pytest.mark.parametrize("gcd", ["", "1", "13r", "13r3r", 13, None, ["13r3r3r3r5l1"]])
