@@ -187,16 +187,18 @@ def test_ingest_keys_from_secret_versions_for_rotation(secret_manager: Any, grap
 
 
 def test_secrets_share_one_lazily_built_client(monkeypatch: Any, secret_manager: Any) -> None:
-    import capi.secrets
-    from capi.lazy import Lazy
+    # Without a client passed in, every secret of the instance reads through one client of
+    # the library, built on the first read: the library's class is replaced to count them.
+    from google.cloud import secretmanager
 
     built: list[int] = []
 
-    def build() -> Any:
+    def build(*args: Any, **kwargs: Any) -> Any:
         built.append(1)
-        return secret_manager.client()
+        return client
 
-    monkeypatch.setattr(capi.secrets, "_shared_client", Lazy(build))
+    client = secret_manager.client()  # made before the library's class is replaced
+    monkeypatch.setattr(secretmanager, "SecretManagerServiceClient", build)
     secret_manager.fake.add_version(TOKEN_SECRET, "token")
     secret_manager.fake.add_version(f"projects/{EMULATOR_PROJECT}/secrets/app", "app")
     token = SecretManagerSecret(f"{TOKEN_SECRET}/versions/latest")
