@@ -58,6 +58,20 @@ def base_env(graph: GraphServer | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
+def purchase(event_id: str, **extra: Any) -> dict[str, Any]:
+    """A GA4 purchase capi forwards as Meta's Purchase, with its own email; `extra` overrides."""
+    return {
+        "event_name": "purchase",
+        "event_id": event_id,
+        "page_location": "https://shop.example.com/ok",
+        "user_agent": "Mozilla/5.0",
+        "value": 5,
+        "currency": "USD",
+        "user_data": {"email_address": f"{event_id.lower()}@example.com"},
+        **extra,
+    }
+
+
 def no_wait(seconds: float) -> None:
     """Meta's backoff without the wait: every retry still happens, at once."""
 

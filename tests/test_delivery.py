@@ -14,25 +14,11 @@ import pytest
 
 from capi.app import Application
 from capi.firestore import FirestoreDeadLetter, Replayer
-from tests.conftest import PIXEL_ID, make_app, serve
+from tests.conftest import PIXEL_ID, make_app, purchase, serve
 from tests.fakes.emulator import dead_firestore
 
 pytestmark = pytest.mark.emulator
-UA = "Mozilla/5.0"
 EMAIL = "pii.person@example.com"
-
-
-def purchase(event_id: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "event_name": "purchase",
-        "event_id": event_id,
-        "page_location": "https://shop.example.com/ok",
-        "user_agent": UA,
-        "value": 5,
-        "currency": "USD",
-        "user_data": {"email_address": EMAIL},
-        **extra,
-    }
 
 
 def dead_letters(db: Any) -> list[dict[str, Any]]:
@@ -44,7 +30,12 @@ def test_meta_down_stores_then_replay_delivers_exactly_once(firestore_db: Any, g
     graph.fake.down = "503"
     app = make_app(graph, firestore=firestore_db, META_TEST_EVENT_CODE="TEST42")
     client = serve(app)
-    response = client.post("/events", json={"events": [purchase(f"O-{n}") for n in range(3)] + [{"event_name": 1}]})
+    response = client.post(
+        "/events",
+        json={
+            "events": [purchase(f"O-{n}", user_data={"email_address": EMAIL}) for n in range(3)] + [{"event_name": 1}]
+        },
+    )
     # THEN the caller gets 202 with the count stored, and nothing raw is kept
     assert response.status_code == 202
     body = response.get_json()

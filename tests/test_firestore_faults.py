@@ -15,25 +15,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_app, serve
+from tests.conftest import make_app, purchase, serve
 from tests.fakes.emulator import emulator_process, firestore_client_at
 
 pytestmark = pytest.mark.emulator
-UA = "Mozilla/5.0"
 ANSWER_WITHIN = 15.0  # seconds: /events answers within this whatever Firestore does
-
-
-def purchase(event_id: str) -> dict[str, Any]:
-    return {
-        "event_name": "purchase",
-        "event_id": event_id,
-        "user_id": "u1",
-        "page_location": "https://shop.example.com/ok",
-        "user_agent": UA,
-        "value": 5,
-        "currency": "USD",
-        "user_data": {"email_address": "a@b.co"},
-    }
 
 
 # -- finding 4: a pending claim never makes a retry a duplicate ----------------------------
@@ -134,7 +120,7 @@ def _run_scenarios(db: Any, graph: Any) -> None:
         env = {"IDEMPOTENCY_COLLECTION": "capi_sent"} if guard else {}
         client = serve(make_app(graph, firestore=db, PROFILE_COLLECTION="users", FIRESTORE_TIMEOUT_SECONDS="2", **env))
         started = time.monotonic()
-        response = client.post("/events", json=purchase(f"F-{guard}-{meta_down}"))
+        response = client.post("/events", json=purchase(f"F-{guard}-{meta_down}", user_id="u1"))  # u1 has a profile
         elapsed = time.monotonic() - started
         assert elapsed < ANSWER_WITHIN, (guard, meta_down, elapsed)
         assert response.status_code == status, (guard, meta_down, response.get_json())

@@ -14,23 +14,9 @@ import pytest
 
 from capi.delivery import MAX_SPLIT_CALLS
 from capi.graph import FIX_APP_SECRET, FIX_PERMISSION, FIX_PIXEL, FIX_TOKEN
-from tests.conftest import PIXEL_ID, make_app, serve
+from tests.conftest import PIXEL_ID, make_app, purchase, serve
 
 pytestmark = pytest.mark.emulator
-UA = "Mozilla/5.0"
-
-
-def purchase(event_id: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "event_name": "purchase",
-        "event_id": event_id,
-        "page_location": "https://shop.example.com/ok",
-        "user_agent": UA,
-        "value": 5,
-        "currency": "USD",
-        "user_data": {"email_address": f"{event_id.lower()}@example.com"},
-        **extra,
-    }
 
 
 def dead_letters(db: Any) -> dict[str, dict[str, Any]]:
@@ -217,7 +203,12 @@ def test_events_processed_line_has_the_contract_fields(firestore_db: Any, graph:
     client = serve(make_app(graph, firestore=firestore_db))
     events = [
         purchase("P-ok", user_data={"email_address": "a@b.co", "phone_number": "+16505550100"}),
-        {"event_name": "page_view", "event_id": "pv", "page_location": "https://x.example/", "user_agent": UA},
+        {
+            "event_name": "page_view",
+            "event_id": "pv",
+            "page_location": "https://x.example/",
+            "user_agent": "Mozilla/5.0",
+        },
         purchase("P-old", event_time=int(time.time()) - 8 * 86400),
         purchase("P-bad"),
     ]
