@@ -10,6 +10,7 @@ Two ways to run capi in a test:
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -181,6 +182,30 @@ def serve(application: Any) -> Any:
         return application.replay(flask.request)
 
     return app.test_client()
+
+
+def at_once(*calls: Callable[[], object]) -> None:
+    """Run each call in its own thread, all released together, and wait for them all.
+
+    An exception in a call fails the test (a plain thread would only print it).
+    """
+    barrier = threading.Barrier(len(calls))
+    errors: list[BaseException] = []
+
+    def run(call: Callable[[], object]) -> None:
+        barrier.wait()
+        try:
+            call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 class CountingFirestore:

@@ -12,7 +12,7 @@ import pytest
 
 from capi.app import Application
 from capi.config import load_config
-from tests.conftest import CountingFirestore, base_env, make_app, serve
+from tests.conftest import CountingFirestore, at_once, base_env, make_app, serve
 from tests.fakes.emulator import firestore_client_at
 
 pytestmark = pytest.mark.emulator
@@ -190,11 +190,7 @@ def test_client_created_lazily_once(firestore_db: Any) -> None:
     app = Application(load_config(base_env(DRY_RUN="true", PROFILE_COLLECTION="users")), firestore_client=holder)
     assert created == []  # nothing created at start-up
     client = serve(app)
-    threads = [threading.Thread(target=lambda: client.post("/validate", json=lead("u"))) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(*[lambda: client.post("/validate", json=lead("u"))] * 8)
     assert created == [1]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from capi.app import Application
 from capi.errors import SecretUnavailable
 from capi.secrets import SecretManagerSecret, resource_name
-from tests.conftest import EMULATOR_PROJECT, make_app, serve
+from tests.conftest import EMULATOR_PROJECT, at_once, make_app, serve
 
 TOKEN_SECRET = f"projects/{EMULATOR_PROJECT}/secrets/meta-token"
 UA = "Mozilla/5.0"
@@ -66,17 +65,7 @@ def test_concurrent_first_calls_read_once(secret_manager: Any) -> None:
     secret_manager.fake.delay = 0.3
     secret = SecretManagerSecret(f"{TOKEN_SECRET}/versions/latest", client=secret_manager.client)
     results: list[str] = []
-    barrier = threading.Barrier(16)
-
-    def worker() -> None:
-        barrier.wait()
-        results.append(secret.get())
-
-    threads = [threading.Thread(target=worker) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(*[lambda: results.append(secret.get())] * 16)
     assert results == ["v1"] * 16
     assert secret_manager.fake.accesses[TOKEN_SECRET] == 1
 
