@@ -9,6 +9,7 @@ Two ways to run capi in a test:
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -182,6 +183,12 @@ def serve(application: Any) -> Any:
         return application.replay(flask.request)
 
     return app.test_client()
+
+
+def log_lines(out: str, message: str | None = None) -> list[dict[str, Any]]:
+    """The JSON lines capi wrote to `out` (captured stdout), only those of `message` if given."""
+    found = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [line for line in found if message is None or line["message"] == message]
 
 
 def at_once(*calls: Callable[[], object]) -> None:

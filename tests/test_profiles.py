@@ -12,7 +12,7 @@ import pytest
 
 from capi.app import Application
 from capi.config import load_config
-from tests.conftest import CountingFirestore, at_once, base_env, make_app, serve
+from tests.conftest import CountingFirestore, at_once, base_env, log_lines, make_app, serve
 from tests.fakes.emulator import firestore_client_at
 
 pytestmark = pytest.mark.emulator
@@ -170,8 +170,8 @@ def test_firestore_down_or_slow_never_blocks_forwarding(
     assert body["forwarded"] == 1 and graph.fake.accepted_requests == 1
     assert {"message": "profile lookup failed; events sent without enrichment"} in body["messages"]
     assert elapsed < 3.5
-    warnings = [line for line in capsys.readouterr().out.splitlines() if "profile lookup failed" in line]
-    assert len(warnings) == 1 and '"severity": "WARNING"' in warnings[0]
+    [warning] = log_lines(capsys.readouterr().out, "profile lookup failed; events sent without enrichment")
+    assert warning["severity"] == "WARNING"
 
 
 def test_client_created_lazily_once(firestore_db: Any) -> None:

@@ -13,13 +13,9 @@ import pytest
 from capi.payload import PARTNER_AGENT
 from capi.quality import FIELDS, DatasetQualityClient, Destination, QualityReport
 from capi.secrets import StaticSecret
-from tests.conftest import PIXEL_ID, TOKEN, base_env
+from tests.conftest import PIXEL_ID, TOKEN, base_env, log_lines
 from tests.fakes.dataset_quality import SAMPLE_WEB
 from tests.fakes.graph import GraphServer
-
-
-def lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
 
 
 @pytest.fixture
@@ -69,7 +65,7 @@ def test_answers_and_logs_per_event_name(
     assert request["fields"] == FIELDS and "access_token" not in request
     assert request["authorization"] == f"Bearer {TOKEN}"
 
-    logged = lines(capsys)
+    logged = log_lines(capsys.readouterr().out)
     quality = [line for line in logged if line["message"] == "dataset quality"]
     assert [(q["event_name"], q["score"], q["severity"]) for q in quality] == [
         ("AddToCart", 4.1, "INFO"),
@@ -131,7 +127,7 @@ def test_meta_failures_answer_and_log_an_error(
     [destination] = response.get_json()["destinations"]
     assert destination["error"] == error and destination.get("meta_code") == meta_code
     assert destination["name"] == "default" and "events" not in destination
-    [line] = [line for line in lines(capsys) if line["message"] == "dataset quality unavailable"]
+    [line] = [line for line in log_lines(capsys.readouterr().out) if line["message"] == "dataset quality unavailable"]
     assert line["severity"] == severity and line["error"] == error and line.get("meta_code") == meta_code
     assert line["destination"] == "default" and line["pixel_id"] == PIXEL_ID
     if error == "meta_config":

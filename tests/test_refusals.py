@@ -14,18 +14,13 @@ import pytest
 
 from capi.delivery import MAX_SPLIT_CALLS
 from capi.graph import FIX_APP_SECRET, FIX_PERMISSION, FIX_PIXEL, FIX_TOKEN
-from tests.conftest import PIXEL_ID, make_app, purchase, serve
+from tests.conftest import PIXEL_ID, log_lines, make_app, purchase, serve
 
 pytestmark = pytest.mark.emulator
 
 
 def dead_letters(db: Any) -> dict[str, dict[str, Any]]:
     return {d.to_dict()["event_id"]: d.to_dict() for d in db.collection("capi_deadletter").stream()}
-
-
-def lines(out: str, message: str) -> list[dict[str, Any]]:
-    found = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    return [entry for entry in found if entry["message"] == message]
 
 
 # -- finding 7: one refused event never sinks the others ----------------------------------
@@ -102,9 +97,9 @@ def test_replay_isolates_a_poisoned_dead_letter(firestore_db: Any, graph: Any, c
     assert dead_letters(firestore_db) == {}
     assert graph.fake.delivered == {("Purchase", i): 1 for i in ids if i != "R4"}
     out = capsys.readouterr().out
-    [dropped] = lines(out, "dead letter dropped: refused by Meta")
+    [dropped] = log_lines(out, "dead letter dropped: refused by Meta")
     assert (dropped["severity"], dropped["event_id"], dropped["meta_code"]) == ("ERROR", "R4", 100)
-    [summary] = lines(out, "replay finished")
+    [summary] = log_lines(out, "replay finished")
     assert summary["severity"] == "WARNING" and summary["rejected"] == 1
 
 
@@ -135,7 +130,7 @@ def test_refused_configuration_stores_then_replay_delivers(
     assert graph.fake.requests == calls  # not split, not retried: the events are not the problem
     assert set(dead_letters(firestore_db)) == {"K1", "K2"}
     out = capsys.readouterr().out
-    [error] = lines(out, "Meta refused capi's configuration")
+    [error] = log_lines(out, "Meta refused capi's configuration")
     assert error["severity"] == "ERROR"
     assert (error["error"], error["meta_code"], error.get("meta_subcode"), error["fix"], error["stored"]) == (
         "meta_config",
@@ -144,7 +139,7 @@ def test_refused_configuration_stores_then_replay_delivers(
         fix,
         2,
     )
-    [processed] = lines(out, "events processed")
+    [processed] = log_lines(out, "events processed")
     assert (processed["severity"], processed["status"], processed["error"], processed["meta_code"]) == (
         "WARNING",
         202,
@@ -214,7 +209,7 @@ def test_events_processed_line_has_the_contract_fields(firestore_db: Any, graph:
     ]
     capsys.readouterr()
     assert client.post("/events", json={"events": events}).status_code == 200
-    [line] = lines(capsys.readouterr().out, "events processed")
+    [line] = log_lines(capsys.readouterr().out, "events processed")
     assert line["severity"] == "INFO"
     fields = {k: v for k, v in line.items() if k not in ("severity", "message", "time", "logger")}
     assert fields == {

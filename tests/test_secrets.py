@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from capi.app import Application
 from capi.errors import SecretUnavailable
 from capi.secrets import SecretManagerSecret, resource_name
-from tests.conftest import EMULATOR_PROJECT, at_once, make_app, serve
+from tests.conftest import EMULATOR_PROJECT, at_once, log_lines, make_app, serve
 
 TOKEN_SECRET = f"projects/{EMULATOR_PROJECT}/secrets/meta-token"
 UA = "Mozilla/5.0"
@@ -133,7 +132,7 @@ def test_secret_errors_are_503_naming_the_resource_never_the_value(
     assert problem in body["message"]
     logged = capsys.readouterr().out
     assert "s3cr3t-value" not in logged and "s3cr3t-value" not in response.get_data(as_text=True)
-    [line] = [json.loads(text) for text in logged.splitlines() if '"secret unavailable"' in text]
+    [line] = log_lines(logged, "secret unavailable")
     assert (line["severity"], line["secret"], line["problem"], line["fix"]) == (
         "ERROR",
         f"{TOKEN_SECRET}/versions/latest",

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from capi.log import log, set_trace
-from tests.conftest import ROOT, base_env
+from tests.conftest import ROOT, base_env, log_lines
 
 TRACE_ID = "105445aa7843bc8bf206b12000100000"  # the example of Google's trace-context page
 
@@ -60,8 +60,7 @@ def test_log_lines_are_json_with_the_request_trace(graph: Any, make_client: Any,
     capsys.readouterr()
     headers = {"X-Cloud-Trace-Context": f"{TRACE_ID}/42;o=1"}
     assert client.post("/events", json=event, headers=headers).status_code == 200
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    summary = next(line for line in lines if line["message"] == "events processed")
+    [summary] = log_lines(capsys.readouterr().out, "events processed")
     assert summary["severity"] == "INFO"
     assert summary["logging.googleapis.com/trace"] == f"projects/my-proj/traces/{TRACE_ID}"
     assert (summary["received"], summary["forwarded"], summary["fbtrace_id"]) == (1, 1, "AbCdEf123")
