@@ -110,21 +110,21 @@ def test_every_gcs_value(gcs: Any, allowed: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("state", "allowed"),
+    ("state", "decision"),
     [
-        ({"ad_storage": True, "ad_user_data": True}, True),
-        ({"ad_storage": False, "ad_user_data": True}, False),
-        ({"ad_storage": True, "ad_user_data": False}, False),
-        ({"ad_storage": True}, True),
-        ({"ad_user_data": False}, False),
-        ({"ad_storage": "false"}, False),  # not a boolean: unknown counts as denied
-        ({"analytics_storage": False}, True),  # does not gate Meta
-        ("granted", False),
+        ({"ad_storage": True, "ad_user_data": True}, (True, "consent_state")),
+        ({"ad_storage": False, "ad_user_data": True}, (False, "consent_state")),
+        ({"ad_storage": True, "ad_user_data": False}, (False, "consent_state")),
+        ({"ad_storage": True}, (True, "consent_state")),
+        ({"ad_user_data": False}, (False, "consent_state")),
+        ({"ad_storage": "false"}, (False, "consent_state")),  # not a boolean: unknown counts as denied
+        ({"analytics_storage": False}, (True, None)),  # does not gate Meta: nothing read
+        ("granted", (False, "consent_state")),
     ],
 )
-def test_stape_consent_state(state: Any, allowed: bool) -> None:
+def test_stape_consent_state(state: Any, decision: tuple[bool, str | None]) -> None:
     # Stape's Data Tag writes consent_state booleans (stape-io/data-tag template.js).
-    assert consent.decide({"consent_state": state}, False)[0] is allowed
+    assert consent.decide({"consent_state": state}, False) == decision
 
 
 @pytest.mark.parametrize(
@@ -141,7 +141,8 @@ def test_stape_consent_state(state: Any, allowed: bool) -> None:
     ],
 )
 def test_consent_object_capi_and_measurement_protocol(value: Any, allowed: bool) -> None:
-    assert consent.decide({"consent": value}, False)[0] is allowed
+    # Every value here is read (granted, denied or unknown): the signal is always named.
+    assert consent.decide({"consent": value}, False) == (allowed, "consent")
 
 
 def test_any_denying_signal_wins_and_is_named() -> None:
