@@ -19,6 +19,9 @@ from tests.conftest import PIXEL_ID, log_lines, make_app, purchase, serve
 pytestmark = pytest.mark.emulator
 
 
+NONE = {"forwarded": 0, "rejected": 0, "skipped": 0, "stored": 0, "failed": 0}  # by_event counts
+
+
 def dead_letters(db: Any) -> dict[str, dict[str, Any]]:
     return {d.to_dict()["event_id"]: d.to_dict() for d in db.collection("capi_deadletter").stream()}
 
@@ -140,12 +143,15 @@ def test_refused_configuration_stores_then_replay_delivers(
         2,
     )
     [processed] = log_lines(out, "events processed")
-    assert (processed["severity"], processed["status"], processed["error"], processed["meta_code"]) == (
-        "WARNING",
-        202,
-        "meta_config",
-        code,
-    )
+    assert (
+        processed["severity"],
+        processed["status"],
+        processed["error"],
+        processed["meta_code"],
+        processed["stored"],
+        processed["forwarded"],
+        processed["by_event"],
+    ) == ("WARNING", 202, "meta_config", code, 2, 0, {"Purchase": {**NONE, "stored": 2}})
     # the configuration is fixed: the replay delivers them
     graph.fake.down = None
     assert client.post("/replay").get_json()["delivered"] == 2
