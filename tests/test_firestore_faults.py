@@ -118,7 +118,7 @@ def _run_scenarios(db: Any, graph: Any) -> None:
     for guard, meta_down, status in SCENARIOS:
         graph.fake.down = "503" if meta_down else None
         env = {"IDEMPOTENCY_COLLECTION": "capi_sent"} if guard else {}
-        client = serve(make_app(graph, firestore=db, PROFILE_COLLECTION="users", FIRESTORE_TIMEOUT_SECONDS="2", **env))
+        client = serve(make_app(graph, firestore=db, PROFILE_COLLECTION="users", FIRESTORE_TIMEOUT_SECONDS="1", **env))
         started = time.monotonic()
         response = client.post("/events", json=purchase(f"F-{guard}-{meta_down}", user_id="u1"))  # u1 has a profile
         elapsed = time.monotonic() - started
