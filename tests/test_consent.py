@@ -10,7 +10,6 @@ import pytest
 
 from capi import consent
 from capi.config import load_config
-from capi.inputs import read as read_envelope
 from capi.service import EventService
 
 NOW = 1_790_000_000.0
@@ -224,10 +223,11 @@ def test_measurement_protocol_request_consent_applies_to_every_event() -> None:
 def test_consent_required_through_the_pipeline_and_the_decision_counts() -> None:
     service = _service(CONSENT_REQUIRED="true")
     events = [_event("none"), _event("ok", **{"x-ga-gcs": "G111"}), _event("no", **{"x-ga-gcs": "G100"})]
-    batch = service._build(read_envelope({"events": events}))
-    assert [s.to_json() for s in batch.skipped] == [
+    outcome = service.forward({"events": events})
+    assert outcome.body["skipped"] == [
         {"index": 0, "event_id": "none", "reason": "consent", "consent_signal": "CONSENT_REQUIRED"},
         {"index": 2, "event_id": "no", "reason": "consent", "consent_signal": "x-ga-gcs"},
     ]
     # What the "events processed" line carries: counts per signal, never a value.
-    assert batch.consent == {"CONSENT_REQUIRED": {"denied": 1}, "x-ga-gcs": {"granted": 1, "denied": 1}}
+    consent_counts = {"CONSENT_REQUIRED": {"denied": 1}, "x-ga-gcs": {"granted": 1, "denied": 1}}
+    assert outcome.log_fields()["consent"] == consent_counts

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from capi.log import log, set_trace
-from tests.conftest import ROOT, base_env, log_lines
+from tests.conftest import ROOT, base_env, log_lines, serve
 
 TRACE_ID = "105445aa7843bc8bf206b12000100000"  # the example of Google's trace-context page
 
@@ -77,12 +77,23 @@ def test_both_token_settings_secret_wins_and_is_said_once(secret_manager: Any, g
             "META_ACCESS_TOKEN_SECRET": "tok",
             "GOOGLE_CLOUD_PROJECT": "p",
             "META_API_BASE_URL": graph.base_url,
+            "ALLOW_UNAUTHENTICATED": "true",
+            "PROFILE_COLLECTION": "",
         },
         secret_client=secret_manager.client(),
     )
     warnings = [line for line in capsys.readouterr().out.splitlines() if "secret wins" in line]
     assert len(warnings) == 1 and "literal-token" not in warnings[0]
-    assert app.graph._token.name == "projects/p/secrets/tok/versions/latest"
+    # and the secret's token is the one Meta receives
+    event = {
+        "event_name": "generate_lead",
+        "event_id": "W-1",
+        "page_location": "https://shop.example.com/",
+        "user_agent": "UA",
+        "user_data": {"em": "a@b.co"},
+    }
+    assert serve(app).post("/events", json=event).status_code == 200
+    assert graph.fake.bodies[0]["access_token"] == graph.fake.token != "literal-token"
 
 
 @pytest.mark.parametrize(
