@@ -48,18 +48,20 @@ def test_start_up_freezes_what_it_loaded_and_raises_the_collection_threshold() -
     assert result.stdout.split() == ["50000", "True"]
 
 
+LEAD = {
+    "event_name": "generate_lead",
+    "event_id": "t-1",
+    "page_location": "https://x.example/",
+    "user_agent": "UA",
+    "user_data": {"em": "a@b.co"},
+}
+
+
 def test_log_lines_are_json_with_the_request_trace(graph: Any, make_client: Any, capsys: Any) -> None:
     client = make_client(base_env(graph, GOOGLE_CLOUD_PROJECT="my-proj"))
-    event = {
-        "event_name": "generate_lead",
-        "event_id": "t-1",
-        "page_location": "https://x.example/",
-        "user_agent": "UA",
-        "user_data": {"em": "a@b.co"},
-    }
     capsys.readouterr()
     headers = {"X-Cloud-Trace-Context": f"{TRACE_ID}/42;o=1"}
-    assert client.post("/events", json=event, headers=headers).status_code == 200
+    assert client.post("/events", json=LEAD, headers=headers).status_code == 200
     [summary] = log_lines(capsys.readouterr().out, "events processed")
     assert summary["severity"] == "INFO"
     assert summary["logging.googleapis.com/trace"] == f"projects/my-proj/traces/{TRACE_ID}"
@@ -85,14 +87,7 @@ def test_both_token_settings_secret_wins_and_is_said_once(secret_manager: Any, g
     warnings = [line for line in capsys.readouterr().out.splitlines() if "secret wins" in line]
     assert len(warnings) == 1 and "literal-token" not in warnings[0]
     # and the secret's token is the one Meta receives
-    event = {
-        "event_name": "generate_lead",
-        "event_id": "W-1",
-        "page_location": "https://shop.example.com/",
-        "user_agent": "UA",
-        "user_data": {"em": "a@b.co"},
-    }
-    assert serve(app).post("/events", json=event).status_code == 200
+    assert serve(app).post("/events", json=LEAD).status_code == 200
     assert graph.fake.bodies[0]["access_token"] == graph.fake.token != "literal-token"
 
 
