@@ -9,6 +9,7 @@ Two ways to run capi in a test:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -21,6 +22,7 @@ import pytest
 
 from capi.app import Application
 from capi.config import load_config
+from capi.service import EventService
 from tests.fakes.emulator import PROJECT as EMULATOR_PROJECT
 from tests.fakes.emulator import clear, running_emulator, wait_ready
 from tests.fakes.graph import GraphServer
@@ -29,6 +31,7 @@ from tests.fakes.secretmanager import SecretManagerServer
 ROOT = Path(__file__).resolve().parent.parent
 PIXEL_ID = "1234567890"
 TOKEN = "test-token"
+NOW = 1_790_000_000.0  # the pipeline's clock in make_service: 2026-09-21, a fixed "now"
 
 
 @pytest.fixture
@@ -106,6 +109,14 @@ def make_app(
         sleep=sleep,
         rng=rng,
     )
+
+
+def make_service(**env: str) -> EventService:
+    """The event pipeline alone, as /validate and /events run it, with no I/O: a dry run at a
+    fixed time (NOW), minting event ids minted-0, minted-1, ... `env` over a pixel id."""
+    config = load_config({"META_PIXEL_ID": "1", "DRY_RUN": "true", **env})
+    ids = (f"minted-{n}" for n in itertools.count())
+    return EventService(config, sender=None, clock=lambda: NOW, mint=lambda: next(ids))
 
 
 @pytest.fixture

@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 
 from capi import consent
-from capi.config import load_config
 from capi.service import EventService
+from tests.conftest import NOW, make_service
 
-NOW = 1_790_000_000.0
 BASE64URL = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
 
 # The nine gcd state letters and what each means (clients.md section 2; the decoder in
@@ -158,8 +157,7 @@ def test_consent_required_skips_only_events_without_a_signal() -> None:
 
 
 def _service(**env: str) -> EventService:
-    config = load_config({"META_PIXEL_ID": "1", "DRY_RUN": "true", "FORWARD_EVENTS": "*", **env})
-    return EventService(config, sender=None, clock=lambda: NOW, mint=lambda: "minted")
+    return make_service(FORWARD_EVENTS="*", **env)
 
 
 def _event(event_id: str, **fields: Any) -> dict[str, Any]:

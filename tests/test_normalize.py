@@ -20,6 +20,7 @@ from capi.normalize import (
     normalize_phone,
     normalize_value,
 )
+from tests.conftest import make_service
 
 
 def ctx(country: str | None = None, default: str | None = None) -> FieldContext:
@@ -318,11 +319,7 @@ def test_memory_stays_flat_after_many_distinct_megabyte_values() -> None:
     import gc
     import tracemalloc
 
-    from capi.config import load_config
-    from capi.service import EventService
-
-    config = load_config({"META_PIXEL_ID": "1", "DRY_RUN": "true", "FORWARD_EVENTS": "*"})
-    service = EventService(config, sender=None, clock=lambda: 1_790_000_000.0, mint=lambda: "id")
+    service = make_service(FORWARD_EVENTS="*")
     megabyte = "x" * (1 << 20)
     tracemalloc.start()
     try:
