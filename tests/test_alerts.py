@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 
 from capi.app import Application
-from capi.config import load_config
 from capi.errors import MetaError
 from capi.firestore import FirestoreDeadLetter
-from tests.conftest import EMULATOR_PROJECT, PIXEL_ID, ROOT, base_env, serve
+from tests.conftest import PIXEL_ID, ROOT, base_env, make_app, serve
 from tests.fakes.dataset_quality import SAMPLE_WEB
 from tests.fakes.graph import HASHED, GraphServer
 from tests.logquery import entry, fields, matches
@@ -143,8 +142,7 @@ def quality_lines(graph: GraphServer, make_client: Callable[..., Any], capsys: A
 
 
 def emulator_app(db: Any, graph: GraphServer, **env: str) -> Application:
-    values = {**base_env(graph), "GOOGLE_CLOUD_PROJECT": EMULATOR_PROJECT, "META_MAX_ATTEMPTS": "1", **env}
-    return Application(load_config(values), firestore_client=lambda: db)
+    return make_app(graph, firestore=db, META_MAX_ATTEMPTS="1", **env)
 
 
 # -- each metric's filter: the line of its condition, not its neighbour ----------------------------

@@ -9,11 +9,9 @@ from typing import Any
 import pytest
 
 from capi import consent
-from capi.config import load_config
-from capi.inputs import read as read_envelope
 from capi.service import EventService
+from tests.conftest import NOW, make_service
 
-NOW = 1_790_000_000.0
 BASE64URL = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
 
 # The nine gcd state letters and what each means (clients.md section 2; the decoder in
@@ -55,16 +53,30 @@ def test_every_other_gcd_character_counts_as_denied(letter: str) -> None:
     assert consent.decide({"x-ga-gcd": gcd}, False) == (False, "x-ga-gcd")
 
 
-@pytest.mark.parametrize("ad_storage", sorted(GCD_TABLE))
-@pytest.mark.parametrize("ad_user_data", sorted(GCD_TABLE))
-def test_gcd_ad_storage_and_ad_user_data_letters(ad_storage: str, ad_user_data: str) -> None:
+@pytest.mark.parametrize(
+    ("ad_storage", "ad_user_data", "decision"),
+    [
+        ("granted", "granted", (True, "x-ga-gcd")),
+        ("granted", "not set", (True, "x-ga-gcd")),
+        ("not set", "granted", (True, "x-ga-gcd")),
+        ("not set", "not set", (True, None)),  # nothing read: allowed, and no signal named
+        ("denied", "granted", (False, "x-ga-gcd")),
+        ("denied", "not set", (False, "x-ga-gcd")),
+        ("granted", "denied", (False, "x-ga-gcd")),
+        ("not set", "denied", (False, "x-ga-gcd")),
+        ("denied", "denied", (False, "x-ga-gcd")),
+    ],
+)
+def test_gcd_ad_storage_and_ad_user_data_letters(
+    ad_storage: str, ad_user_data: str, decision: tuple[bool, str | None]
+) -> None:
     # Positions 2 and 6 of "13r3r3r3r5l1": ad_storage and ad_user_data; analytics_storage (4)
     # and ad_personalization (8) do not gate forwarding, so they are set to denied here.
-    gcd = f"13{ad_storage}3q3{ad_user_data}3q5l1"
-    states = {GCD_TABLE[ad_storage], GCD_TABLE[ad_user_data]}
-    allowed, signal = consent.decide({"x-ga-gcd": gcd}, False)
-    assert allowed is ("denied" not in states)
-    assert signal == ("x-ga-gcd" if "denied" in states or "granted" in states else None)
+    # Every letter of each state is tried: the 81 pairs of the nine letters in all.
+    for storage_letter in [letter for letter, state in GCD_TABLE.items() if state == ad_storage]:
+        for user_data_letter in [letter for letter, state in GCD_TABLE.items() if state == ad_user_data]:
+            gcd = f"13{storage_letter}3q3{user_data_letter}3q5l1"
+            assert consent.decide({"x-ga-gcd": gcd}, False) == decision, gcd
 
 
 @pytest.mark.parametrize("gcd", ["", "1", "13r", "13r3r", 13, None, ["13r3r3r3r5l1"]])
@@ -96,21 +108,21 @@ def test_every_gcs_value(gcs: Any, allowed: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("state", "allowed"),
+    ("state", "decision"),
     [
-        ({"ad_storage": True, "ad_user_data": True}, True),
-        ({"ad_storage": False, "ad_user_data": True}, False),
-        ({"ad_storage": True, "ad_user_data": False}, False),
-        ({"ad_storage": True}, True),
-        ({"ad_user_data": False}, False),
-        ({"ad_storage": "false"}, False),  # not a boolean: unknown counts as denied
-        ({"analytics_storage": False}, True),  # does not gate Meta
-        ("granted", False),
+        ({"ad_storage": True, "ad_user_data": True}, (True, "consent_state")),
+        ({"ad_storage": False, "ad_user_data": True}, (False, "consent_state")),
+        ({"ad_storage": True, "ad_user_data": False}, (False, "consent_state")),
+        ({"ad_storage": True}, (True, "consent_state")),
+        ({"ad_user_data": False}, (False, "consent_state")),
+        ({"ad_storage": "false"}, (False, "consent_state")),  # not a boolean: unknown counts as denied
+        ({"analytics_storage": False}, (True, None)),  # does not gate Meta: nothing read
+        ("granted", (False, "consent_state")),
     ],
 )
-def test_stape_consent_state(state: Any, allowed: bool) -> None:
+def test_stape_consent_state(state: Any, decision: tuple[bool, str | None]) -> None:
     # Stape's Data Tag writes consent_state booleans (stape-io/data-tag template.js).
-    assert consent.decide({"consent_state": state}, False)[0] is allowed
+    assert consent.decide({"consent_state": state}, False) == decision
 
 
 @pytest.mark.parametrize(
@@ -127,7 +139,8 @@ def test_stape_consent_state(state: Any, allowed: bool) -> None:
     ],
 )
 def test_consent_object_capi_and_measurement_protocol(value: Any, allowed: bool) -> None:
-    assert consent.decide({"consent": value}, False)[0] is allowed
+    # Every value here is read (granted, denied or unknown): the signal is always named.
+    assert consent.decide({"consent": value}, False) == (allowed, "consent")
 
 
 def test_any_denying_signal_wins_and_is_named() -> None:
@@ -144,8 +157,7 @@ def test_consent_required_skips_only_events_without_a_signal() -> None:
 
 
 def _service(**env: str) -> EventService:
-    config = load_config({"META_PIXEL_ID": "1", "DRY_RUN": "true", "FORWARD_EVENTS": "*", **env})
-    return EventService(config, sender=None, clock=lambda: NOW, mint=lambda: "minted")
+    return make_service(FORWARD_EVENTS="*", **env)
 
 
 def _event(event_id: str, **fields: Any) -> dict[str, Any]:
@@ -209,10 +221,11 @@ def test_measurement_protocol_request_consent_applies_to_every_event() -> None:
 def test_consent_required_through_the_pipeline_and_the_decision_counts() -> None:
     service = _service(CONSENT_REQUIRED="true")
     events = [_event("none"), _event("ok", **{"x-ga-gcs": "G111"}), _event("no", **{"x-ga-gcs": "G100"})]
-    batch = service._build(read_envelope({"events": events}))
-    assert [s.to_json() for s in batch.skipped] == [
+    outcome = service.forward({"events": events})
+    assert outcome.body["skipped"] == [
         {"index": 0, "event_id": "none", "reason": "consent", "consent_signal": "CONSENT_REQUIRED"},
         {"index": 2, "event_id": "no", "reason": "consent", "consent_signal": "x-ga-gcs"},
     ]
     # What the "events processed" line carries: counts per signal, never a value.
-    assert batch.consent == {"CONSENT_REQUIRED": {"denied": 1}, "x-ga-gcs": {"granted": 1, "denied": 1}}
+    consent_counts = {"CONSENT_REQUIRED": {"denied": 1}, "x-ga-gcs": {"granted": 1, "denied": 1}}
+    assert outcome.log_fields()["consent"] == consent_counts

@@ -8,7 +8,6 @@ import json
 import re
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +18,8 @@ import pytest
 
 from capi.auth import Authenticator
 from capi.http import MAX_BODY_BYTES, CappedInput, EarlyRefusal
-from tests.conftest import ROOT, base_env
+from tests.conftest import base_env
+from tests.fakes.function import running_function
 
 NO_TOKEN_DRY_RUN = {"DRY_RUN": "true", "META_ACCESS_TOKEN": ""}
 
@@ -125,12 +125,6 @@ def test_capped_input_ends_at_its_limit_however_it_is_read() -> None:
 KEY = "edge-test-key"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class Served:
     def __init__(self, port: int, worker: int) -> None:
         self.port, self.worker = port, worker
@@ -156,38 +150,16 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
-    port = _free_port()
     env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
         "META_PIXEL_ID": "1",
         "DRY_RUN": "true",
         "INGEST_API_KEY": KEY,
         "PROFILE_COLLECTION": "",
         "THREADS": "8",
     }
-    command = [
-        str(Path(sys.executable).parent / "functions-framework"),
-        "--target=capi_events",
-        "--source=main.py",
-        "--host=127.0.0.1",
-        f"--port={port}",
-    ]
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
-                    assert answer.status == 200
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "functions-framework did not start"
-                time.sleep(0.1)
+    with running_function(env) as (port, server):
         children = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True, check=True)
         yield Served(port, int(children.stdout.split()[0]))  # gunicorn's one worker
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def _post(length: str, key: str | None = None) -> str:

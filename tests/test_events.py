@@ -9,24 +9,17 @@ from typing import Any
 import orjson
 import pytest
 
-from capi.config import load_config
 from capi.errors import RequestError
 from capi.events import FROM_ORDER, MAX_CHARS, MINTED
-from capi.service import EventService
+from tests.conftest import NOW
+from tests.conftest import make_service as service
 
-NOW = 1_790_000_000.0
 UA = "Mozilla/5.0 (X11; Linux x86_64)"
 URL = "https://shop.example.com/p/1"
 
 
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def service(**env: str) -> EventService:
-    config = load_config({"META_PIXEL_ID": "1", "DRY_RUN": "true", **env})
-    ids = iter(f"minted-{n}" for n in range(10_000))
-    return EventService(config, sender=None, clock=lambda: NOW, mint=lambda: next(ids))
 
 
 def event(**fields: Any) -> dict[str, Any]:

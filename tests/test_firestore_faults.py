@@ -7,7 +7,6 @@ the session's emulator is never touched.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -16,43 +15,11 @@ from typing import Any
 
 import pytest
 
-from capi.app import Application
-from capi.config import load_config
-from tests.conftest import EMULATOR_PROJECT, PIXEL_ID, serve
-from tests.fakes.emulator import free_port, wait_ready
-from tests.test_profiles import _dead_firestore
+from tests.conftest import make_app, purchase, serve
+from tests.fakes.emulator import emulator_process, firestore_client_at
 
 pytestmark = pytest.mark.emulator
-UA = "Mozilla/5.0"
 ANSWER_WITHIN = 15.0  # seconds: /events answers within this whatever Firestore does
-
-
-def purchase(event_id: str) -> dict[str, Any]:
-    return {
-        "event_name": "purchase",
-        "event_id": event_id,
-        "user_id": "u1",
-        "page_location": "https://shop.example.com/ok",
-        "user_agent": UA,
-        "value": 5,
-        "currency": "USD",
-        "user_data": {"email_address": "a@b.co"},
-    }
-
-
-def application(firestore_client: Any, graph: Any, **env: str) -> Application:
-    values = {
-        "META_PIXEL_ID": PIXEL_ID,
-        "GOOGLE_CLOUD_PROJECT": EMULATOR_PROJECT,
-        "ALLOW_UNAUTHENTICATED": "true",
-        "PROFILE_COLLECTION": "users",
-        "META_API_BASE_URL": graph.base_url,
-        "META_ACCESS_TOKEN": graph.fake.token,
-        "META_TIMEOUT_SECONDS": "1",
-        "META_RETRY_BUDGET_SECONDS": "3",
-        **env,
-    }
-    return Application(load_config(values), firestore_client=lambda: firestore_client, sleep=lambda s: None)
 
 
 # -- finding 4: a pending claim never makes a retry a duplicate ----------------------------
@@ -93,7 +60,7 @@ def test_pending_claim_never_turns_a_retry_into_a_silent_duplicate(firestore_db:
     # nor the claim's release is written: the caller is told to retry.
     failing = FailingCommits(firestore_db, allowed=1)
     graph.fake.down = "503"
-    client = serve(application(failing, graph, IDEMPOTENCY_COLLECTION="capi_sent", PROFILE_COLLECTION=""))
+    client = serve(make_app(graph, firestore=failing, IDEMPOTENCY_COLLECTION="capi_sent"))
     first = client.post("/events", json=purchase("O-1"))
     assert first.status_code == 503 and first.get_json()["error"] == "store_unavailable"
     # The caller retries at once, everything healthy again: the claim is still pending, so
@@ -120,7 +87,7 @@ def test_pending_claim_never_turns_a_retry_into_a_silent_duplicate(firestore_db:
 
 def test_stored_claim_suppresses_a_repeat(firestore_db: Any, graph: Any) -> None:
     graph.fake.down = "503"
-    client = serve(application(firestore_db, graph, IDEMPOTENCY_COLLECTION="capi_sent", PROFILE_COLLECTION=""))
+    client = serve(make_app(graph, firestore=firestore_db, IDEMPOTENCY_COLLECTION="capi_sent"))
     assert client.post("/events", json=purchase("O-2")).status_code == 202
     [record] = [d.to_dict() for d in firestore_db.collection("capi_sent").stream()]
     assert record["status"] == "stored" and record["expires"] > time.time() + 47 * 3600
@@ -135,25 +102,8 @@ def test_stored_claim_suppresses_a_repeat(firestore_db: Any, graph: Any) -> None
 @pytest.fixture(scope="module")
 def own_emulator() -> Iterator[tuple[str, subprocess.Popen]]:
     """An emulator for this module only: it gets paused and killed."""
-    gcloud = shutil.which("gcloud")
-    assert gcloud, "gcloud is needed for the Firestore emulator"
-    host = f"127.0.0.1:{free_port()}"
-    proc = subprocess.Popen(
-        [gcloud, "emulators", "firestore", "start", f"--host-port={host}", "--quiet"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: java is gcloud's child
-    )
-    try:
-        wait_ready(host, time.monotonic() + 90, proc)
-        yield host, proc
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGCONT)
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=15)
+    with emulator_process() as started:
+        yield started
 
 
 SCENARIOS = [
@@ -168,9 +118,9 @@ def _run_scenarios(db: Any, graph: Any) -> None:
     for guard, meta_down, status in SCENARIOS:
         graph.fake.down = "503" if meta_down else None
         env = {"IDEMPOTENCY_COLLECTION": "capi_sent"} if guard else {}
-        client = serve(application(db, graph, FIRESTORE_TIMEOUT_SECONDS="2", **env))
+        client = serve(make_app(graph, firestore=db, PROFILE_COLLECTION="users", FIRESTORE_TIMEOUT_SECONDS="1", **env))
         started = time.monotonic()
-        response = client.post("/events", json=purchase(f"F-{guard}-{meta_down}"))
+        response = client.post("/events", json=purchase(f"F-{guard}-{meta_down}", user_id="u1"))  # u1 has a profile
         elapsed = time.monotonic() - started
         assert elapsed < ANSWER_WITHIN, (guard, meta_down, elapsed)
         assert response.status_code == status, (guard, meta_down, response.get_json())
@@ -178,7 +128,7 @@ def _run_scenarios(db: Any, graph: Any) -> None:
 
 def test_paused_then_killed_firestore_answers_within_bounds(own_emulator: Any, graph: Any) -> None:
     host, proc = own_emulator
-    db = _dead_firestore(host)
+    db = firestore_client_at(host)
     db.collection("users").document("u1").set({"phone": "+16505550100"})  # the connection is up
     os.killpg(proc.pid, signal.SIGSTOP)
     try:

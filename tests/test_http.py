@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PIXEL_ID, TOKEN, base_env
+from tests.conftest import PIXEL_ID, TOKEN, base_env, make_app
 
 UA = "Mozilla/5.0"
 
@@ -180,9 +180,7 @@ def test_thousand_events_one_post(graph: Any, make_client: Any) -> None:
 
 
 def test_url_has_version_and_pixel_and_no_token(graph: Any, make_client: Any) -> None:
-    from capi.app import application_from_env
-
-    app = application_from_env(base_env(graph, META_API_VERSION="v25.0"))
+    app = make_app(graph, META_API_VERSION="v25.0")
     assert app.graph.url == f"{graph.base_url}/v25.0/{PIXEL_ID}/events"
     assert TOKEN not in app.graph.url
 

@@ -9,21 +9,17 @@ from typing import Any
 
 import pytest
 
-from capi.config import load_config
 from capi.errors import RequestError
 from capi.events import FROM_ORDER, MINTED
-from capi.service import EventService
 from tests import dialects as d
+from tests.conftest import make_service
 
 NOW = 1_790_000_000
 UA = "Mozilla/5.0"
 
 
 def validate(payload: Any, **env: str) -> dict[str, Any]:
-    env = {"META_PIXEL_ID": "1", "DRY_RUN": "true", "FORWARD_EVENTS": "*", "DEFAULT_COUNTRY": "US", **env}
-    config = load_config(env)
-    ids = iter(f"minted-{n}" for n in range(100))
-    return EventService(config, sender=None, clock=lambda: float(NOW), mint=lambda: next(ids)).validate(payload).body
+    return make_service(FORWARD_EVENTS="*", DEFAULT_COUNTRY="US", **env).validate(payload).body
 
 
 def test_meta_request_body_from_using_the_api() -> None:
@@ -151,9 +147,8 @@ def test_a_list_events_test_event_code_is_named_ignored() -> None:
     ],
 )
 def test_bodies_no_dialect_reads_are_400_naming_the_shapes(payload: Any, field: str) -> None:
-    config = load_config({"META_PIXEL_ID": "1", "DRY_RUN": "true"})
     with pytest.raises(RequestError) as error:
-        EventService(config, sender=None).validate(payload)
+        make_service().validate(payload)
     assert error.value.field == field
 
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from typing import Any
 
 import pytest
 
 from capi.app import Application
-from capi.config import load_config
-from tests.conftest import EMULATOR_PROJECT, PIXEL_ID, serve
-from tests.test_profiles import _dead_firestore
+from tests.conftest import make_app, serve
+from tests.fakes.emulator import dead_firestore
 
 pytestmark = pytest.mark.emulator
 
@@ -49,20 +47,18 @@ def event(event_id: str) -> dict[str, Any]:
     }
 
 
-def build(firestore_client: Any, graph: Any, **env: str) -> Application:
-    values = {
-        "META_PIXEL_ID": PIXEL_ID,
-        "GOOGLE_CLOUD_PROJECT": EMULATOR_PROJECT,
-        "META_API_BASE_URL": graph.base_url,
-        "META_ACCESS_TOKEN": TOKEN,
-        "META_APP_SECRET": APP_SECRET,
-        "INGEST_API_KEY": INGEST_KEY,
-        "LOG_LEVEL": "DEBUG",
-        "META_RETRY_BUDGET_SECONDS": "10",
-        "META_TIMEOUT_SECONDS": "0.5",
+def build(graph: Any, firestore: Any, **env: str) -> Application:
+    """Every secret set, profiles on, DEBUG logs: the most a log line could carry."""
+    return make_app(
+        graph,
+        firestore=firestore,
+        META_ACCESS_TOKEN=TOKEN,
+        META_APP_SECRET=APP_SECRET,
+        INGEST_API_KEY=INGEST_KEY,
+        PROFILE_COLLECTION="users",
+        LOG_LEVEL="DEBUG",
         **env,
-    }
-    return Application(load_config(values), firestore_client=lambda: firestore_client, sleep=lambda s: None)
+    )
 
 
 def test_nothing_secret_or_personal_leaks(firestore_db: Any, graph: Any, capfd: Any, caplog: Any) -> None:
@@ -70,7 +66,7 @@ def test_nothing_secret_or_personal_leaks(firestore_db: Any, graph: Any, capfd: 
     graph.fake.token = TOKEN
     graph.fake.app_secret = APP_SECRET
     firestore_db.collection("users").document("user-raw-id-991").set({"email": "profile.only@example.org"})
-    app = build(firestore_db, graph)
+    app = build(graph, firestore_db)
     client = serve(app)
     auth = {"X-Api-Key": INGEST_KEY}
     outputs: list[str] = []
@@ -106,10 +102,7 @@ def test_nothing_secret_or_personal_leaks(firestore_db: Any, graph: Any, capfd: 
     assert call("/events", json=event("G"), headers=auth).status_code == 202  # meta_config: stored
     graph.fake.token = TOKEN
     # Firestore down: profile lookup and dead-letter write both fail
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead = _dead_firestore(f"127.0.0.1:{sock.getsockname()[1]}")
-    down_client = serve(build(dead, graph, FIRESTORE_TIMEOUT_SECONDS="0.5"))
+    down_client = serve(build(graph, dead_firestore(), FIRESTORE_TIMEOUT_SECONDS="0.5"))
     assert down_client.post("/events", json=event("H"), headers=auth).status_code == 200
     graph.fake.down = "503"
     response = down_client.post("/events", json=event("I"), headers=auth)

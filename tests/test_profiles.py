@@ -12,7 +12,8 @@ import pytest
 
 from capi.app import Application
 from capi.config import load_config
-from tests.conftest import EMULATOR_PROJECT, PIXEL_ID, CountingFirestore, serve
+from tests.conftest import CountingFirestore, at_once, base_env, log_lines, make_app, serve
+from tests.fakes.emulator import firestore_client_at
 
 pytestmark = pytest.mark.emulator
 UA = "Mozilla/5.0"
@@ -33,21 +34,6 @@ def lead(user_id: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def application(firestore_client: Any, graph: Any = None, **env: str) -> Application:
-    values = {
-        "META_PIXEL_ID": PIXEL_ID,
-        "GOOGLE_CLOUD_PROJECT": EMULATOR_PROJECT,
-        "ALLOW_UNAUTHENTICATED": "true",
-        "PROFILE_COLLECTION": "users",
-        **env,
-    }
-    if graph is not None:
-        values.update(META_API_BASE_URL=graph.base_url, META_ACCESS_TOKEN=graph.fake.token)
-    else:
-        values["DRY_RUN"] = "true"
-    return Application(load_config(values), firestore_client=lambda: firestore_client)
-
-
 def test_profile_fills_what_the_event_lacks_and_event_wins(firestore_db: Any, graph: Any) -> None:
     firestore_db.collection("users").document("u1").set(
         {
@@ -61,7 +47,7 @@ def test_profile_fills_what_the_event_lacks_and_event_wins(firestore_db: Any, gr
             "date_of_birth": "1990-05-17",
         }
     )
-    client = serve(application(firestore_db, graph, DEFAULT_COUNTRY="US"))
+    client = serve(make_app(graph, firestore=firestore_db, PROFILE_COLLECTION="users", DEFAULT_COUNTRY="US"))
     event = lead("u1", user_data={"address": {"first_name": "Janet"}})
     assert client.post("/events", json=event).status_code == 200
     user = graph.fake.bodies[0]["data"][0]["user_data"]
@@ -92,7 +78,7 @@ def test_profile_fills_what_the_event_lacks_and_event_wins(firestore_db: Any, gr
 
 def test_event_value_dropped_lets_profile_fill(firestore_db: Any, graph: Any) -> None:
     firestore_db.collection("users").document("u2").set({"email": "good@example.com"})
-    client = serve(application(firestore_db, graph))
+    client = serve(make_app(graph, firestore=firestore_db, PROFILE_COLLECTION="users"))
     assert client.post("/events", json=lead("u2", user_data={"email_address": "broken"})).status_code == 200
     assert graph.fake.bodies[0]["data"][0]["user_data"]["em"] == [sha("good@example.com")]
 
@@ -103,7 +89,7 @@ def test_validate_never_shows_a_value_from_a_profile(firestore_db: Any) -> None:
     firestore_db.collection("users").document("42").set(
         {"email": "victim@example.com", "phone": "+16505550123", "first_name": "Vic", "last_name": "Tim"}
     )
-    client = serve(application(firestore_db))
+    client = serve(make_app(firestore=firestore_db, PROFILE_COLLECTION="users"))
     probe = lead("42", user_data={})
     body = client.post("/validate", json=probe).get_json()
     user = body["payload"]["data"][0]["user_data"]
@@ -127,7 +113,7 @@ def test_validate_never_shows_a_value_from_a_profile(firestore_db: Any) -> None:
 
 
 def test_unknown_user_is_sent_with_what_it_has(firestore_db: Any) -> None:
-    client = serve(application(firestore_db))
+    client = serve(make_app(firestore=firestore_db, PROFILE_COLLECTION="users"))
     body = client.post("/validate", json=lead("nobody", user_data={"em": "a@b.co"})).get_json()
     assert body["payload"]["data"][0]["user_data"]["em"] == [sha("a@b.co")]
     assert body["match_keys"][0]["from_profile"] == []
@@ -141,7 +127,7 @@ def test_thousand_distinct_users_one_batched_read(firestore_db: Any, graph: Any)
             batch.commit()
             batch = firestore_db.batch()
     counting = CountingFirestore(firestore_db)
-    client = serve(application(counting, graph))
+    client = serve(make_app(graph, firestore=counting, PROFILE_COLLECTION="users"))
     response = client.post("/events", json={"events": [lead(f"user-{n}") for n in range(1000)]})
     assert response.status_code == 200
     assert response.get_json()["events_received"] == 1000
@@ -154,26 +140,10 @@ def test_thousand_distinct_users_one_batched_read(firestore_db: Any, graph: Any)
 def test_repeated_user_read_once(firestore_db: Any) -> None:
     firestore_db.collection("users").document("u").set({"email": "x@y.co"})
     counting = CountingFirestore(firestore_db)
-    client = serve(application(counting))
+    client = serve(make_app(firestore=counting, PROFILE_COLLECTION="users"))
     events = [lead("u", event_id=f"e{n}") for n in range(5)]
     assert client.post("/validate", json={"events": events}).status_code == 200
     assert counting.get_all_calls == 1 and counting.documents_read == 1
-
-
-def _dead_firestore(host: str) -> Any:
-    import os
-
-    from google.cloud import firestore
-
-    old = os.environ.get("FIRESTORE_EMULATOR_HOST")
-    os.environ["FIRESTORE_EMULATOR_HOST"] = host
-    try:
-        return firestore.Client(project=EMULATOR_PROJECT)
-    finally:
-        if old is None:
-            os.environ.pop("FIRESTORE_EMULATOR_HOST")
-        else:
-            os.environ["FIRESTORE_EMULATOR_HOST"] = old
 
 
 @pytest.mark.parametrize("mode", ["refused", "silent"])
@@ -188,7 +158,8 @@ def test_firestore_down_or_slow_never_blocks_forwarding(
     else:
         listener.close()  # nothing listens: connection refused
     try:
-        client = serve(application(_dead_firestore(f"127.0.0.1:{port}"), graph, FIRESTORE_TIMEOUT_SECONDS="1"))
+        firestore = firestore_client_at(f"127.0.0.1:{port}")
+        client = serve(make_app(graph, firestore=firestore, PROFILE_COLLECTION="users", FIRESTORE_TIMEOUT_SECONDS="1"))
         started = time.monotonic()
         response = client.post("/events", json=lead("u9", user_data={"em": "a@b.co"}))
         elapsed = time.monotonic() - started
@@ -199,8 +170,8 @@ def test_firestore_down_or_slow_never_blocks_forwarding(
     assert body["forwarded"] == 1 and graph.fake.accepted_requests == 1
     assert {"message": "profile lookup failed; events sent without enrichment"} in body["messages"]
     assert elapsed < 3.5
-    warnings = [line for line in capsys.readouterr().out.splitlines() if "profile lookup failed" in line]
-    assert len(warnings) == 1 and '"severity": "WARNING"' in warnings[0]
+    [warning] = log_lines(capsys.readouterr().out, "profile lookup failed; events sent without enrichment")
+    assert warning["severity"] == "WARNING"
 
 
 def test_client_created_lazily_once(firestore_db: Any) -> None:
@@ -212,32 +183,21 @@ def test_client_created_lazily_once(firestore_db: Any) -> None:
             created.append(1)
         return firestore_db
 
-    config = load_config(
-        {
-            "META_PIXEL_ID": PIXEL_ID,
-            "DRY_RUN": "true",
-            "ALLOW_UNAUTHENTICATED": "true",
-            "GOOGLE_CLOUD_PROJECT": EMULATOR_PROJECT,
-        }
-    )
     from capi.lazy import Lazy
 
     holder = Lazy(factory)
-    app = Application(config, firestore_client=holder)
+    # The constructor itself is under test: built here, with make_app's dry-run environment.
+    app = Application(load_config(base_env(DRY_RUN="true", PROFILE_COLLECTION="users")), firestore_client=holder)
     assert created == []  # nothing created at start-up
     client = serve(app)
-    threads = [threading.Thread(target=lambda: client.post("/validate", json=lead("u"))) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(*[lambda: client.post("/validate", json=lead("u"))] * 8)
     assert created == [1]
 
 
 def test_enrichment_off_with_empty_collection(firestore_db: Any) -> None:
     firestore_db.collection("users").document("u").set({"email": "x@y.co"})
     counting = CountingFirestore(firestore_db)
-    client = serve(application(counting, PROFILE_COLLECTION=""))
+    client = serve(make_app(firestore=counting, PROFILE_COLLECTION=""))
     body = client.post("/validate", json=lead("u")).get_json()
     assert "em" not in body["payload"]["data"][0]["user_data"]
     assert counting.get_all_calls == 0

@@ -13,13 +13,9 @@ import pytest
 from capi.payload import PARTNER_AGENT
 from capi.quality import FIELDS, DatasetQualityClient, Destination, QualityReport
 from capi.secrets import StaticSecret
-from tests.conftest import PIXEL_ID, TOKEN, base_env
+from tests.conftest import PIXEL_ID, TOKEN, base_env, log_lines
 from tests.fakes.dataset_quality import SAMPLE_WEB
 from tests.fakes.graph import GraphServer
-
-
-def lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
 
 
 @pytest.fixture
@@ -69,8 +65,9 @@ def test_answers_and_logs_per_event_name(
     assert request["fields"] == FIELDS and "access_token" not in request
     assert request["authorization"] == f"Bearer {TOKEN}"
 
-    logged = lines(capsys)
-    quality = [line for line in logged if line["message"] == "dataset quality"]
+    out = capsys.readouterr().out
+    logged = log_lines(out)
+    quality = log_lines(out, "dataset quality")
     assert [(q["event_name"], q["score"], q["severity"]) for q in quality] == [
         ("AddToCart", 4.1, "INFO"),
         ("Purchase", 7.2, "INFO"),
@@ -79,7 +76,7 @@ def test_answers_and_logs_per_event_name(
     assert quality[1]["dedupe"]["event_id"]["server"] == 100
     assert quality[1]["diagnostics"] == ["Server sending mismatched IP addresses"] and quality[0]["diagnostics"] == []
     assert all(q["destination"] == "default" and q["pixel_id"] == PIXEL_ID for q in quality)
-    [warning] = [line for line in logged if line["message"] == "Event Match Quality below threshold"]
+    [warning] = log_lines(out, "Event Match Quality below threshold")
     assert {k: warning[k] for k in ("severity", "event_name", "score", "threshold", "pixel_id", "destination")} == {
         "severity": "WARNING",
         "event_name": "AddToCart",
@@ -131,11 +128,11 @@ def test_meta_failures_answer_and_log_an_error(
     [destination] = response.get_json()["destinations"]
     assert destination["error"] == error and destination.get("meta_code") == meta_code
     assert destination["name"] == "default" and "events" not in destination
-    [line] = [line for line in lines(capsys) if line["message"] == "dataset quality unavailable"]
+    [line] = log_lines(capsys.readouterr().out, "dataset quality unavailable")
     assert line["severity"] == severity and line["error"] == error and line.get("meta_code") == meta_code
     assert line["destination"] == "default" and line["pixel_id"] == PIXEL_ID
-    if error == "meta_config":
-        assert "fix" in line and "fix" in destination
+    # Only a configuration error says what to fix.
+    assert ("fix" in line, "fix" in destination) == (error == "meta_config", error == "meta_config")
     assert TOKEN not in response.get_data(as_text=True)
 
 

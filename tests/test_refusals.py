@@ -12,52 +12,18 @@ from typing import Any
 
 import pytest
 
-from capi.app import Application
-from capi.config import load_config
 from capi.delivery import MAX_SPLIT_CALLS
 from capi.graph import FIX_APP_SECRET, FIX_PERMISSION, FIX_PIXEL, FIX_TOKEN
-from tests.conftest import EMULATOR_PROJECT, PIXEL_ID, serve
+from tests.conftest import PIXEL_ID, log_lines, make_app, purchase, serve
 
 pytestmark = pytest.mark.emulator
-UA = "Mozilla/5.0"
 
 
-def purchase(event_id: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "event_name": "purchase",
-        "event_id": event_id,
-        "page_location": "https://shop.example.com/ok",
-        "user_agent": UA,
-        "value": 5,
-        "currency": "USD",
-        "user_data": {"email_address": f"{event_id.lower()}@example.com"},
-        **extra,
-    }
-
-
-def application(firestore_client: Any, graph: Any, **env: str) -> Application:
-    values = {
-        "META_PIXEL_ID": PIXEL_ID,
-        "GOOGLE_CLOUD_PROJECT": EMULATOR_PROJECT,
-        "ALLOW_UNAUTHENTICATED": "true",
-        "PROFILE_COLLECTION": "",
-        "META_API_BASE_URL": graph.base_url,
-        "META_ACCESS_TOKEN": graph.fake.token,
-        "META_TIMEOUT_SECONDS": "2",
-        **env,
-    }
-    return Application(
-        load_config(values), firestore_client=lambda: firestore_client, sleep=lambda s: None, rng=lambda: 0.5
-    )
+NONE = {"forwarded": 0, "rejected": 0, "skipped": 0, "stored": 0, "failed": 0}  # by_event counts
 
 
 def dead_letters(db: Any) -> dict[str, dict[str, Any]]:
     return {d.to_dict()["event_id"]: d.to_dict() for d in db.collection("capi_deadletter").stream()}
-
-
-def lines(out: str, message: str) -> list[dict[str, Any]]:
-    found = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    return [entry for entry in found if entry["message"] == message]
 
 
 # -- finding 7: one refused event never sinks the others ----------------------------------
@@ -65,7 +31,7 @@ def lines(out: str, message: str) -> list[dict[str, Any]]:
 
 def test_refused_event_is_isolated_and_the_others_delivered(firestore_db: Any, graph: Any) -> None:
     graph.fake.poison = {"C"}
-    client = serve(application(firestore_db, graph))
+    client = serve(make_app(graph, firestore=firestore_db))
     ids = list("ABCDEFGH")
     response = client.post("/events", json={"events": [purchase(i) for i in ids]})
     assert response.status_code == 200
@@ -89,7 +55,7 @@ def test_refused_event_is_isolated_and_the_others_delivered(firestore_db: Any, g
 
 def test_a_lone_refused_event_is_502_with_metas_message(firestore_db: Any, graph: Any) -> None:
     graph.fake.poison = {"X"}
-    response = serve(application(firestore_db, graph)).post("/events", json=purchase("X"))
+    response = serve(make_app(graph, firestore=firestore_db)).post("/events", json=purchase("X"))
     assert response.status_code == 502
     body = response.get_json()
     assert (body["error"], body["meta_code"], body["meta_subcode"]) == ("meta_refused", 100, 2804003)
@@ -100,7 +66,7 @@ def test_a_lone_refused_event_is_502_with_metas_message(firestore_db: Any, graph
 def test_splitting_is_bounded_and_what_is_left_is_kept(firestore_db: Any, graph: Any) -> None:
     ids = [f"E{n:03d}" for n in range(200)]
     graph.fake.poison = set(ids[::10])  # 20 bad events spread over the batch
-    client = serve(application(firestore_db, graph))
+    client = serve(make_app(graph, firestore=firestore_db))
     response = client.post("/events", json={"events": [purchase(i) for i in ids]})
     body = response.get_json()
     assert graph.fake.requests <= MAX_SPLIT_CALLS
@@ -123,7 +89,7 @@ def test_splitting_is_bounded_and_what_is_left_is_kept(firestore_db: Any, graph:
 
 def test_replay_isolates_a_poisoned_dead_letter(firestore_db: Any, graph: Any, capsys: Any) -> None:
     graph.fake.down = "503"
-    client = serve(application(firestore_db, graph))
+    client = serve(make_app(graph, firestore=firestore_db))
     ids = [f"R{n}" for n in range(6)]
     assert client.post("/events", json={"events": [purchase(i) for i in ids]}).status_code == 202
     graph.fake.down = None
@@ -134,9 +100,9 @@ def test_replay_isolates_a_poisoned_dead_letter(firestore_db: Any, graph: Any, c
     assert dead_letters(firestore_db) == {}
     assert graph.fake.delivered == {("Purchase", i): 1 for i in ids if i != "R4"}
     out = capsys.readouterr().out
-    [dropped] = lines(out, "dead letter dropped: refused by Meta")
+    [dropped] = log_lines(out, "dead letter dropped: refused by Meta")
     assert (dropped["severity"], dropped["event_id"], dropped["meta_code"]) == ("ERROR", "R4", 100)
-    [summary] = lines(out, "replay finished")
+    [summary] = log_lines(out, "replay finished")
     assert summary["severity"] == "WARNING" and summary["rejected"] == 1
 
 
@@ -158,7 +124,7 @@ def test_refused_configuration_stores_then_replay_delivers(
     firestore_db: Any, graph: Any, capsys: Any, answer: str, code: int, subcode: int | None, fix: str, calls: int
 ) -> None:
     graph.fake.down = answer
-    client = serve(application(firestore_db, graph))
+    client = serve(make_app(graph, firestore=firestore_db))
     response = client.post("/events", json={"events": [purchase("K1"), purchase("K2")]})
     assert response.status_code == 202
     body = response.get_json()
@@ -167,7 +133,7 @@ def test_refused_configuration_stores_then_replay_delivers(
     assert graph.fake.requests == calls  # not split, not retried: the events are not the problem
     assert set(dead_letters(firestore_db)) == {"K1", "K2"}
     out = capsys.readouterr().out
-    [error] = lines(out, "Meta refused capi's configuration")
+    [error] = log_lines(out, "Meta refused capi's configuration")
     assert error["severity"] == "ERROR"
     assert (error["error"], error["meta_code"], error.get("meta_subcode"), error["fix"], error["stored"]) == (
         "meta_config",
@@ -176,13 +142,16 @@ def test_refused_configuration_stores_then_replay_delivers(
         fix,
         2,
     )
-    [processed] = lines(out, "events processed")
-    assert (processed["severity"], processed["status"], processed["error"], processed["meta_code"]) == (
-        "WARNING",
-        202,
-        "meta_config",
-        code,
-    )
+    [processed] = log_lines(out, "events processed")
+    assert (
+        processed["severity"],
+        processed["status"],
+        processed["error"],
+        processed["meta_code"],
+        processed["stored"],
+        processed["forwarded"],
+        processed["by_event"],
+    ) == ("WARNING", 202, "meta_config", code, 2, 0, {"Purchase": {**NONE, "stored": 2}})
     # the configuration is fixed: the replay delivers them
     graph.fake.down = None
     assert client.post("/replay").get_json()["delivered"] == 2
@@ -191,7 +160,7 @@ def test_refused_configuration_stores_then_replay_delivers(
 
 def test_wrong_app_secret_is_configuration_not_the_events(firestore_db: Any, graph: Any) -> None:
     graph.fake.app_secret = "the-right-one"
-    client = serve(application(firestore_db, graph, META_APP_SECRET="a-wrong-one"))
+    client = serve(make_app(graph, firestore=firestore_db, META_APP_SECRET="a-wrong-one"))
     response = client.post("/events", json={"events": [purchase("S1"), purchase("S2")]})
     assert response.status_code == 202
     assert (response.get_json()["error"], response.get_json()["fix"]) == ("meta_config", FIX_APP_SECRET)
@@ -204,7 +173,7 @@ def test_wrong_app_secret_is_configuration_not_the_events(firestore_db: Any, gra
 @pytest.mark.parametrize("answer", ["garbage", "html200", "no_count", "huge_trace"])
 def test_unreadable_answer_is_kept_for_replay(firestore_db: Any, graph: Any, answer: str) -> None:
     graph.fake.fail_next(answer)
-    client = serve(application(firestore_db, graph))
+    client = serve(make_app(graph, firestore=firestore_db))
     started = time.monotonic()
     response = client.post("/events", json=purchase("U1"))
     assert time.monotonic() - started < 5
@@ -221,7 +190,7 @@ def test_unreadable_answer_is_kept_for_replay(firestore_db: Any, graph: Any, ans
 
 def test_malformed_fbtrace_id_is_not_echoed(firestore_db: Any, graph: Any) -> None:
     graph.fake.fail_next("bad_trace")
-    response = serve(application(firestore_db, graph)).post("/events", json=purchase("T1"))
+    response = serve(make_app(graph, firestore=firestore_db)).post("/events", json=purchase("T1"))
     assert response.status_code == 200
     body = response.get_json()
     assert (body["events_received"], body["fbtrace_id"]) == (1, None)
@@ -232,16 +201,21 @@ def test_malformed_fbtrace_id_is_not_echoed(firestore_db: Any, graph: Any) -> No
 
 def test_events_processed_line_has_the_contract_fields(firestore_db: Any, graph: Any, capsys: Any) -> None:
     graph.fake.poison = {"P-bad"}
-    client = serve(application(firestore_db, graph))
+    client = serve(make_app(graph, firestore=firestore_db))
     events = [
         purchase("P-ok", user_data={"email_address": "a@b.co", "phone_number": "+16505550100"}),
-        {"event_name": "page_view", "event_id": "pv", "page_location": "https://x.example/", "user_agent": UA},
+        {
+            "event_name": "page_view",
+            "event_id": "pv",
+            "page_location": "https://x.example/",
+            "user_agent": "Mozilla/5.0",
+        },
         purchase("P-old", event_time=int(time.time()) - 8 * 86400),
         purchase("P-bad"),
     ]
     capsys.readouterr()
     assert client.post("/events", json={"events": events}).status_code == 200
-    [line] = lines(capsys.readouterr().out, "events processed")
+    [line] = log_lines(capsys.readouterr().out, "events processed")
     assert line["severity"] == "INFO"
     fields = {k: v for k, v in line.items() if k not in ("severity", "message", "time", "logger")}
     assert fields == {

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
 
 from capi.app import Application
-from capi.config import load_config
 from capi.errors import SecretUnavailable
 from capi.secrets import SecretManagerSecret, resource_name
-from tests.conftest import PIXEL_ID, serve
+from tests.conftest import EMULATOR_PROJECT, at_once, log_lines, make_app, serve
 
-TOKEN_SECRET = "projects/demo/secrets/meta-token"
+TOKEN_SECRET = f"projects/{EMULATOR_PROJECT}/secrets/meta-token"
 UA = "Mozilla/5.0"
 
 
@@ -27,19 +25,16 @@ def lead(event_id: str = "L-1") -> dict[str, Any]:
     }
 
 
-def build(secret_manager: Any, graph: Any = None, **env: str) -> Application:
-    config = load_config(
-        {
-            "META_PIXEL_ID": PIXEL_ID,
-            "GOOGLE_CLOUD_PROJECT": "demo",
-            "PROFILE_COLLECTION": "",
-            "META_API_BASE_URL": graph.base_url if graph else "http://127.0.0.1:9",
-            "META_RETRY_BUDGET_SECONDS": "2",
-            "ALLOW_UNAUTHENTICATED": "true",
-            **env,
-        }
+def build(secret_manager: Any, graph: Any, firestore: Any = None, **env: str) -> Application:
+    """The token read from Secret Manager (META_ACCESS_TOKEN_SECRET), never from a literal."""
+    return make_app(
+        graph,
+        firestore=firestore,
+        secret_client=secret_manager.client(),
+        META_ACCESS_TOKEN="",
+        META_ACCESS_TOKEN_SECRET="meta-token",
+        **env,
     )
-    return Application(config, secret_client=secret_manager.client())
 
 
 def test_resource_names() -> None:
@@ -69,17 +64,7 @@ def test_concurrent_first_calls_read_once(secret_manager: Any) -> None:
     secret_manager.fake.delay = 0.3
     secret = SecretManagerSecret(f"{TOKEN_SECRET}/versions/latest", client=secret_manager.client)
     results: list[str] = []
-    barrier = threading.Barrier(16)
-
-    def worker() -> None:
-        barrier.wait()
-        results.append(secret.get())
-
-    threads = [threading.Thread(target=worker) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(*[lambda: results.append(secret.get())] * 16)
     assert results == ["v1"] * 16
     assert secret_manager.fake.accesses[TOKEN_SECRET] == 1
 
@@ -104,18 +89,7 @@ def test_checksum_mismatch_is_refused(secret_manager: Any) -> None:
 def test_190_rereads_the_secret_once_and_retries_once(secret_manager: Any, graph: Any, firestore_db: Any) -> None:
     secret_manager.fake.add_version(TOKEN_SECRET, "old-token")
     graph.fake.token = "new-token"
-    config = load_config(
-        {
-            "META_PIXEL_ID": PIXEL_ID,
-            "GOOGLE_CLOUD_PROJECT": "demo",
-            "PROFILE_COLLECTION": "",
-            "META_API_BASE_URL": graph.base_url,
-            "ALLOW_UNAUTHENTICATED": "true",
-            "META_ACCESS_TOKEN_SECRET": "meta-token",
-        }
-    )
-    application = Application(config, secret_client=secret_manager.client(), firestore_client=lambda: firestore_db)
-    client = serve(application)
+    client = serve(build(secret_manager, graph, firestore=firestore_db))
     # Warm the cache with the old token through a first delivery that fails with 190 twice:
     # capi's configuration is wrong, the event is kept for replay (202 meta_config).
     response = client.post("/events", json=lead("L-0"))
@@ -132,14 +106,24 @@ def test_190_rereads_the_secret_once_and_retries_once(secret_manager: Any, graph
     assert graph.fake.delivered[("Lead", "L-0")] == 1
 
 
-@pytest.mark.parametrize(("setup", "problem"), [("missing", "not found"), ("denied", "permission denied")])
+@pytest.mark.parametrize(
+    ("setup", "problem", "fix"),
+    [
+        ("missing", "not found", "create it or add a version: gcloud secrets versions add ..."),
+        (
+            "denied",
+            "permission denied",
+            "grant roles/secretmanager.secretAccessor on this secret to the function's service account",
+        ),
+    ],
+)
 def test_secret_errors_are_503_naming_the_resource_never_the_value(
-    secret_manager: Any, graph: Any, capsys: Any, setup: str, problem: str
+    secret_manager: Any, graph: Any, capsys: Any, setup: str, problem: str, fix: str
 ) -> None:
     if setup == "denied":
         secret_manager.fake.add_version(TOKEN_SECRET, "s3cr3t-value")
         secret_manager.fake.denied.add(TOKEN_SECRET)
-    client = serve(build(secret_manager, graph, META_ACCESS_TOKEN_SECRET="meta-token"))
+    client = serve(build(secret_manager, graph))
     response = client.post("/events", json=lead())
     assert response.status_code == 503
     body = response.get_json()
@@ -148,20 +132,25 @@ def test_secret_errors_are_503_naming_the_resource_never_the_value(
     assert problem in body["message"]
     logged = capsys.readouterr().out
     assert "s3cr3t-value" not in logged and "s3cr3t-value" not in response.get_data(as_text=True)
-    assert "secretAccessor" in logged or "gcloud secrets versions add" in logged
+    [line] = log_lines(logged, "secret unavailable")
+    assert (line["severity"], line["secret"], line["problem"], line["fix"]) == (
+        "ERROR",
+        f"{TOKEN_SECRET}/versions/latest",
+        problem,
+        fix,
+    )
     assert graph.fake.requests == 0
 
 
 def test_app_secret_from_secret_manager(secret_manager: Any, graph: Any) -> None:
     secret_manager.fake.add_version(TOKEN_SECRET, graph.fake.token)
-    secret_manager.fake.add_version("projects/demo/secrets/app-secret", "the-app-secret")
+    secret_manager.fake.add_version(f"projects/{EMULATOR_PROJECT}/secrets/app-secret", "the-app-secret")
     graph.fake.app_secret = "the-app-secret"
     client = serve(
         build(
             secret_manager,
             graph,
-            META_ACCESS_TOKEN_SECRET="meta-token",
-            META_APP_SECRET_SECRET="projects/demo/secrets/app-secret/versions/1",
+            META_APP_SECRET_SECRET=f"projects/{EMULATOR_PROJECT}/secrets/app-secret/versions/1",
         )
     )
     assert client.post("/events", json=lead()).status_code == 200
@@ -170,37 +159,38 @@ def test_app_secret_from_secret_manager(secret_manager: Any, graph: Any) -> None
 
 def test_ingest_keys_from_secret_versions_for_rotation(secret_manager: Any, graph: Any) -> None:
     secret_manager.fake.add_version(TOKEN_SECRET, graph.fake.token)
-    secret_manager.fake.add_version("projects/demo/secrets/ingest", "key-one\nkey-two")
-    secret_manager.fake.add_version("projects/demo/secrets/ingest2", "key-three")
+    secret_manager.fake.add_version(f"projects/{EMULATOR_PROJECT}/secrets/ingest", "key-one\nkey-two")
+    secret_manager.fake.add_version(f"projects/{EMULATOR_PROJECT}/secrets/ingest2", "key-three")
     client = serve(
         build(
             secret_manager,
             graph,
-            META_ACCESS_TOKEN_SECRET="meta-token",
-            INGEST_API_KEY_SECRET="ingest,projects/demo/secrets/ingest2/versions/1",
+            INGEST_API_KEY_SECRET=f"ingest,projects/{EMULATOR_PROJECT}/secrets/ingest2/versions/1",
         )
     )
     assert client.post("/events", json=lead(), headers={"X-Api-Key": "key-two"}).status_code == 200
     assert client.post("/events", json=lead(), headers={"Authorization": "Bearer key-three"}).status_code == 200
     assert client.post("/events", json=lead(), headers={"X-Api-Key": "key-four"}).status_code == 401
-    assert secret_manager.fake.accesses["projects/demo/secrets/ingest"] == 1  # cached across requests
+    assert secret_manager.fake.accesses[f"projects/{EMULATOR_PROJECT}/secrets/ingest"] == 1  # cached across requests
 
 
 def test_secrets_share_one_lazily_built_client(monkeypatch: Any, secret_manager: Any) -> None:
-    import capi.secrets
-    from capi.lazy import Lazy
+    # Without a client passed in, every secret of the instance reads through one client of
+    # the library, built on the first read: the library's class is replaced to count them.
+    from google.cloud import secretmanager
 
     built: list[int] = []
 
-    def build() -> Any:
+    def build(*args: Any, **kwargs: Any) -> Any:
         built.append(1)
-        return secret_manager.client()
+        return client
 
-    monkeypatch.setattr(capi.secrets, "_shared_client", Lazy(build))
+    client = secret_manager.client()  # made before the library's class is replaced
+    monkeypatch.setattr(secretmanager, "SecretManagerServiceClient", build)
     secret_manager.fake.add_version(TOKEN_SECRET, "token")
-    secret_manager.fake.add_version("projects/demo/secrets/app", "app")
+    secret_manager.fake.add_version(f"projects/{EMULATOR_PROJECT}/secrets/app", "app")
     token = SecretManagerSecret(f"{TOKEN_SECRET}/versions/latest")
-    app_secret = SecretManagerSecret("projects/demo/secrets/app/versions/latest")
+    app_secret = SecretManagerSecret(f"projects/{EMULATOR_PROJECT}/secrets/app/versions/latest")
     assert built == []  # nothing built before the first read
     assert (token.get(), app_secret.get()) == ("token", "app")
     assert built == [1]

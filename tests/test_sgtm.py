@@ -12,15 +12,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +25,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import EMULATOR_PROJECT, PIXEL_ID, TOKEN
-from tests.fakes.emulator import clear
+from tests.fakes.emulator import clear, free_port
+from tests.fakes.function import running_function
 from tests.fakes.graph import GraphServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,58 +49,21 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, process: subprocess.Popen[bytes], deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"capi exited: {process.stdout.read().decode() if process.stdout else ''}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("capi did not answer /healthz within 30 s")
-
-
 @contextlib.contextmanager
 def serve_capi(graph: GraphServer, **extra: str) -> Iterator[str]:
     """The real capi function (functions-framework) on a loopback port; yields its URL."""
-    port = free_port()
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("META_", "INGEST_", "FORWARD_", "DRY_RUN", "ALLOW_"))
-    }
-    env.update(
-        META_PIXEL_ID=PIXEL_ID,
-        META_ACCESS_TOKEN=TOKEN,
-        META_API_BASE_URL=graph.base_url,
-        META_TIMEOUT_SECONDS="1",
-        META_RETRY_BUDGET_SECONDS="2",
-        INGEST_API_KEY=KEY,
-        PROFILE_COLLECTION="",
-        DRY_RUN="false",
+        "META_PIXEL_ID": PIXEL_ID,
+        "META_ACCESS_TOKEN": TOKEN,
+        "META_API_BASE_URL": graph.base_url,
+        "META_TIMEOUT_SECONDS": "1",
+        "META_RETRY_BUDGET_SECONDS": "2",
+        "INGEST_API_KEY": KEY,
+        "PROFILE_COLLECTION": "",
         **extra,
-    )
-    command = [
-        str(Path(sys.executable).parent / "functions-framework"),
-        "--target=capi_events",
-        "--source=main.py",
-        "--host=127.0.0.1",
-        f"--port={port}",
-    ]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process, time.monotonic() + 30)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    }
+    with running_function(env) as (port, _):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -283,10 +244,13 @@ def test_meta_down_stored_for_replay_is_a_success(firestore_emulator: str) -> No
     with GraphServer() as graph:
         graph.fake.down = "503"
         with serve_capi(
-            graph, FIRESTORE_EMULATOR_HOST=firestore_emulator, GOOGLE_CLOUD_PROJECT=EMULATOR_PROJECT
+            graph,
+            FIRESTORE_EMULATOR_HOST=firestore_emulator,
+            GOOGLE_CLOUD_PROJECT=EMULATOR_PROJECT,
+            META_MAX_ATTEMPTS="2",
         ) as url:
             result = run_tag(url, ga4_event("SGTM-STORED"))
-        assert graph.fake.requests >= 2  # tried and retried
+        assert graph.fake.requests == 2  # tried and retried
     assert graph.fake.bodies == []
     assert result["outcome"] == "success"
     [line] = [line for line in preview_lines(result) if "outcome" in line]

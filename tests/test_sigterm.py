@@ -7,75 +7,42 @@ must get its answer inside that window, with its events stored for replay.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import EMULATOR_PROJECT, PIXEL_ID, ROOT
-from tests.fakes.emulator import free_port
+from tests.conftest import EMULATOR_PROJECT, PIXEL_ID
+from tests.fakes.function import running_function
 
 pytestmark = pytest.mark.emulator
 CLOUD_RUN_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 
 
-def serve_function(graph: Any, emulator: str, port: int, **env: str) -> subprocess.Popen:
-    cli = Path(sys.executable).parent / "functions-framework"
-    environment = {
-        "PATH": os.environ.get("PATH", ""),
+def test_sigterm_mid_delivery_stores_and_answers_within_the_grace_period(
+    firestore_db: Any, firestore_emulator: str, graph: Any
+) -> None:
+    # Meta hangs on every call: without SIGTERM the request would keep retrying (six tries of
+    # 2 s, within a 20 s budget); with it, no new try starts once SIGTERM arrives.
+    graph.fake.down = "hang"
+    env = {
         "META_PIXEL_ID": PIXEL_ID,
         "META_ACCESS_TOKEN": graph.fake.token,
         "META_API_BASE_URL": graph.base_url,
         "ALLOW_UNAUTHENTICATED": "true",
         "PROFILE_COLLECTION": "",
         "GOOGLE_CLOUD_PROJECT": EMULATOR_PROJECT,
-        "FIRESTORE_EMULATOR_HOST": emulator,
+        "FIRESTORE_EMULATOR_HOST": firestore_emulator,
         "THREADS": "4",
-        **env,
+        "META_TIMEOUT_SECONDS": "2",
+        "META_RETRY_BUDGET_SECONDS": "20",
+        "META_MAX_ATTEMPTS": "6",
     }
-    return subprocess.Popen(
-        [str(cli), "--target=capi_events", "--source=main.py", "--host=127.0.0.1", f"--port={port}"],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def wait_healthy(port: int, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("the function did not start")
-
-
-def test_sigterm_mid_delivery_stores_and_answers_within_the_grace_period(
-    firestore_db: Any, firestore_emulator: str, graph: Any
-) -> None:
-    # Meta hangs on every call: without SIGTERM the request would keep retrying for its whole
-    # 20 s budget; with it, no new try starts once SIGTERM arrives.
-    graph.fake.down = "hang"
-    port = free_port()
-    proc = serve_function(
-        graph, firestore_emulator, port, META_TIMEOUT_SECONDS="4", META_RETRY_BUDGET_SECONDS="20", META_MAX_ATTEMPTS="6"
-    )
     answer: dict[str, Any] = {}
-    try:
-        wait_healthy(port, proc)
+    with running_function(env) as (port, proc):
         body = (
             b'{"event_name": "purchase", "event_id": "SIG-1", "page_location": "https://shop.example.com/ok",'
             b' "user_agent": "Mozilla/5.0", "value": 5, "currency": "USD", "user_data": {"em": "a@b.co"}}'
@@ -108,10 +75,6 @@ def test_sigterm_mid_delivery_stores_and_answers_within_the_grace_period(
         stored = [d.to_dict() for d in firestore_db.collection("capi_deadletter").stream()]
         assert [d["event_id"] for d in stored] == ["SIG-1"]
         proc.wait(timeout=15)  # and the server then stops
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def test_handler_sets_the_flag_and_chains_to_the_previous_one() -> None:

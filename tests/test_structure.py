@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from capi.log import log, set_trace
-from tests.conftest import ROOT, base_env
+from tests.conftest import ROOT, base_env, log_lines, serve
 
 TRACE_ID = "105445aa7843bc8bf206b12000100000"  # the example of Google's trace-context page
 
@@ -48,20 +48,21 @@ def test_start_up_freezes_what_it_loaded_and_raises_the_collection_threshold() -
     assert result.stdout.split() == ["50000", "True"]
 
 
+LEAD = {
+    "event_name": "generate_lead",
+    "event_id": "t-1",
+    "page_location": "https://x.example/",
+    "user_agent": "UA",
+    "user_data": {"em": "a@b.co"},
+}
+
+
 def test_log_lines_are_json_with_the_request_trace(graph: Any, make_client: Any, capsys: Any) -> None:
     client = make_client(base_env(graph, GOOGLE_CLOUD_PROJECT="my-proj"))
-    event = {
-        "event_name": "generate_lead",
-        "event_id": "t-1",
-        "page_location": "https://x.example/",
-        "user_agent": "UA",
-        "user_data": {"em": "a@b.co"},
-    }
     capsys.readouterr()
     headers = {"X-Cloud-Trace-Context": f"{TRACE_ID}/42;o=1"}
-    assert client.post("/events", json=event, headers=headers).status_code == 200
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    summary = next(line for line in lines if line["message"] == "events processed")
+    assert client.post("/events", json=LEAD, headers=headers).status_code == 200
+    [summary] = log_lines(capsys.readouterr().out, "events processed")
     assert summary["severity"] == "INFO"
     assert summary["logging.googleapis.com/trace"] == f"projects/my-proj/traces/{TRACE_ID}"
     assert (summary["received"], summary["forwarded"], summary["fbtrace_id"]) == (1, 1, "AbCdEf123")
@@ -78,12 +79,16 @@ def test_both_token_settings_secret_wins_and_is_said_once(secret_manager: Any, g
             "META_ACCESS_TOKEN_SECRET": "tok",
             "GOOGLE_CLOUD_PROJECT": "p",
             "META_API_BASE_URL": graph.base_url,
+            "ALLOW_UNAUTHENTICATED": "true",
+            "PROFILE_COLLECTION": "",
         },
         secret_client=secret_manager.client(),
     )
     warnings = [line for line in capsys.readouterr().out.splitlines() if "secret wins" in line]
     assert len(warnings) == 1 and "literal-token" not in warnings[0]
-    assert app.graph._token.name == "projects/p/secrets/tok/versions/latest"
+    # and the secret's token is the one Meta receives
+    assert serve(app).post("/events", json=LEAD).status_code == 200
+    assert graph.fake.bodies[0]["access_token"] == graph.fake.token != "literal-token"
 
 
 @pytest.mark.parametrize(

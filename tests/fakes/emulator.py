@@ -1,4 +1,8 @@
-"""The gcloud Firestore emulator on a free loopback port, for the tests and the benchmarks."""
+"""The gcloud Firestore emulator on a free loopback port, for the tests and the benchmarks.
+
+Also a Firestore client pointed at an emulator that is not there: every call fails, as when
+Firestore is down.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+PROJECT = "demo-capi-test"  # a demo- project: the client library never asks for credentials
 
 
 def free_port() -> int:
@@ -33,8 +40,8 @@ def wait_ready(host: str, deadline: float, proc: subprocess.Popen | None) -> Non
 
 
 @contextmanager
-def running_emulator() -> Iterator[str]:
-    """Start an emulator we own, yield HOST:PORT with FIRESTORE_EMULATOR_HOST set, stop it."""
+def emulator_process() -> Iterator[tuple[str, subprocess.Popen]]:
+    """Start an emulator we own; yield HOST:PORT and its process; stop it, even when paused."""
     gcloud = shutil.which("gcloud")
     if not gcloud:
         raise RuntimeError("gcloud is not installed: the Firestore emulator is needed (see README)")
@@ -43,22 +50,55 @@ def running_emulator() -> Iterator[str]:
         [gcloud, "emulators", "firestore", "start", f"--host-port={host}", "--quiet"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        start_new_session=True,  # its own process group: gcloud starts java as a child
     )
     try:
         wait_ready(host, time.monotonic() + 90, proc)
-        os.environ["FIRESTORE_EMULATOR_HOST"] = host
-        yield host
+        yield host, proc
     finally:
-        os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
         try:
-            os.killpg(proc.pid, signal.SIGTERM)  # gcloud starts java as a child: stop the group
+            os.killpg(proc.pid, signal.SIGCONT)  # a test may have paused it (SIGSTOP)
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+        except ProcessLookupError:
+            pass  # a test killed it already
+        except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=15)
+
+
+@contextmanager
+def running_emulator() -> Iterator[str]:
+    """Start an emulator we own, yield HOST:PORT with FIRESTORE_EMULATOR_HOST set, stop it."""
+    with emulator_process() as (host, _):
+        os.environ["FIRESTORE_EMULATOR_HOST"] = host
+        try:
+            yield host
+        finally:
+            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
 
 
 def clear(host: str, project: str) -> None:
     """Delete every document of `project` through the emulator's REST endpoint."""
     url = f"http://{host}/emulator/v1/projects/{project}/databases/(default)/documents"
     urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10).read()
+
+
+def firestore_client_at(host: str, project: str = PROJECT) -> Any:
+    """A Firestore client on the emulator at HOST:PORT, whatever FIRESTORE_EMULATOR_HOST says."""
+    from google.cloud import firestore
+
+    old = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    os.environ["FIRESTORE_EMULATOR_HOST"] = host  # the client reads it once, when built
+    try:
+        return firestore.Client(project=project)
+    finally:
+        if old is None:
+            os.environ.pop("FIRESTORE_EMULATOR_HOST")
+        else:
+            os.environ["FIRESTORE_EMULATOR_HOST"] = old
+
+
+def dead_firestore(project: str = PROJECT) -> Any:
+    """A Firestore client on a loopback port where nothing listens: every call is refused."""
+    return firestore_client_at(f"127.0.0.1:{free_port()}", project)
