@@ -21,7 +21,7 @@ from capi.errors import ConfigError
 from capi.firestore import FirestoreDeadLetter, Replayer
 from capi.payload import GraphResult
 from capi.service import EventService, Target
-from tests.conftest import EMULATOR_PROJECT, serve
+from tests.conftest import EMULATOR_PROJECT, log_lines, serve
 from tests.fakes.graph import GraphServer
 
 UA = "Mozilla/5.0"
@@ -77,11 +77,6 @@ def application(graph: GraphServer, destinations: list[dict[str, Any]], db: Any 
 
 def delivered_ids(graph: GraphServer, pixel: str) -> list[str]:
     return sorted(event_id for (_, event_id) in graph.fake.delivered_by_pixel.get(pixel, {}))
-
-
-def lines(out: str, message: str) -> list[dict[str, Any]]:
-    found = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    return [entry for entry in found if entry["message"] == message]
 
 
 # -- configuration ----------------------------------------------------------------------
@@ -267,7 +262,7 @@ def test_three_pixels_routed_by_host_and_by_the_events_own_destinations(graph: G
          "fbtrace_id": "AbCdEf123", "error": None}
         for n, p, c in (("brand_a", "111", 2), ("brand_b", "222", 2), ("agency", "333", 4))
     ]  # fmt: skip
-    [line] = lines(capsys.readouterr().out, "events processed")
+    [line] = log_lines(capsys.readouterr().out, "events processed")
     assert (line["forwarded"], line["rejected"], line["by_event"]["Purchase"]["forwarded"]) == (8, 1, 8)
     assert line["destinations"] == {
         "brand_a": {"forwarded": 2, "stored": 0, "failed": 0},
@@ -370,12 +365,12 @@ def test_refused_token_stores_for_that_destination_and_replay_sends_to_it_alone(
         ("R2", "brand_b", "222"),
     ]
     out = capsys.readouterr().out
-    [refusal] = lines(out, "Meta refused capi's configuration")
+    [refusal] = log_lines(out, "Meta refused capi's configuration")
     assert (refusal["destination"], refusal["stored"], refusal["meta_code"]) == ("brand_b", 2, 190)
     assert refusal["fix"] == body["fix"]
-    assert [line["destination"] for line in lines(out, "events stored for replay")] == ["brand_b"]
-    assert {line["destination"] for line in lines(out, "Meta call failed")} == {"brand_b"}
-    [processed] = lines(out, "events processed")
+    assert [line["destination"] for line in log_lines(out, "events stored for replay")] == ["brand_b"]
+    assert {line["destination"] for line in log_lines(out, "Meta call failed")} == {"brand_b"}
+    [processed] = log_lines(out, "events processed")
     assert (processed["severity"], processed["status"], processed["error"]) == ("WARNING", 202, "meta_config")
     assert processed["destinations"]["brand_b"] == {"forwarded": 0, "stored": 2, "failed": 0}
     assert "tok-b" not in out and "tok-a" not in out
@@ -412,14 +407,10 @@ def test_one_destination_down_while_the_others_deliver(firestore_db: Any, graph:
 
 @pytest.mark.emulator
 def test_nothing_stored_and_meta_down_for_one_destination_is_503(firestore_emulator: str, graph: GraphServer) -> None:
-    import socket
+    from tests.fakes.emulator import dead_firestore
 
-    from tests.test_profiles import _dead_firestore
-
-    with socket.socket() as sock:  # a port nothing listens on: Firestore refuses every write
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    app = application(graph, THREE, _dead_firestore(f"127.0.0.1:{port}"), META_MAX_ATTEMPTS="1")
+    # Firestore refuses every write: nothing can be stored
+    app = application(graph, THREE, dead_firestore(EMULATOR_PROJECT), META_MAX_ATTEMPTS="1")
     graph.fake.pixel_down["111"] = "503"
     response = serve(app).post("/events", json={"events": [purchase("U0")]})
     assert response.status_code == 503

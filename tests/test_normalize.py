@@ -282,37 +282,6 @@ def test_ipv4_fast_path_agrees_with_ipaddress() -> None:
             normalize_ip(bad)
 
 
-def test_remembered_digests_depend_on_the_country_and_stay_bounded() -> None:
-    from capi import normalize
-
-    # The same text is a US state in the US and a plain region elsewhere: one entry each.
-    assert hash_value("st", "California", ctx("us")) == hashlib.sha256(b"ca").hexdigest()
-    assert hash_value("st", "California", ctx("fr")) == hashlib.sha256(b"california").hexdigest()
-    assert hash_value("st", "California", ctx("us")) == hashlib.sha256(b"ca").hexdigest()
-    sizes = set()
-    for n in range(normalize._DIGESTS_LIMIT + 10):  # more distinct names than it remembers
-        assert hash_value("fn", f"Name{n}", ctx()) == hashlib.sha256(f"name{n}".encode()).hexdigest()
-        sizes.add(len(normalize._DIGESTS))
-    assert (min(sizes), max(sizes)) == (1, normalize._DIGESTS_LIMIT)  # filled up to the bound, emptied, refilled
-    with pytest.raises(Dropped):  # a dropped value is not remembered as anything
-        hash_value("ge", "unknown", ctx())
-    assert ("ge", "unknown", None) not in normalize._DIGESTS
-    # Unique keys are never remembered.
-    hash_value("em", "someone@example.com", ctx())
-    assert not any(key == "em" for key, _, _ in normalize._DIGESTS)
-
-
-def test_long_values_are_never_remembered() -> None:
-    from capi import normalize
-
-    long_name = "Jane" * 100  # 400 characters: hashed, not remembered
-    assert hash_value("fn", long_name, ctx()) == hashlib.sha256(long_name.lower().encode()).hexdigest()
-    assert ("fn", long_name, None) not in normalize._DIGESTS
-    with pytest.raises(Dropped):
-        normalize_country("United States" * 10)
-    assert normalize_country("United States") == "us"
-
-
 def test_memory_stays_flat_after_many_distinct_megabyte_values() -> None:
     # Issue 10 finding 3: 500 requests with distinct ~1 MB first names took a worker from 33 to
     # 543 MiB, never freed: the digest and currency caches kept every raw value.
