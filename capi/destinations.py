@@ -74,7 +74,8 @@ class Destination:
 
 def host_matches(pattern: str, host: str) -> bool:
     """`shop.example.com` matches itself only; `*.example.com` matches `a.example.com` and
-    `a.b.example.com`, not `example.com` (list both for both), as a TLS wildcard would."""
+    `a.b.example.com` (any depth, unlike a TLS wildcard), not `example.com` itself (list both
+    for both)."""
     if pattern.startswith("*."):
         return host.endswith(pattern[1:])
     return host == pattern
