@@ -73,7 +73,8 @@ class Application:
             else None
         )
         self.service = EventService(config, profiles=profiles, targets=targets)
-        live = {name: sender for name, sender in self.senders.items() if sender is not None}
+        # A dry run sends nothing, dead letters included.
+        live = {} if config.dry_run else {name: sender for name, sender in self.senders.items() if sender is not None}
         self.replayer = (
             Replayer(firestore, config.deadletter_collection, live, max_attempts=config.replay_max_attempts)
             if live
@@ -188,7 +189,7 @@ class Application:
         set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)
         route_job(request, "replay")
         if self.replayer is None:
-            return json_response(200, {"message": "DRY_RUN without a token: nothing to replay to"})
+            return json_response(200, {"message": "DRY_RUN (or no token): nothing is replayed"})
         counts = self.replayer.run()
         return json_response(200, counts)
 

@@ -345,7 +345,7 @@ SETTINGS: tuple[Setting, ...] = (
         "idempotency_collection",
         "",
         optional,
-        "Firestore collection remembering delivered (event_name, event_id) pairs for 48 h",
+        "Firestore collection remembering delivered or stored (event_name, event_id) pairs for 48 h",
         readme_default="(off)",
     ),
     Setting(

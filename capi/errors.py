@@ -46,6 +46,10 @@ class MethodNotAllowed(RequestError):
     status = 405
     code = "method_not_allowed"
 
+    def __init__(self, message: str, *, allow: str = "POST", **details: Any) -> None:
+        super().__init__(message, **details)
+        self.allow = allow  # the `Allow` header: the methods the path does take
+
 
 class NotFound(RequestError):
     status = 404

@@ -563,12 +563,19 @@ def _custom_data(
     return data or None
 
 
+MAX_DPO_OPTIONS = 4  # Meta knows one option, LDU: a few leave room, a long list is a mistake
+
+
 def _dpo(raw: Mapping[str, Any], event: dict[str, Any]) -> None:
     options = raw.get("data_processing_options")
     if options is None:
         return
-    if not isinstance(options, list) or not all(isinstance(o, str) and len(o) <= 16 for o in options):
-        raise _Invalid("data_processing_options", 'must be a list such as ["LDU"] or []')
+    if (
+        not isinstance(options, list)
+        or len(options) > MAX_DPO_OPTIONS
+        or not all(isinstance(o, str) and len(o) <= 16 for o in options)
+    ):
+        raise _Invalid("data_processing_options", 'must be a list such as ["LDU"] or [] (at most 4 short strings)')
     event["data_processing_options"] = options
     for key in ("data_processing_options_country", "data_processing_options_state"):
         if raw.get(key) is not None:

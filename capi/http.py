@@ -39,7 +39,7 @@ def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | N
 
 
 def error_response(exc: CapiError) -> flask.Response:
-    headers = {"Allow": "POST"} if isinstance(exc, MethodNotAllowed) else None
+    headers = {"Allow": exc.allow} if isinstance(exc, MethodNotAllowed) else None
     if exc.status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="capi"'}
     return json_response(exc.status, exc.to_body(), headers)
@@ -181,7 +181,7 @@ def route(request: flask.Request) -> str:
     path = request.path.rstrip("/") or "/"
     if path == "/healthz":
         if request.method not in ("GET", "HEAD"):
-            raise MethodNotAllowed("use GET /healthz")
+            raise MethodNotAllowed("use GET /healthz", allow="GET, HEAD")
         return "health"
     if path in ("/", "/events", "/validate"):
         if request.method != "POST":

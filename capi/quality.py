@@ -179,15 +179,15 @@ class DatasetQualityClient:
 
 
 def _permission(error: MetaError) -> bool:
-    """Codes README "Delivery guarantees" calls capi's configuration: permission (10, 200-299) or no such pixel."""
+    """A permission code (3, 10, 200-299): reading quality needs more than sending does."""
     code = error.meta_code or 0
-    return code in (10, 803) or 200 <= code < 300 or (code == 100 and error.meta_subcode == 33)
+    return code in (3, 10) or 200 <= code < 300
 
 
 def _error_code(error: MetaError) -> str:
     if isinstance(error, QualityUnavailable):
         return error.reason
-    if error.meta_code == 190 or _permission(error):
+    if error.kind == "config":  # the classification delivery uses (capi.graph.classify)
         return "meta_config"
     if error.transient:
         return "meta_unavailable"
@@ -195,9 +195,11 @@ def _error_code(error: MetaError) -> str:
 
 
 def _fix(error: MetaError) -> str | None:
+    if error.kind != "config":
+        return None
     if error.meta_code == 190:
         return _FIX_TOKEN
-    return _FIX_PERMISSION if _permission(error) else None
+    return _FIX_PERMISSION if _permission(error) else error.fix
 
 
 class QualityReport:

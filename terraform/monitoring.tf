@@ -21,8 +21,8 @@ locals {
     by_name_forwarded = "${local.capi_logs} AND jsonPayload.message=\"events by name\" AND jsonPayload.outcome=\"forwarded\""
     # Meta failed transiently or answered something unreadable: the events were kept.
     stored = "${local.capi_logs} AND jsonPayload.message=\"events stored for replay\" AND jsonPayload.stored>0"
-    # Replay dropped a dead letter: too many attempts (ERROR) or outside Meta's 7 days (WARNING).
-    gave_up = "${local.capi_logs} AND (jsonPayload.message=\"dead letter dropped: too many attempts\" OR jsonPayload.message=\"dead letter dropped: outside Meta's 7-day window\")"
+    # Replay dropped a dead letter: too many attempts or refused by Meta (ERROR), or outside Meta's 7 days (WARNING).
+    gave_up = "${local.capi_logs} AND (jsonPayload.message=\"dead letter dropped: too many attempts\" OR jsonPayload.message=\"dead letter dropped: refused by Meta\" OR jsonPayload.message=\"dead letter dropped: outside Meta's 7-day window\")"
     # Every failed Graph API call (each attempt), with Meta's error code.
     meta_errors = "${local.capi_logs} AND jsonPayload.message=\"Meta call failed\""
     # Meta refused the token, its permission or the pixel (delivery or capi_quality).
@@ -167,7 +167,7 @@ resource "google_logging_metric" "stored_for_replay" {
 resource "google_logging_metric" "replay_gave_up" {
   project     = var.project_id
   name        = "${var.name}/replay_gave_up"
-  description = "Dead letters replay dropped: too many attempts, or outside Meta's 7-day window."
+  description = "Dead letters replay dropped: too many attempts, refused by Meta, or outside Meta's 7-day window."
   filter      = local.filters.gave_up
   metric_descriptor {
     metric_kind = "DELTA"

@@ -196,8 +196,10 @@ def test_replay_gave_up(firestore_db: Any, graph: GraphServer, capsys: Any) -> N
            "user_data": {"em": ["a" * 64]}}  # fmt: skip
     tired = {**old, "event_id": "tired", "event_time": now - 60}
     fresh = {**old, "event_id": "fresh", "event_time": now - 60}
+    poisoned = {**old, "event_id": "poisoned", "event_time": now - 60}
+    graph.fake.poison = {"poisoned"}  # Meta refuses that event on its own: replay isolates and drops it
     FirestoreDeadLetter(lambda: firestore_db, "capi_deadletter", PIXEL_ID).store(
-        [old, tired, fresh], MetaError("down", transient=True), None
+        [old, tired, fresh, poisoned], MetaError("down", transient=True), None
     )
     for snap in firestore_db.collection("capi_deadletter").stream():
         if snap.to_dict()["event_id"] == "tired":
@@ -207,11 +209,14 @@ def test_replay_gave_up(firestore_db: Any, graph: GraphServer, capsys: Any) -> N
     assert serve(app).post("/replay").status_code == 200
     records = captured(capsys, REPLAY)
     exhausted = only(records, "dead letter dropped: too many attempts")
+    refused = only(records, "dead letter dropped: refused by Meta")
     expired = only(records, "dead letter dropped: outside Meta's 7-day window")
-    assert (exhausted["severity"], expired["severity"]) == ("ERROR", "WARNING")
+    assert (exhausted["severity"], refused["severity"], expired["severity"]) == ("ERROR", "ERROR", "WARNING")
     assert labels("replay_gave_up", exhausted) == {"reason": "too many attempts"}
+    assert labels("replay_gave_up", refused) == {"reason": "refused by Meta"}
     assert labels("replay_gave_up", expired) == {"reason": "outside Meta's 7-day window"}
-    assert matches(metric_filter("replay_gave_up"), exhausted) and matches(metric_filter("replay_gave_up"), expired)
+    for dropped in (exhausted, refused, expired):
+        assert matches(metric_filter("replay_gave_up"), dropped)
     assert not matches(metric_filter("replay_gave_up"), only(records, "replay finished"))
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from capi.auth import Authenticator
 from capi.http import MAX_BODY_BYTES, CappedInput, EarlyRefusal
-from tests.conftest import base_env
+from tests.conftest import base_env, make_app, serve
 from tests.fakes.function import running_function
 
 NO_TOKEN_DRY_RUN = {"DRY_RUN": "true", "META_ACCESS_TOKEN": ""}
@@ -29,7 +29,24 @@ def test_replay_runs_on_post_to_its_url(make_client: Any) -> None:
     for path in ("/", "/replay"):
         response = client.post(path)
         assert response.status_code == 200, path
-        assert response.get_json() == {"message": "DRY_RUN without a token: nothing to replay to"}
+        assert response.get_json() == {"message": "DRY_RUN (or no token): nothing is replayed"}
+
+
+def test_a_dry_run_replays_nothing_even_with_a_token(graph: Any) -> None:
+    # DRY_RUN promises nothing reaches Meta: dead letters included.
+    app = make_app(graph, DRY_RUN="true")
+    assert app.replayer is None
+    response = serve(app).post("/replay")
+    assert response.status_code == 200
+    assert response.get_json() == {"message": "DRY_RUN (or no token): nothing is replayed"}
+    assert graph.fake.requests == 0
+
+
+def test_healthz_405_allows_get_and_head(make_client: Any) -> None:
+    response = make_client(base_env(DRY_RUN="true")).post("/healthz")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, HEAD"
+    assert response.get_json() == {"error": "method_not_allowed", "message": "use GET /healthz"}
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])

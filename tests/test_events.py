@@ -160,6 +160,7 @@ def test_ecommerce_object_and_custom_data_pass_through() -> None:
         ({"user_data": "john@example.com"}, "user_data", "must be an object"),
         ({"event_id": {"a": 1}}, "event_id", "non-empty string"),
         ({"data_processing_options": "LDU"}, "data_processing_options", "list"),
+        ({"data_processing_options": ["LDU"] * 5}, "data_processing_options", "at most 4"),  # one over the bound
         ({"opt_out": "yes"}, "opt_out", "true or false"),
     ],
 )
@@ -484,6 +485,22 @@ def test_same_event_name_and_id_twice_in_one_request_is_sent_once() -> None:
     assert body["skipped"] == [{"index": 1, "event_id": "E-1", "reason": "duplicate"}]
 
 
+def test_a_rejected_first_copy_does_not_make_a_valid_repeat_a_duplicate() -> None:
+    # The first copy loses its only customer value (not an email) and is rejected once
+    # finished; the corrected repeat with the same name and id must go, not be skipped.
+    server = {"action_source": "system_generated", "page_location": None, "user_agent": None}
+    body = validate(
+        [
+            event(event_id="E-2", user_data={"email": "not-an-email"}, **server),
+            event(event_id="E-2", user_data={"email": "a@b.co"}, **server),
+        ]
+    )
+    assert [(e["event_name"], e["event_id"]) for e in body["payload"]["data"]] == [("AddToCart", "E-2")]
+    assert body["payload"]["data"][0]["user_data"] == {"em": [hashlib.sha256(b"a@b.co").hexdigest()]}
+    assert [(r["index"], r["field"]) for r in body["rejected"]] == [(0, "user_data")]
+    assert body["skipped"] == []
+
+
 # -- Nothing silent --------------------------------------------------------------------------
 
 
@@ -686,3 +703,9 @@ def test_plain_and_id_values_have_bounds_too() -> None:
     assert body["payload"]["data"][0]["user_data"]["lead_id"] == "1" * 512
     assert [r["index"] for r in body["rejected"]] == [1]  # a website event left without its user agent
     assert "client_user_agent" in body["rejected"][0]["message"]
+
+
+def test_data_processing_options_at_the_bound_go_through() -> None:
+    body = validate([event(event_id="dpo-4", data_processing_options=["LDU", "LDU", "LDU", "LDU"])])
+    assert body["rejected"] == []
+    assert body["payload"]["data"][0]["data_processing_options"] == ["LDU", "LDU", "LDU", "LDU"]

@@ -103,6 +103,8 @@ def test_threshold_is_configurable_and_strict(graph: GraphServer, make_client: C
         ("code:190", 502, "meta_config", 190, "ERROR"),  # token invalid or expired
         ("code:10", 502, "meta_config", 10, "ERROR"),  # permission
         ("code:200", 502, "meta_config", 200, "ERROR"),  # permission
+        ("code:3", 502, "meta_config", 3, "ERROR"),  # capability: as delivery classifies it
+        ("code:803", 502, "meta_config", 803, "ERROR"),  # no such pixel
         ("code:2", 502, "meta_unavailable", 2, "WARNING"),  # transient on Meta's side
         ("code:100", 502, "meta_refused", 100, "WARNING"),
         ("empty", 502, "no_data", None, "WARNING"),  # no web events from capi's agent yet
