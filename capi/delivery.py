@@ -30,7 +30,7 @@ SPLIT_SECONDS = 10.0
 
 
 class Sender(Protocol):
-    def send(self, body: dict[str, Any]) -> GraphResult: ...
+    def send(self, body: dict[str, Any], *, deadline: float | None = None) -> GraphResult: ...
 
 
 @dataclass
@@ -80,9 +80,15 @@ def send_split(
         if stopping():  # SIGTERM: no new call; what is left is kept and the caller answered
             sent.kept.append((group, MetaError("the instance is stopping; kept for replay", kind="transient")))
             continue
+        if sent.calls and clock() > deadline:  # out of time: the parts not sent yet wait for replay
+            sent.kept.append((group, MetaError("no time left to split the batch; kept for replay", kind="transient")))
+            continue
         sent.calls += 1
+        # The first call has the whole retry budget; the parts of a split share what is left of
+        # SPLIT_SECONDS, so a split request ends about when an unsplit one would.
+        body = request_body([events[i] for i in group], test_event_code)
         try:
-            sent.results.append(sender.send(request_body([events[i] for i in group], test_event_code)))
+            sent.results.append(sender.send(body) if sent.calls == 1 else sender.send(body, deadline=deadline))
         except MetaError as error:
             if error.kept:
                 sent.kept.append((group, error))

@@ -279,14 +279,19 @@ class GraphClient:
             full["appsecret_proof"] = appsecret_proof(self._app_secret.get(refresh=refresh), token)
         return orjson.dumps(full)
 
-    def send(self, body: dict[str, Any]) -> GraphResult:
+    def send(self, body: dict[str, Any], *, deadline: float | None = None) -> GraphResult:
         """POST one body (at most 1000 events); retry what the policy says to retry.
+
+        `deadline` (on this client's clock) ends the retries earlier than the policy's budget:
+        the parts of a split batch share what is left of the split's time.
 
         Raises:
             MetaError: its `kind` says what the failure means for the events.
             SecretUnavailable: the token could not be read.
         """
         state = self._policy.start(self._clock())
+        if deadline is not None and deadline < state.deadline:
+            state = replace(state, deadline=deadline)
         while True:
             wire = self._wire(body, state.refresh)
             remaining = max(0.05, state.remaining(self._clock()))

@@ -499,7 +499,7 @@ class Recorder:
     def __init__(self) -> None:
         self.threads: list[str] = []
 
-    def send(self, body: dict[str, Any]) -> GraphResult:
+    def send(self, body: dict[str, Any], *, deadline: float | None = None) -> GraphResult:
         self.threads.append(threading.current_thread().name)
         return GraphResult(events_received=len(body["data"]), fbtrace_id=None, messages=[], attempts=1)
 

@@ -115,6 +115,16 @@ def test_attempts_are_bounded(graph: Any) -> None:
     assert graph.fake.requests == 4 and len(sleeps) == 3
 
 
+def test_a_deadline_ends_the_retries_before_the_budget(graph: Any) -> None:
+    # The parts of a split batch share the split's time (capi.delivery): no retry past it.
+    sleeps = Sleeps()
+    graph.fake.down = "500"
+    with pytest.raises(MetaError) as info:
+        client(graph, sleeps, attempts=4).send(body(), deadline=time.monotonic() + 0.2)
+    assert info.value.transient is True
+    assert graph.fake.requests == 1 and sleeps == []  # the first backoff (0.375 s) would pass the deadline
+
+
 def test_hung_connection_times_out_and_is_retried(graph: Any) -> None:
     sleeps = Sleeps()
     graph.fake.fail_next("hang")

@@ -87,6 +87,30 @@ def test_splitting_is_bounded_and_what_is_left_is_kept(firestore_db: Any, graph:
     assert graph.fake.duplicates == 0
 
 
+def test_parts_of_a_split_share_its_time_and_what_is_not_sent_by_then_is_kept() -> None:
+    from capi.delivery import SPLIT_SECONDS, send_split
+    from capi.errors import MetaError
+
+    now = [0.0]
+    calls: list[tuple[int, float | None]] = []
+
+    class SlowRefusals:
+        """Meta refuses every batch (one bad event in it); the first answer is quick, the next slow."""
+
+        def send(self, body: dict[str, Any], *, deadline: float | None = None) -> Any:
+            calls.append((len(body["data"]), deadline))
+            now[0] += 1 if len(calls) == 1 else SPLIT_SECONDS + 1
+            raise MetaError("Invalid parameter", kind="refused", meta_code=100, meta_subcode=2804003)
+
+    events = [{"event_name": "Purchase", "event_id": f"S{n}"} for n in range(4)]
+    sent = send_split(SlowRefusals(), events, None, clock=lambda: now[0], stopping=lambda: False)
+    # The whole batch with the full retry budget, then its first half with the split's deadline;
+    # the second half is never sent: the split's time is over, it waits for replay.
+    assert calls == [(4, None), (2, SPLIT_SECONDS)]
+    assert [group for group, _ in sent.kept] == [[0, 1], [2, 3]]
+    assert sent.delivered == [] and sent.refused == [] and sent.calls == 2
+
+
 def test_replay_isolates_a_poisoned_dead_letter(firestore_db: Any, graph: Any, capsys: Any) -> None:
     graph.fake.down = "503"
     client = serve(make_app(graph, firestore=firestore_db))
@@ -259,7 +283,7 @@ def test_no_new_call_once_the_instance_is_stopping(graph: Any) -> None:
                 base_url=graph.base_url, api_version="v26.0", pixel_id=PIXEL_ID, token=StaticSecret(graph.fake.token)
             )
 
-        def send(self, body: dict[str, Any]) -> Any:
+        def send(self, body: dict[str, Any], *, deadline: float | None = None) -> Any:
             stopping[0] = True  # SIGTERM arrives during the first call
             return self.client.send(body)
 
