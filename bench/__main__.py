@@ -405,6 +405,33 @@ SINGLE_REQUESTS = int(os.environ.get("BENCH_SINGLE_REQUESTS", "300"))
 INGEST_KEY = "bench-ingest-key"
 
 
+def single_event_capi(graph: Any) -> Function:
+    """capi as production runs it for sGTM traffic: ingest key, INFO logs, sending to `graph`."""
+    return Function(
+        ROOT / "main.py",
+        "capi_events",
+        capi_env(
+            DRY_RUN="false",
+            META_ACCESS_TOKEN=graph.fake.token,
+            META_API_BASE_URL=graph.base_url,
+            INGEST_API_KEY=INGEST_KEY,
+            ALLOW_UNAUTHENTICATED="false",
+            DEFAULT_COUNTRY="US",
+            LOG_LEVEL="INFO",
+        ),
+    )
+
+
+def single_event_forwarder(graph: Any) -> Function:
+    """The trivial forwarder: parse the body, post it unchanged to `graph`, return the answer."""
+    return Function(
+        ROOT / "bench" / "functions" / "main.py",
+        "forwarder",
+        {"GRAPH_URL": graph.base_url + "/v26.0/1234567890/events", "TOKEN": graph.fake.token},
+        probe="/",
+    )
+
+
 def _cpu_per_request(function: Function, url: str, bodies: list[bytes], headers: dict[str, str]) -> float:
     session = requests.Session()
     before = tree_cpu(function.proc.pid)
@@ -425,25 +452,7 @@ def bench_single_event() -> dict[str, Any]:
 
     bodies = [body_for(20_000 + n, 1) for n in range(SINGLE_REQUESTS)]
     with GraphServer() as graph:
-        capi = Function(
-            ROOT / "main.py",
-            "capi_events",
-            capi_env(
-                DRY_RUN="false",
-                META_ACCESS_TOKEN=graph.fake.token,
-                META_API_BASE_URL=graph.base_url,
-                INGEST_API_KEY=INGEST_KEY,
-                ALLOW_UNAUTHENTICATED="false",
-                DEFAULT_COUNTRY="US",
-                LOG_LEVEL="INFO",
-            ),
-        )
-        forwarder = Function(
-            ROOT / "bench" / "functions" / "main.py",
-            "forwarder",
-            {"GRAPH_URL": graph.base_url + "/v26.0/1234567890/events", "TOKEN": graph.fake.token},
-            probe="/",
-        )
+        capi, forwarder = single_event_capi(graph), single_event_forwarder(graph)
         capi_headers = {"Content-Type": "application/json", "X-Api-Key": INGEST_KEY}
         plain = {"Content-Type": "application/json"}
         try:
@@ -695,29 +704,12 @@ def spy_single(seconds: int = 15) -> None:
     with GraphServer() as graph:
         sides = {
             "capi": (
-                Function(
-                    ROOT / "main.py",
-                    "capi_events",
-                    capi_env(
-                        DRY_RUN="false",
-                        META_ACCESS_TOKEN=graph.fake.token,
-                        META_API_BASE_URL=graph.base_url,
-                        INGEST_API_KEY=INGEST_KEY,
-                        ALLOW_UNAUTHENTICATED="false",
-                        DEFAULT_COUNTRY="US",
-                        LOG_LEVEL="INFO",
-                    ),
-                ),
+                single_event_capi(graph),
                 "/events",
                 {"Content-Type": "application/json", "X-Api-Key": INGEST_KEY},
             ),
             "forwarder": (
-                Function(
-                    ROOT / "bench" / "functions" / "main.py",
-                    "forwarder",
-                    {"GRAPH_URL": graph.base_url + "/v26.0/1234567890/events", "TOKEN": graph.fake.token},
-                    probe="/",
-                ),
+                single_event_forwarder(graph),
                 "/",
                 {"Content-Type": "application/json"},
             ),
