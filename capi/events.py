@@ -340,6 +340,9 @@ def _number(value: Any, name: str) -> float | int:
 
 def _money(value: Any, name: str) -> float | int:
     """A value or price: a finite number below 1e15 either way (README "Bounds")."""
+    kind = type(value)
+    if (kind is float or kind is int) and -MAX_MONEY < value < MAX_MONEY:  # the common case (NaN fails it)
+        return value
     number = _number(value, name)
     if not -MAX_MONEY < number < MAX_MONEY:
         raise _Invalid(name, "must be below 1e15 (and above -1e15)")
@@ -421,9 +424,8 @@ def _contents(items: Any, name: str, ignored: list[str]) -> list[dict[str, Any]]
             contents.append(_content(item))
         except _Invalid as exc:  # the item's own problem, named by its place in the list
             raise _Invalid(f"{name}[{position}]{exc.field}", exc.message) from None
-        for key in item:
-            if key not in _USED_ITEM_KEYS:
-                unused[key] = None
+        if not _USED_ITEM_KEYS.issuperset(item):  # one C-level test: items rarely carry other keys
+            unused.update((key, None) for key in item if key not in _USED_ITEM_KEYS)
     ignored.extend(f"{name}[].{key}" for key in unused)
     return contents
 
