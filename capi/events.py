@@ -558,7 +558,11 @@ def _custom_data(
         if checked:
             data.update(checked)
 
-    if meta_name == "Purchase" and not any(p[0].endswith(("value", "currency")) for p in problems):
+    if (
+        meta_name == "Purchase"
+        and ("value" not in data or "currency" not in data)  # the common Purchase has both: no scan
+        and not any(p[0].endswith(("value", "currency")) for p in problems)
+    ):
         for key in ("value", "currency"):
             if key not in data:
                 problems.append((key, "Meta requires value and currency for Purchase"))
@@ -743,7 +747,8 @@ def prepare(
         allowed, signal = consent.decide(raw, config.consent_required)
         if not allowed:
             return Skip(index, given_id, "consent", consent_signal=signal, event_name=meta_name)
-    unused = [key for key in raw if key not in USED_KEYS]
+    # One C-level set test for the common event, whose every key is used; the walk names the others.
+    unused = [] if USED_KEYS.issuperset(raw) else [key for key in raw if key not in USED_KEYS]
     if ignored:
         unused[:0] = ignored
 
