@@ -426,7 +426,8 @@ def _contents(items: Any, name: str, ignored: list[str]) -> list[dict[str, Any]]
             raise _Invalid(f"{name}[{position}]{exc.field}", exc.message) from None
         if not _USED_ITEM_KEYS.issuperset(item):  # one C-level test: items rarely carry other keys
             unused.update((key, None) for key in item if key not in _USED_ITEM_KEYS)
-    ignored.extend(f"{name}[].{key}" for key in unused)
+    if unused:
+        ignored.extend(f"{name}[].{key}" for key in unused)
     return contents
 
 
