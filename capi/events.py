@@ -656,7 +656,11 @@ def _collect_user(raw: Mapping[str, Any], draft: Draft, ignored: list[str]) -> N
         raise _Invalid("user_data.address", "must be an object or a list of objects")
 
     # Only the names present are visited: an event carries a handful of the many accepted names.
-    found = [(source, raw[name]) for name, source in _TOP_NAMES.items() if name in raw]
+    # Plain loops, not comprehensions: in Python 3.11 each comprehension is a frame per event.
+    found: list[tuple[Source, Any]] = []
+    for name, source in _TOP_NAMES.items():
+        if name in raw:
+            found.append((source, raw[name]))
     for name, value in user.items():
         source = _USER_NAMES.get(name)
         if source is not None:
