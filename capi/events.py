@@ -495,6 +495,16 @@ def _meta_content(content: dict[str, Any], name: str) -> dict[str, Any]:
     return checked
 
 
+def _pick(raw: Mapping[str, Any], ecommerce: Mapping[str, Any], key: str) -> tuple[Any, str]:
+    """The event's value of `key`, else its ecommerce object's, and the name to report it by.
+    A module function, not a closure: a closure is made per event and turns the event and its
+    ecommerce object into cells that every read in _custom_data pays for."""
+    value = raw.get(key)
+    if value is not None or not ecommerce:
+        return value, key
+    return ecommerce.get(key), f"ecommerce.{key}"
+
+
 def _custom_data(
     raw: Mapping[str, Any], meta_name: str, problems: list[tuple[str, str]], ignored: list[str]
 ) -> dict[str, Any] | None:
@@ -506,26 +516,20 @@ def _custom_data(
     if ecommerce:
         ignored.extend(f"ecommerce.{key}" for key in ecommerce if key not in _USED_ECOMMERCE_KEYS)
 
-    def pick(key: str) -> tuple[Any, str]:
-        value = raw.get(key)
-        if value is not None or not ecommerce:
-            return value, key
-        return ecommerce.get(key), f"ecommerce.{key}"
-
     data: dict[str, Any] = {}
     try:
-        value, where = pick("value")
+        value, where = _pick(raw, ecommerce, "value")
         if value is not None:
             data["value"] = _money(value, where)
     except _Invalid as exc:
         problems.append((exc.field, exc.message))
     try:
-        currency, where = pick("currency")
+        currency, where = _pick(raw, ecommerce, "currency")
         if currency is not None:
             data["currency"] = _currency(currency, where)
     except _Invalid as exc:
         problems.append((exc.field, exc.message))
-    order, where = pick("transaction_id")
+    order, where = _pick(raw, ecommerce, "transaction_id")
     if order is not None:
         text = _scalar_text(order)
         if text is None or not text.strip():
@@ -534,7 +538,7 @@ def _custom_data(
             problems.append((where, f"longer than {MAX_ID_CHARS} characters"))
         else:
             data["order_id"] = text.strip()
-    items, where = pick("items")
+    items, where = _pick(raw, ecommerce, "items")
     if items is not None:
         try:
             contents = _contents(items, where, ignored)
