@@ -340,6 +340,9 @@ def _number(value: Any, name: str) -> float | int:
 
 def _money(value: Any, name: str) -> float | int:
     """A value or price: a finite number below 1e15 either way (README "Bounds")."""
+    kind = type(value)
+    if (kind is float or kind is int) and -MAX_MONEY < value < MAX_MONEY:  # the common case (NaN fails it)
+        return value
     number = _number(value, name)
     if not -MAX_MONEY < number < MAX_MONEY:
         raise _Invalid(name, "must be below 1e15 (and above -1e15)")
@@ -421,10 +424,10 @@ def _contents(items: Any, name: str, ignored: list[str]) -> list[dict[str, Any]]
             contents.append(_content(item))
         except _Invalid as exc:  # the item's own problem, named by its place in the list
             raise _Invalid(f"{name}[{position}]{exc.field}", exc.message) from None
-        for key in item:
-            if key not in _USED_ITEM_KEYS:
-                unused[key] = None
-    ignored.extend(f"{name}[].{key}" for key in unused)
+        if not _USED_ITEM_KEYS.issuperset(item):  # one C-level test: items rarely carry other keys
+            unused.update((key, None) for key in item if key not in _USED_ITEM_KEYS)
+    if unused:
+        ignored.extend(f"{name}[].{key}" for key in unused)
     return contents
 
 
@@ -492,6 +495,16 @@ def _meta_content(content: dict[str, Any], name: str) -> dict[str, Any]:
     return checked
 
 
+def _pick(raw: Mapping[str, Any], ecommerce: Mapping[str, Any], key: str) -> tuple[Any, str]:
+    """The event's value of `key`, else its ecommerce object's, and the name to report it by.
+    A module function, not a closure: a closure is made per event and turns the event and its
+    ecommerce object into cells that every read in _custom_data pays for."""
+    value = raw.get(key)
+    if value is not None or not ecommerce:
+        return value, key
+    return ecommerce.get(key), f"ecommerce.{key}"
+
+
 def _custom_data(
     raw: Mapping[str, Any], meta_name: str, problems: list[tuple[str, str]], ignored: list[str]
 ) -> dict[str, Any] | None:
@@ -503,26 +516,20 @@ def _custom_data(
     if ecommerce:
         ignored.extend(f"ecommerce.{key}" for key in ecommerce if key not in _USED_ECOMMERCE_KEYS)
 
-    def pick(key: str) -> tuple[Any, str]:
-        value = raw.get(key)
-        if value is not None or not ecommerce:
-            return value, key
-        return ecommerce.get(key), f"ecommerce.{key}"
-
     data: dict[str, Any] = {}
     try:
-        value, where = pick("value")
+        value, where = _pick(raw, ecommerce, "value")
         if value is not None:
             data["value"] = _money(value, where)
     except _Invalid as exc:
         problems.append((exc.field, exc.message))
     try:
-        currency, where = pick("currency")
+        currency, where = _pick(raw, ecommerce, "currency")
         if currency is not None:
             data["currency"] = _currency(currency, where)
     except _Invalid as exc:
         problems.append((exc.field, exc.message))
-    order, where = pick("transaction_id")
+    order, where = _pick(raw, ecommerce, "transaction_id")
     if order is not None:
         text = _scalar_text(order)
         if text is None or not text.strip():
@@ -531,7 +538,7 @@ def _custom_data(
             problems.append((where, f"longer than {MAX_ID_CHARS} characters"))
         else:
             data["order_id"] = text.strip()
-    items, where = pick("items")
+    items, where = _pick(raw, ecommerce, "items")
     if items is not None:
         try:
             contents = _contents(items, where, ignored)
@@ -540,9 +547,14 @@ def _custom_data(
             contents = []
         if contents:
             data["contents"] = contents
-            data["content_ids"] = [c["id"] for c in contents]
+            ids: list[str] = []
+            quantity = 0
+            for content in contents:  # one plain loop, not two comprehensions (a frame each, every event)
+                ids.append(content["id"])
+                quantity += content["quantity"]
+            data["content_ids"] = ids
             data["content_type"] = "product"
-            data["num_items"] = min(sum([c["quantity"] for c in contents]), MAX_COUNT)
+            data["num_items"] = min(quantity, MAX_COUNT)
     search = raw.get("search_term")
     if search is not None:
         if not isinstance(search, str):
@@ -556,7 +568,11 @@ def _custom_data(
         if checked:
             data.update(checked)
 
-    if meta_name == "Purchase" and not any(p[0].endswith(("value", "currency")) for p in problems):
+    if (
+        meta_name == "Purchase"
+        and ("value" not in data or "currency" not in data)  # the common Purchase has both: no scan
+        and not any(p[0].endswith(("value", "currency")) for p in problems)
+    ):
         for key in ("value", "currency"):
             if key not in data:
                 problems.append((key, "Meta requires value and currency for Purchase"))
@@ -644,7 +660,11 @@ def _collect_user(raw: Mapping[str, Any], draft: Draft, ignored: list[str]) -> N
         raise _Invalid("user_data.address", "must be an object or a list of objects")
 
     # Only the names present are visited: an event carries a handful of the many accepted names.
-    found = [(source, raw[name]) for name, source in _TOP_NAMES.items() if name in raw]
+    # Plain loops, not comprehensions: in Python 3.11 each comprehension is a frame per event.
+    found: list[tuple[Source, Any]] = []
+    for name, source in _TOP_NAMES.items():
+        if name in raw:
+            found.append((source, raw[name]))
     for name, value in user.items():
         source = _USER_NAMES.get(name)
         if source is not None:
@@ -741,7 +761,8 @@ def prepare(
         allowed, signal = consent.decide(raw, config.consent_required)
         if not allowed:
             return Skip(index, given_id, "consent", consent_signal=signal, event_name=meta_name)
-    unused = [key for key in raw if key not in USED_KEYS]
+    # One C-level set test for the common event, whose every key is used; the walk names the others.
+    unused = [] if USED_KEYS.issuperset(raw) else [key for key in raw if key not in USED_KEYS]
     if ignored:
         unused[:0] = ignored
 
