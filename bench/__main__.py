@@ -686,7 +686,7 @@ def profile() -> None:
 SPY_COMPONENTS = (
     ("body read, JSON in", ("read_json", "get_json")),
     ("outbound call to Meta", ("GraphClient.send", "send_split", "forwarder (")),
-    ("log lines", ("log_by_name", "log (capi/log.py", "log_fields")),
+    ("log lines", ("log_by_name", "log (capi/log.py", "log_summary")),
     ("pipeline", ("EventService.forward",)),
     ("answer, JSON out", ("json_response", "Outcome.body")),
     ("ingest key", ("Authenticator.check",)),

@@ -180,9 +180,9 @@ class Application:
         outcome = self.service.forward(payload)
         status = outcome_status(outcome)
         severity = {200: logging.INFO, 202: logging.WARNING}.get(status, logging.ERROR)
-        fields = outcome.log_fields()
+        fields, keys_by_name = outcome.log_summary()
         log(severity, "events processed", status=status, **fields)
-        log_by_name(fields["by_event"], outcome.forwarded_events())
+        log_by_name(fields["by_event"], keys_by_name)
         return json_response(status, outcome.body)
 
     def _replay(self, request: flask.Request) -> flask.Response:

@@ -15,7 +15,7 @@ A request with one event writes one such line; a 1000-event request one per name
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from capi.log import log
@@ -24,24 +24,14 @@ BY_NAME = "events by name"
 OUTCOMES = ("forwarded", "stored", "skipped", "rejected", "failed")
 
 
-def match_keys_by_name(events: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
-    """For Graph API events (hashed, as sent): per event name, how many carried each user_data key."""
-    found: dict[str, dict[str, int]] = {}
-    for event in events:
-        user = event.get("user_data")
-        if isinstance(user, Mapping):
-            counts = found.setdefault(str(event.get("event_name")), {})
-            for key, value in user.items():
-                if value not in (None, "", []):
-                    counts[key] = counts.get(key, 0) + 1
-    return found
-
-
 def by_name_lines(
-    by_event: Mapping[str, Mapping[str, int]], forwarded: Iterable[Mapping[str, Any]]
+    by_event: Mapping[str, Mapping[str, int]], keys_by_name: Mapping[str, Mapping[str, int]]
 ) -> list[dict[str, Any]]:
-    """The fields of each `"events by name"` line: one per event name and outcome with a count."""
-    keys = match_keys_by_name(forwarded)
+    """The fields of each `"events by name"` line: one per event name and outcome with a count.
+
+    `keys_by_name` (capi.service.Outcome.log_summary): per event name, how many of its forwarded
+    events carried each user_data key, counted in the same pass as the request's line.
+    """
     lines: list[dict[str, Any]] = []
     for name in sorted(by_event):
         for outcome in OUTCOMES:
@@ -49,12 +39,12 @@ def by_name_lines(
             if count:
                 line: dict[str, Any] = {"event_name": name, "outcome": outcome, "count": count}
                 if outcome == "forwarded":
-                    line["match_keys"] = dict(sorted(keys.get(name, {}).items()))
+                    line["match_keys"] = dict(sorted(keys_by_name.get(name, {}).items()))
                 lines.append(line)
     return lines
 
 
-def log_by_name(by_event: Mapping[str, Mapping[str, int]], forwarded: Iterable[Mapping[str, Any]]) -> None:
+def log_by_name(by_event: Mapping[str, Mapping[str, int]], keys_by_name: Mapping[str, Mapping[str, int]]) -> None:
     """Write the lines, at INFO, after the request's `"events processed"` line."""
-    for fields in by_name_lines(by_event, forwarded):
+    for fields in by_name_lines(by_event, keys_by_name):
         log(logging.INFO, BY_NAME, **fields)

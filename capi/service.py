@@ -294,9 +294,11 @@ class Outcome:
         body.update(self.extra)
         return body
 
-    def log_fields(self) -> dict[str, Any]:
-        """The fields of the "events processed" line (RULES.md log contract; names are fixed).
-        With several destinations, each count is the sum over them."""
+    def log_summary(self) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
+        """The fields of the "events processed" line (README "Operations"; names are fixed),
+        and per event name how many of its forwarded events carried each user_data key (the
+        "events by name" lines, capi.report). With several destinations, each count is the sum
+        over them."""
         batch = self.batch
         deliveries = self.deliveries
         lead = self.lead
@@ -310,6 +312,7 @@ class Outcome:
                 entry[state] += 1
 
         match_keys: dict[str, int] = {}
+        keys_by_name: dict[str, dict[str, int]] = {}
         from_profile: dict[str, int] = {}
         for f in batch.finished:
             states = self.states_of(f)
@@ -318,8 +321,10 @@ class Outcome:
             for state in states:
                 count(f.event["event_name"], state)
                 if state == "forwarded":
+                    of_name = keys_by_name.setdefault(f.event["event_name"][:MAX_EVENT_NAME_IN_LOG], {})
                     for key in f.event["user_data"]:
                         match_keys[key] = match_keys.get(key, 0) + 1
+                        of_name[key] = of_name.get(key, 0) + 1
                     for key in f.from_profile:
                         from_profile[key] = from_profile.get(key, 0) + 1
         for skip in batch.skipped:
@@ -355,12 +360,7 @@ class Outcome:
             fields["destinations"] = {
                 d.name: {"forwarded": d.forwarded, "stored": d.stored, "failed": len(d.failed)} for d in deliveries
             }
-        return fields
-
-    def forwarded_events(self) -> list[dict[str, Any]]:
-        """The Graph API events Meta took (or, in a dry run, would have taken): an event
-        taken by two destinations is listed twice, as the counts are sums."""
-        return [f.event for f in self.batch.finished for state in self.states_of(f) if state == "forwarded"]
+        return fields, keys_by_name
 
 
 def parse_envelope(payload: Any) -> tuple[Envelope, str | None]:

@@ -228,4 +228,4 @@ def test_consent_required_through_the_pipeline_and_the_decision_counts() -> None
     ]
     # What the "events processed" line carries: counts per signal, never a value.
     consent_counts = {"CONSENT_REQUIRED": {"denied": 1}, "x-ga-gcs": {"granted": 1, "denied": 1}}
-    assert outcome.log_fields()["consent"] == consent_counts
+    assert outcome.log_summary()[0]["consent"] == consent_counts
