@@ -521,15 +521,17 @@ class EventService:
         events, code = parse_envelope(payload)
         batch = self._build(events)
         shown = []
+        hidden = False
         for f in batch.finished:
             if f.from_profile:
+                hidden = True
                 user_data = dict(f.event["user_data"])
                 for key in f.from_profile:
                     user_data[key] = [PROFILE_PLACEHOLDER]
                 shown.append({**f.event, "user_data": user_data})
             else:
                 shown.append(f.event)
-        if any(f.from_profile for f in batch.finished):
+        if hidden:
             batch.messages.append(
                 {
                     "message": "values filled from Firestore profiles are not shown (placeholder instead);"
