@@ -15,6 +15,7 @@ from typing import Any
 import flask
 
 from capi.auth import Authenticator, split_keys
+from capi.browsers import FirestoreBrowserStore
 from capi.config import Config, load_config
 from capi.destinations import Destination
 from capi.errors import ConfigError
@@ -72,7 +73,12 @@ class Application:
             if config.profile_collection
             else None
         )
-        self.service = EventService(config, profiles=profiles, targets=targets)
+        browsers = (
+            FirestoreBrowserStore(firestore, config.browser_collection, int(config.browser_ttl_days))
+            if config.browser_collection
+            else None
+        )
+        self.service = EventService(config, profiles=profiles, browsers=browsers, targets=targets)
         # A dry run sends nothing, dead letters included.
         live = {} if config.dry_run else {name: sender for name, sender in self.senders.items() if sender is not None}
         self.replayer = (
@@ -177,7 +183,8 @@ class Application:
         payload = read_json(request)
         if endpoint == "validate":
             return json_response(200, self.service.validate(payload).body)
-        outcome = self.service.forward(payload)
+        # The sGTM tag asks for the cookies to set (sgtm/capi-tag.tpl, setCookies).
+        outcome = self.service.forward(payload, set_cookies=request.headers.get("X-Capi-Set-Cookies") == "1")
         status = outcome_status(outcome)
         severity = {200: logging.INFO, 202: logging.WARNING}.get(status, logging.ERROR)
         fields, keys_by_name = outcome.log_summary()

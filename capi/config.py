@@ -349,6 +349,22 @@ SETTINGS: tuple[Setting, ...] = (
         readme_default="(off)",
     ),
     Setting(
+        "BROWSER_COLLECTION",
+        "browser_collection",
+        "",
+        optional,
+        "Firestore collection of the hashed keys remembered per browser (`fbp`) for enhanced event"
+        " coverage, only with ad_user_data consent; its TTL field is `expire_at`",
+        readme_default="(off)",
+    ),
+    Setting(
+        "BROWSER_TTL_DAYS",
+        "browser_ttl_days",
+        "90",
+        number(minimum=1, maximum=400, whole=True),
+        "days a browser's remembered keys live after its last new key (the `expire_at` TTL field)",
+    ),
+    Setting(
         "SECRET_CACHE_SECONDS",
         "secret_cache_seconds",
         "300",
@@ -361,6 +377,14 @@ SETTINGS: tuple[Setting, ...] = (
         "6.0",
         number(minimum=0, maximum=10),
         "`capi_quality` logs a WARNING for an event name whose Event Match Quality is below this",
+    ),
+    Setting(
+        "DEDUP_ALERT_BELOW",
+        "dedup_alert_below",
+        "50",
+        number(minimum=0, maximum=100),
+        "`capi_quality` logs a WARNING for an event name whose browser events Meta deduplicated against"
+        " the server's are below this percentage",
     ),
     Setting(
         "DRY_RUN",

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pycountry
 
-from capi import consent
+from capi import clientip, consent
 from capi.config import Config
 from capi.normalize import HASHED_KEYS, Dropped, FieldContext, hash_value, normalize_country, normalize_ip
 
@@ -131,7 +131,8 @@ USED_KEYS = frozenset(
      "page_referrer", "referrer_url", "user_data", "value", "currency", "transaction_id", "items",
      "search_term", "ecommerce", "custom_data", "opt_out", "data_processing_options",
      "data_processing_options_country", "data_processing_options_state", "user_id", "external_id",
-     "messaging_channel", "destinations", "test_event_code", *PASSTHROUGH_OBJECTS, *consent.SIGNALS}
+     "messaging_channel", "destinations", "test_event_code", clientip.COOKIE_KEY, *PASSTHROUGH_OBJECTS,
+     *consent.SIGNALS}
     | {name for _, names in _PLAIN_SOURCES for name in names}
 )  # fmt: skip
 _USED_USER_KEYS = frozenset(
@@ -719,9 +720,25 @@ def _collect_user(raw: Mapping[str, Any], draft: Draft, ignored: list[str]) -> N
                 continue
             draft.plain[key] = value.strip()
             break
+    if raw.get(clientip.COOKIE_KEY) not in (None, ""):
+        _ip_from_cookie(raw[clientip.COOKIE_KEY], draft)
 
     user_id = _scalar_text(raw.get("user_id")) or _scalar_text(raw.get("external_id"))
     draft.user_id = user_id.strip() if user_id and user_id.strip() and len(user_id) <= MAX_ID_CHARS else None
+
+
+def _ip_from_cookie(value: Any, draft: Draft) -> None:
+    """Meta's Parameter Builder's `_fbi` (forwarded by the sGTM tag): its address, IPv6
+    preferred, becomes client_ip_address over the request's (capi.clientip)."""
+    name = clientip.COOKIE_KEY
+    if not isinstance(value, str) or len(value) > MAX_PLAIN_CHARS["client_ip_address"]:
+        draft.note(name, f"must be a string of at most {MAX_PLAIN_CHARS['client_ip_address']} characters; ignored")
+        return
+    address = clientip.from_cookie(value)
+    if address is None:
+        draft.note(name, "not the Parameter Builder's _fbi (an IP address and its appendix); ignored")
+        return
+    draft.plain["client_ip_address"] = clientip.prefer(address, draft.plain.get("client_ip_address"))
 
 
 MINTED = "minted: Meta cannot deduplicate it against the Pixel; send the Pixel's eventID as event_id"

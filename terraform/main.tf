@@ -54,6 +54,8 @@ locals {
       LOG_LEVEL             = var.log_level
       GOOGLE_CLOUD_PROJECT  = var.project_id
       EMQ_ALERT_BELOW       = tostring(var.emq_alert_below)
+      DEDUP_ALERT_BELOW     = tostring(var.dedup_alert_below)
+      BROWSER_TTL_DAYS      = tostring(var.browser_ttl_days)
       # With no ingest key, capi refuses every request unless told that IAM guards it.
       ALLOW_UNAUTHENTICATED = var.create_ingest_key ? "false" : "true"
       # functions-framework's gunicorn threads = the requests one instance serves at once.
@@ -64,6 +66,7 @@ locals {
     length(var.event_name_map) > 0 ? { EVENT_NAME_MAP = jsonencode(var.event_name_map) } : {},
     var.default_country != "" ? { DEFAULT_COUNTRY = upper(var.default_country) } : {},
     var.idempotency_collection != "" ? { IDEMPOTENCY_COLLECTION = var.idempotency_collection } : {},
+    var.browser_collection != "" ? { BROWSER_COLLECTION = var.browser_collection } : {},
     var.meta_test_event_code != "" ? { META_TEST_EVENT_CODE = var.meta_test_event_code } : {},
     local.secret_env,
   )
@@ -149,6 +152,20 @@ resource "google_firestore_database" "main" {
   type                    = "FIRESTORE_NATIVE"
   delete_protection_state = "DELETE_PROTECTION_ENABLED"
   depends_on              = [google_project_service.apis]
+}
+
+# Enhanced event coverage: Firestore deletes a browser's remembered keys once their expire_at
+# (BROWSER_TTL_DAYS after their last change, capi/browsers.py) has passed.
+resource "google_firestore_field" "browser_ttl" {
+  count      = var.browser_collection != "" ? 1 : 0
+  project    = var.project_id
+  database   = var.firestore_database
+  collection = var.browser_collection
+  field      = "expire_at"
+  ttl_config {}
+  # A TTL field needs no single-field index: leaving it out keeps writes cheap.
+  index_config {}
+  depends_on = [google_project_service.apis, google_firestore_database.main]
 }
 
 # -- source --------------------------------------------------------------------------------

@@ -175,6 +175,22 @@ variable "idempotency_collection" {
   default     = ""
 }
 
+variable "browser_collection" {
+  description = "BROWSER_COLLECTION: Firestore collection of the hashed keys remembered per browser (enhanced event coverage, only with ad_user_data consent); empty turns it off. A TTL policy on its expire_at field deletes a browser's keys browser_ttl_days after their last change."
+  type        = string
+  default     = ""
+}
+
+variable "browser_ttl_days" {
+  description = "BROWSER_TTL_DAYS: days a browser's remembered keys live after their last change (the expire_at TTL field)."
+  type        = number
+  default     = 90
+  validation {
+    condition     = var.browser_ttl_days >= 1 && var.browser_ttl_days <= 400 && floor(var.browser_ttl_days) == var.browser_ttl_days
+    error_message = "browser_ttl_days must be a whole number of days, 1..400."
+  }
+}
+
 variable "meta_api_version" {
   description = "META_API_VERSION: Graph API version."
   type        = string
@@ -292,6 +308,16 @@ variable "emq_alert_below" {
   validation {
     condition     = var.emq_alert_below >= 0 && var.emq_alert_below <= 10
     error_message = "emq_alert_below must be 0..10."
+  }
+}
+
+variable "dedup_alert_below" {
+  description = "DEDUP_ALERT_BELOW: capi_quality logs a WARNING (and the alert fires) for each event name whose browser events Meta deduplicated against the server's are below this percentage."
+  type        = number
+  default     = 50
+  validation {
+    condition     = var.dedup_alert_below >= 0 && var.dedup_alert_below <= 100
+    error_message = "dedup_alert_below must be 0..100."
   }
 }
 

@@ -11,7 +11,8 @@
 //
 // Prints one JSON line: {"outcome": "success" | "failure" | "none" | "error", "calls": [...],
 // "console": [lines GTM would show], "attemptedConsole": [every logToConsole call],
-// "requests": [{url, method, timeout, headerNames}], "error": "..."}.
+// "requests": [{url, method, timeout, headerNames}], "cookiesSet": [{name, value, options}],
+// "error": "..."}.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -26,7 +27,7 @@ async function main() {
   const scenario = JSON.parse(source);
   const sections = readTemplate(scenario.template || path.join(here, '..', 'capi-tag.tpl'));
   const permissions = permissionsOf(sections);
-  const record = { console: [], attemptedConsole: [], requests: [] };
+  const record = { console: [], attemptedConsole: [], requests: [], cookiesSet: [] };
   const calls = [];
   const outcomes = [];
   let settle;
