@@ -92,6 +92,7 @@ class Application:
                 DatasetQualityClient(base_url=config.api_base_url, api_version=config.api_version),
                 tokens,
                 config.emq_alert_below,
+                config.dedup_alert_below,
             )
             if tokens
             else None

@@ -235,6 +235,21 @@ def test_quality_lines(quality_lines: list[dict[str, Any]]) -> None:
     assert not matches(FILTERS["quality_unavailable"], refused) and matches(FILTERS["meta_config"], refused)
 
 
+def test_quality_warning_lines(quality_lines: list[dict[str, Any]]) -> None:
+    """Meta's samples (SAMPLE_WEB): AddToCart and Purchase not deduplicated, Purchase under its
+    coverage goal and flagged for mismatched IP addresses; each alert's filter takes its lines only."""
+    expected = {
+        "dedup_below": ("deduplication below threshold", ["AddToCart", "Purchase"]),
+        "coverage_below": ("event coverage below Meta's goal", ["Purchase"]),
+        "ip_diagnostic": ("Meta IP diagnostic", ["Purchase"]),
+    }
+    for name, (message, event_names) in expected.items():
+        hits = [r for r in quality_lines if matches(FILTERS[name], r)]
+        assert [r["jsonPayload"]["message"] for r in hits] == [message] * len(event_names), name
+        assert [r["jsonPayload"]["event_name"] for r in hits] == event_names, name
+        assert all(r["jsonPayload"]["fix"] for r in hits)
+
+
 @pytest.mark.emulator
 def test_token_or_permission_refused(firestore_db: Any, graph: GraphServer, capsys: Any) -> None:
     graph.fake.down = "code:190"
@@ -318,6 +333,9 @@ ALERT_SOURCES = {
     "secret": ("log", "secret"),
     "emq_below": ("log", "emq_below"),
     "quality_unavailable": ("log", "quality_unavailable"),
+    "dedup_below": ("log", "dedup_below"),
+    "coverage_below": ("log", "coverage_below"),
+    "ip_diagnostic": ("log", "ip_diagnostic"),
     "stored_for_replay": ("metric", "stored_for_replay"),
     "replay_gave_up": ("metric", "replay_gave_up"),
     "nothing_forwarded": ("promql", ("requests", "forwarding_requests")),
