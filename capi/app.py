@@ -184,7 +184,7 @@ class Application:
         payload = read_json(request)
         if endpoint == "validate":
             return json_response(200, self.service.validate(payload).body)
-        # The sGTM tag asks for the cookies to set (sgtm/capi-tag.tpl, setCookies).
+        # The sGTM tag asks for the cookies to set (sgtm/template.tpl, setCookies).
         outcome = self.service.forward(payload, set_cookies=request.headers.get("X-Capi-Set-Cookies") == "1")
         status = outcome_status(outcome)
         severity = {200: logging.INFO, 202: logging.WARNING}.get(status, logging.ERROR)

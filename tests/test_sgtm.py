@@ -1,4 +1,4 @@
-"""The sGTM tag template (`sgtm/capi-tag.tpl`), end to end.
+"""The sGTM tag template (`sgtm/template.tpl`), end to end.
 
 The template's sandboxed JavaScript runs under Node.js (`sgtm/test/run-template.mjs`) with
 working sGTM APIs — `sendHttpRequest` makes a real HTTP request — against the real capi function
@@ -30,7 +30,7 @@ from tests.fakes.function import running_function
 from tests.fakes.graph import GraphServer
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = ROOT / "sgtm" / "capi-tag.tpl"
+TEMPLATE = ROOT / "sgtm" / "template.tpl"
 NODE = shutil.which("node")
 KEY = "sgtm-e2e-key-7f3a9c"
 EMAIL = "Jane.Doe@Example.com"
@@ -524,3 +524,40 @@ def test_gtm_test_scenarios_pass() -> None:
         assert needed in names
     assert done.returncode == 0
     assert report["passed"] == len(report["scenarios"]) >= 5
+
+
+# -- the Community Template Gallery's layout ---------------------------------------------------
+
+
+def metadata_versions(text: str) -> list[dict[str, str]]:
+    """The `versions` list of metadata.yaml, in the one shape the Gallery documents (sha and
+    changeNotes per entry); anything else is an error rather than a guess."""
+    versions: list[dict[str, str]] = []
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert lines[0] == "versions:", lines[0]
+    for line in lines[1:]:
+        item = re.fullmatch(r"  - (sha|changeNotes): (.+)", line) or re.fullmatch(r"    (sha|changeNotes): (.+)", line)
+        assert item, line
+        if line.startswith("  - "):
+            versions.append({})
+        versions[-1][item[1]] = item[2].strip()
+    return versions
+
+
+def test_folder_is_laid_out_for_the_community_template_gallery() -> None:
+    """developers.google.com/tag-platform/tag-manager/templates/gallery: template.tpl with a
+    categories entry and the Gallery's terms, metadata.yaml with versions, an Apache 2.0 LICENSE."""
+    folder = ROOT / "sgtm"
+    assert folder / "template.tpl" == TEMPLATE
+    found = sections()
+    assert "Community\nTemplate Gallery Developer Terms of Service" in found["TERMS_OF_SERVICE"]
+    info = json.loads(found["INFO"])
+    assert info["categories"] and info["id"] == "cvt_temp_public_id"
+    license_text = (folder / "LICENSE").read_text()
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    versions = metadata_versions((folder / "metadata.yaml").read_text())
+    assert versions, "metadata.yaml lists no version"
+    for version in versions:
+        assert re.fullmatch(r"[0-9a-f]{40}", version["sha"]) and set(version["sha"]) != {"0"}, version
+        assert version["changeNotes"], version
+    assert (folder / "README.md").is_file()
