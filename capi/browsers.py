@@ -18,14 +18,16 @@ do the same in a `_gtmeec` cookie; capi keeps them server-side, where no script 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from capi import consent
-from capi.normalize import HASHED_KEYS
+from capi.normalize import HASHED_KEYS, FieldContext, hash_value
 
 TTL_FIELD = "expire_at"  # the Firestore TTL policy's field (terraform/, make deploy)
 KEYS_FIELD = "keys"
@@ -158,3 +160,58 @@ class FirestoreBrowserStore:
             # from the cap does not linger.
             batch.set(collection.document(document_id(browser)), {KEYS_FIELD: keys, TTL_FIELD: expire_at})
         batch.commit(retry=None, timeout=timeout)
+
+    # -- deleting remembered data (docs/matching.md) --------------------------------------
+
+    def forget_browser(self, browser_id: str) -> int:
+        """Delete one browser's remembered keys; returns how many documents were deleted (0 or 1)."""
+        ref = self._client().collection(self._collection).document(document_id(browser_id))
+        existed = ref.get(retry=None, timeout=30).exists
+        ref.delete(retry=None, timeout=30)
+        return int(existed)
+
+    def forget_user(self, key: str, digest: str) -> int:
+        """Delete every browser whose remembered `key` (em, ph, ...) holds `digest`: all a user's
+        browsers, found by the digest capi sent for them. Returns how many were deleted."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        collection = self._client().collection(self._collection)
+        where = FieldFilter(f"{KEYS_FIELD}.{key}", "array_contains", digest)
+        found = collection.where(filter=where).stream(retry=None, timeout=60)
+        deleted = 0
+        for snapshot in found:
+            snapshot.reference.delete(retry=None, timeout=30)
+            deleted += 1
+        return deleted
+
+
+def main(argv: Sequence[str] | None = None, client: Callable[[], Any] | None = None) -> int:
+    """`python -m capi.browsers --collection capi_browsers (--fbp ID | --email E | --phone P)`:
+    deletes a browser's, or a user's, remembered keys (GOOGLE_CLOUD_PROJECT and
+    FIRESTORE_DATABASE as the function's). Prints how many browsers were forgotten."""
+    import os
+
+    parser = argparse.ArgumentParser(prog="python -m capi.browsers", description=main.__doc__)
+    parser.add_argument("--collection", required=True, help="BROWSER_COLLECTION")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--fbp", help="the browser's _fbp value")
+    which.add_argument("--email", help="the user's email, as given or its SHA-256")
+    which.add_argument("--phone", help="the user's phone in international form (+1 650 ...), or its SHA-256")
+    args = parser.parse_args(argv)
+    if client is None:
+        from capi.firestore import new_client
+
+        database = os.environ.get("FIRESTORE_DATABASE", "(default)")
+        client = lambda: new_client(os.environ.get("GOOGLE_CLOUD_PROJECT"), database)  # noqa: E731
+    store = FirestoreBrowserStore(client, args.collection, ttl_days=1)
+    if args.fbp:
+        count = store.forget_browser(args.fbp.strip())
+    else:
+        key, value = ("em", args.email) if args.email else ("ph", args.phone)
+        count = store.forget_user(key, hash_value(key, value, FieldContext(None, None)))
+    print(f"forgot {count} browser(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -254,3 +254,28 @@ def test_stalled_firestore_still_answers_within_the_bound(own_emulator: Any, gra
     assert response.status_code == 200 and body["forwarded"] == 1
     assert {"message": "browser lookup failed; events sent without remembered keys"} in body["messages"]
     assert sent_user_data(graph)["sign_up-1"]["em"] == [EM]
+
+
+@pytest.mark.emulator
+def test_forget_a_user_or_a_browser(firestore_db: Any, graph: Any, capsys: Any) -> None:
+    """docs/matching.md: `python -m capi.browsers` deletes a user's browsers (found by the digest
+    of their email or phone) or one browser's document."""
+    from capi.browsers import main
+
+    client = serve(make_app(graph, firestore=firestore_db, **ENV))
+    laptop, phone, other = FBP, "fb.1.1700000000003.7", "fb.1.1700000000004.8"
+    client.post("/events", json=funnel_event("sign_up", 1, fbp=laptop))
+    client.post("/events", json=funnel_event("sign_up", 2, fbp=phone, user_data={"email_address": EMAIL}))
+    client.post("/events", json=funnel_event("sign_up", 3, fbp=other, user_data={"email_address": "x@example.com"}))
+    docs = firestore_db.collection("capi_browsers")
+    assert len(list(docs.stream())) == 3
+    args = ["--collection", "capi_browsers"]
+    capsys.readouterr()
+    assert main([*args, "--email", " JANE.DOE@example.com "], client=lambda: firestore_db) == 0
+    assert capsys.readouterr().out.strip() == "forgot 2 browser(s)"
+    assert [d.id for d in docs.stream()] == [document_id(other)]
+    main([*args, "--phone", PH], client=lambda: firestore_db)  # a digest works as well
+    assert capsys.readouterr().out.strip() == "forgot 0 browser(s)"
+    main([*args, "--fbp", other], client=lambda: firestore_db)
+    assert capsys.readouterr().out.strip() == "forgot 1 browser(s)"
+    assert list(docs.stream()) == []
