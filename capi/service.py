@@ -475,11 +475,11 @@ class EventService:
         # profiles' batched read, then the browsers' with the time left.
         deadline = time.monotonic() + self.config.firestore_timeout_seconds
         profiles = self._profiles(drafts, batch) if enrich and drafts else {}
-        remembered = self._remembered(sorted(set(browser_of.values())), deadline, batch) if browser_of else {}
+        remembered = self._remembered(sorted(set(browser_of.values())), deadline, batch) if browser_of else None
         sent: set[tuple[str, str]] = set()  # (event_name, event_id): each goes once per request
         for draft in drafts:
             self._finish(batch, draft, profiles.get(draft.user_id) if draft.user_id else None, sent)
-        if browser_of:
+        if remembered is not None:
             self._use_browsers(batch, browser_of, remembered)
         return batch
 
@@ -542,11 +542,19 @@ class EventService:
             batch.messages.append({"message": "profile lookup failed; events sent without enrichment"})
             return {}
 
-    def _remembered(self, browser_ids: list[str], deadline: float, batch: _Batch) -> dict[str, dict[str, list[str]]]:
+    def _remembered(
+        self, browser_ids: list[str], deadline: float, batch: _Batch
+    ) -> dict[str, dict[str, list[str]]] | None:
+        """The browsers' remembered keys, or None when they could not be read in time: then
+        nothing is added, and nothing written either (a write without what is known would
+        replace it, and Firestore is not answering)."""
         if self.browsers is None:
-            return {}
+            return None
         try:
-            return self.browsers.get_many(browser_ids, deadline - time.monotonic())
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no time left after the profile lookup")
+            return self.browsers.get_many(browser_ids, left)
         except Exception as exc:  # noqa: BLE001 - enrichment must never block forwarding
             log(
                 logging.WARNING,
@@ -555,7 +563,7 @@ class EventService:
                 browsers=len(browser_ids),
             )
             batch.messages.append({"message": "browser lookup failed; events sent without remembered keys"})
-            return {}
+            return None
 
     @staticmethod
     def _use_browsers(

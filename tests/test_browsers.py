@@ -248,8 +248,10 @@ def test_stalled_firestore_still_answers_within_the_bound(own_emulator: Any, gra
         elapsed = time.monotonic() - started
     finally:
         os.killpg(proc.pid, signal.SIGCONT)
-    # The read's deadline and the write's, one second each, plus the delivery on loopback.
-    assert elapsed < 4.0, elapsed
+    # The read's deadline (one second) and the delivery on loopback (1.0 s measured); no write
+    # is attempted after a failed read (it would replace what is remembered, and Firestore is
+    # not answering): a write would spend its own second (2.0 s measured before that rule).
+    assert elapsed < 1.8, elapsed
     body = response.get_json()
     assert response.status_code == 200 and body["forwarded"] == 1
     assert {"message": "browser lookup failed; events sent without remembered keys"} in body["messages"]
