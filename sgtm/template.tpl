@@ -232,7 +232,9 @@ function clickIdInFbc(fbc) {
 // forward (consent denied, rejected) are never set.
 function prepareFbCookies(body, minted) {
   const pageUrl = body.page_location;
-  const subdomainIndex = pageUrl ? computeEffectiveTldPlusOne(makeString(pageUrl)).split('.').length - 1 : 1;
+  // Meta's rule: the labels of the registrable domain minus one (example.com: 1); 1 when unknown.
+  const site = pageUrl ? computeEffectiveTldPlusOne(makeString(pageUrl)) : '';
+  const subdomainIndex = site ? makeString(site).split('.').length - 1 : 1;
   const now = getTimestampMillis();
   if (!body['x-fb-ck-fbp'] && !body.fbp) {
     const fbp = firstCookie('_fbp');
@@ -900,6 +902,30 @@ scenarios:
       assertThat(bodies[1]['x-fb-ck-fbp']).isEqualTo('fb.2.1700000000123.1234567890');
       assertThat(bodies[1]['x-fb-ck-fbc']).isEqualTo(FBC);
       assertApi('setCookie').wasNotCalled();
+    });
+- name: setCookies survives a page_location that is not a URL (subdomain index 1)
+  code: |-
+    let sent;
+    mock('sendHttpRequest', (url, options, body) => {
+      sent = JSON.parse(body);
+      return answer(200, {forwarded: 1});
+    });
+    mock('getCookieValues', () => []);
+    mock('computeEffectiveTldPlusOne', () => undefined);
+    mock('getTimestampMillis', () => 1700000000123);
+    mock('generateRandom', () => 1234567890);
+    mock('getAllEventData', () => {
+      const event = purchase();
+      event.page_location = 'not a url';
+      return event;
+    });
+
+    runCode(mockData);
+
+    callLater(() => {
+      assertThat(sent['x-fb-ck-fbp']).isEqualTo('fb.1.1700000000123.1234567890');
+      assertThat(sent['x-fb-ck-fbc']).isUndefined();
+      assertApi('gtmOnSuccess').wasCalled();
     });
 - name: setCookies keeps the browser's own _fbp and forwards it even without forwardCookies
   code: |-

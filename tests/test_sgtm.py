@@ -349,6 +349,8 @@ def test_meta_down_stored_for_replay_is_a_success(firestore_emulator: str) -> No
     assert line["status"] == 202
     assert line["stored"] == 1
     assert line["note"] == "Meta failed for now; capi stored the event and its replay will deliver it"
+    # Stored for replay: Meta will get these values, so the cookies are set.
+    assert [(c["name"], c["value"]) for c in result["cookiesSet"]] == [("_fbp", FBP), ("_fbc", FBC)]
 
 
 def test_wrong_key_fails_the_tag(capi: Any) -> None:
