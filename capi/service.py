@@ -618,10 +618,12 @@ class EventService:
         batch = self._build(events)
         shown = []
         hidden = False
+        hidden_browser = False
         for f in batch.finished:
             from_browser = batch.from_browser.get(f.index, ())
             if f.from_profile or from_browser:
-                hidden = True
+                hidden = hidden or bool(f.from_profile)
+                hidden_browser = hidden_browser or bool(from_browser)
                 user_data = dict(f.event["user_data"])
                 for key in f.from_profile:
                     user_data[key] = [PROFILE_PLACEHOLDER]
@@ -633,8 +635,15 @@ class EventService:
         if hidden:
             batch.messages.append(
                 {
-                    "message": "values filled from Firestore profiles or remembered for the browser are not shown"
-                    " (placeholder instead); match_keys.from_profile / from_browser name their keys"
+                    "message": "values filled from Firestore profiles are not shown (placeholder instead);"
+                    " match_keys.from_profile names their keys"
+                }
+            )
+        if hidden_browser:
+            batch.messages.append(
+                {
+                    "message": "values remembered for the browser are not shown (placeholder instead);"
+                    " match_keys.from_browser names their keys"
                 }
             )
         body = request_body(shown, code or self.config.test_event_code)

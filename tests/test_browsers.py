@@ -177,6 +177,10 @@ def test_validate_names_from_browser_never_the_values(firestore_db: Any, graph: 
     user_data = body["payload"]["data"][0]["user_data"]
     assert user_data["em"] == user_data["ph"] == ["(remembered for this browser: not shown)"]
     assert EM not in str(body) and PH not in str(body)
+    assert {
+        "message": "values remembered for the browser are not shown (placeholder instead);"
+        " match_keys.from_browser names their keys"
+    } in body["messages"]
     # /validate reads but never writes.
     other = "fb.1.1700000000001.999"
     client.post("/validate", json=funnel_event("sign_up", 3, fbp=other))
