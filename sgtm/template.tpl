@@ -76,7 +76,7 @@ ___TEMPLATE_PARAMETERS___
     "checkboxText": "Add the _fbp and _fbc cookies",
     "simpleValueType": true,
     "defaultValue": true,
-    "help": "Reads Meta's browser cookies _fbp and _fbc from the incoming request and adds them as x-fb-ck-fbp / x-fb-ck-fbc when the event data has neither those keys nor fbp / fbc. They raise Meta's match rate; they are sent unhashed, as Meta expects."
+    "help": "Reads Meta's browser cookies _fbp and _fbc from the incoming request and adds them as x-fb-ck-fbp / x-fb-ck-fbc when the event data has neither those keys nor fbp / fbc. They raise Meta's match rate; they are sent unhashed, as Meta expects. Also adds _fbi, the cookie of Meta's Parameter Builder holding the browser's own IP address (IPv6 when it has one), as x-fb-ck-fbi: capi then sends that address to Meta instead of the request's."
   },
   {
     "type": "CHECKBOX",
