@@ -592,8 +592,9 @@ class EventService:
                 learning.setdefault(browser, known)
 
     def _remember(self, batch: _Batch) -> None:
-        """Write what this request's events taught (only browsers with something new)."""
-        if self.browsers is None or not batch.browsers_learned or self.stopping():
+        """Write what this request's events taught (only browsers with something new); never
+        in a dry run, which leaves no trace."""
+        if self.browsers is None or not batch.browsers_learned or self.config.dry_run or self.stopping():
             return
         try:
             self.browsers.remember(batch.browsers_learned, self.config.firestore_timeout_seconds)

@@ -181,9 +181,11 @@ def test_validate_names_from_browser_never_the_values(firestore_db: Any, graph: 
         "message": "values remembered for the browser are not shown (placeholder instead);"
         " match_keys.from_browser names their keys"
     } in body["messages"]
-    # /validate reads but never writes.
+    # /validate reads but never writes; nor does a dry run.
     other = "fb.1.1700000000001.999"
     client.post("/validate", json=funnel_event("sign_up", 3, fbp=other))
+    dry = serve(make_app(None, firestore=firestore_db, **ENV))
+    assert dry.post("/events", json=funnel_event("sign_up", 4, fbp=other)).get_json()["dry_run"] is True
     assert firestore_db.collection("capi_browsers").document(document_id(other)).get().exists is False
 
 
