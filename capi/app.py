@@ -122,6 +122,7 @@ class Application:
                 config.idempotency_collection,
                 destination.pixel_id,
                 lease=lease,
+                order_ttl=config.order_dedup_hours * 3600,
                 destination=destination.name,
             )
             if config.idempotency_collection

@@ -25,6 +25,7 @@ from capi.events import Draft, Finished, Rejection, Skip, finish, prepare
 from capi.inputs import Envelope
 from capi.inputs import read as read_envelope
 from capi.log import log
+from capi.orders import Key, keys_of, order_key, skip_reason, verdict
 from capi.payload import request_body
 
 
@@ -38,9 +39,6 @@ class DeadLetterStore(Protocol):
     def store(self, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None) -> int:
         """Keep events for replay; returns how many were stored. Raises StoreUnavailable."""
         ...
-
-
-Key = tuple[str, str]  # (event_name, event_id)
 
 
 class IdempotencyStore(Protocol):
@@ -65,8 +63,9 @@ class IdempotencyStore(Protocol):
 PROFILE_PLACEHOLDER = "(from the Firestore profile: not shown)"
 
 
-def _key(f: Finished) -> Key:
-    return (f.event["event_name"], f.event["event_id"])
+def _keys(f: Finished) -> list[Key]:
+    """What the idempotency guard claims for an event: its pair, and its order (capi.orders)."""
+    return keys_of(f.event)
 
 
 NO_NAME = "(no name)"  # by_event's key for an event that came without a usable name
@@ -490,6 +489,12 @@ class EventService:
         if key in sent:
             batch.skipped.append(Skip(draft.index, key[1], "duplicate", event_name=key[0]))
             return
+        order = order_key(done.event)
+        if order is not None:
+            if order in sent:  # the same order under another event_id: one Purchase per order
+                batch.skipped.append(Skip(draft.index, key[1], "duplicate_order", event_name=key[0]))
+                return
+            sent.add(order)
         sent.add(key)
         batch.finished.append(done)
 
@@ -608,9 +613,8 @@ class EventService:
         """Skip each event every destination's guard held back (duplicate, or in flight)."""
         batch = outcome.batch
         for f in batch.finished:
-            states = outcome.states_of(f)
-            if states and all(state in ("duplicate", "in flight") for state in states):
-                reason = "in flight" if "in flight" in states else "duplicate"
+            reason = skip_reason(outcome.states_of(f))
+            if reason is not None:
                 batch.skipped.append(Skip(f.index, f.event["event_id"], reason, event_name=f.event["event_name"]))
 
     def _deliver(self, target: Target, events: list[Finished], request_code: str | None) -> Delivery:
@@ -626,7 +630,7 @@ class EventService:
             if guarded is None:
                 return delivery
             events = guarded
-            claims = [_key(f) for f in events]
+            claims = [key for f in events for key in _keys(f)]
         if not events:
             return delivery
         if self.config.dry_run or target.sender is None:
@@ -657,8 +661,9 @@ class EventService:
         """Claim the events in the destination's idempotency store; returns those to send
         (not delivered, stored or in flight already), or None when the guard could not reach
         Firestore (nothing is sent then: the caller retries)."""
+        keys = [_keys(f) for f in events]
         try:
-            done, busy = guard.claim([_key(f) for f in events])
+            done, busy = guard.claim([key for of_event in keys for key in of_event])
         except StoreUnavailable as exc:
             for f in events:
                 delivery.states[f.index] = "unsent"
@@ -673,18 +678,20 @@ class EventService:
             )
             return None
         kept = []
-        for f in events:
-            if _key(f) in done:
-                delivery.states[f.index] = "duplicate"
-            elif _key(f) in busy:
-                delivery.states[f.index] = "in flight"
-            else:
+        unclaim: list[Key] = []  # keys this call claimed for an event it holds back
+        for f, of_event in zip(events, keys, strict=True):
+            state = verdict(of_event, done, busy)
+            if state is None:
                 kept.append(f)
+                continue
+            delivery.states[f.index] = state
+            unclaim.extend(key for key in of_event if key not in done and key not in busy)
+        self._release(guard, unclaim)
         delivery.held = len(events) - len(kept)
-        delivery.in_flight = len(busy)
-        if busy:
+        delivery.in_flight = delivery.count("in flight")
+        if delivery.in_flight:
             delivery.message = (
-                f"{len(busy)} event(s) are being delivered by another request right now"
+                f"{delivery.in_flight} event(s) are being delivered by another request right now"
                 " (idempotency guard): retry the request"
             )
         return kept
@@ -705,7 +712,7 @@ class EventService:
         delivery.fbtrace_id = sent.fbtrace_id
         delivery.meta_messages = sent.messages
         stored: list[Key] = []
-        released = [_key(events[p]) for p, _ in sent.refused]
+        released = [key for p, _ in sent.refused for key in _keys(events[p])]
         reachable = True
         for positions, error in sent.kept:
             group = [events[p] for p in positions]
@@ -713,9 +720,10 @@ class EventService:
             reachable = reachable and self._store(target, [f.event for f in group], error, test_event_code)
             for f in group:
                 delivery.states[f.index] = "stored" if reachable else "unsent"
-            (stored if reachable else released).extend(_key(f) for f in group)
+            (stored if reachable else released).extend(key for f in group for key in _keys(f))
         self._report(delivery, sent)
-        self._bookkeep(target.idempotency, [_key(events[p]) for p in sent.delivered], stored, released)
+        delivered = [key for p in sent.delivered for key in _keys(events[p])]
+        self._bookkeep(target.idempotency, delivered, stored, released)
 
     def _store(
         self, target: Target, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None
