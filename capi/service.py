@@ -22,7 +22,7 @@ from capi.delivery import Sender, Sent, log_config_refusal, send_split
 from capi.destinations import Destination, Inherit, route
 from capi.errors import CapiError, MetaError, StoreUnavailable, UnavailableError
 from capi.events import Draft, Finished, Rejection, Skip, finish, prepare
-from capi.inputs import Envelope
+from capi.inputs import Envelope, Skipped
 from capi.inputs import read as read_envelope
 from capi.log import log
 from capi.orders import Key, keys_of, order_key, skip_reason, verdict
@@ -69,6 +69,7 @@ def _keys(f: Finished) -> list[Key]:
 
 
 NO_NAME = "(no name)"  # by_event's key for an event that came without a usable name
+SHOP_SOURCES = frozenset({"shopify", "woocommerce"})  # dialects the log line names as its `source`
 MAX_LOGGED_REJECTIONS = 100
 MAX_EVENT_NAME_IN_LOG = 100
 
@@ -326,8 +327,10 @@ class Outcome:
                         of_name[key] = of_name.get(key, 0) + 1
                     for key in f.from_profile:
                         from_profile[key] = from_profile.get(key, 0) + 1
+        skip_reasons: dict[str, int] = {}
         for skip in batch.skipped:
             count(skip.event_name or NO_NAME, "skipped")
+            skip_reasons[skip.reason] = skip_reasons.get(skip.reason, 0) + 1
         for rejection in batch.rejected:
             count(rejection.event_name or NO_NAME, "rejected")
         error = lead.error
@@ -354,6 +357,8 @@ class Outcome:
             "events_received": self._events_received,
             "fbtrace_id": self._fbtrace_id(),
             "consent": batch.consent or None,
+            "skip_reasons": skip_reasons or None,  # {"unpaid": 1, "duplicate_order": 2}: reasons, never values
+            "source": batch.dialect if batch.dialect in SHOP_SOURCES else None,
         }
         if self.named:
             fields["destinations"] = {
@@ -365,7 +370,7 @@ class Outcome:
 def parse_envelope(payload: Any) -> tuple[Envelope, str | None]:
     """The request's events in capi's internal form (every dialect: capi.inputs) and its
     test_event_code; a body no dialect reads is a 400 for the whole request."""
-    envelope = read_envelope(payload)
+    envelope = payload if isinstance(payload, Envelope) else read_envelope(payload)
     return envelope, envelope.test_event_code
 
 
@@ -428,6 +433,9 @@ class EventService:
         enrich = self.profiles is not None and bool(self.config.profile_collection)
         drafts: list[Draft] = []
         for index, (raw, dialect, ignored) in enumerate(envelope.events):
+            if type(raw) is Skipped:  # a shop order that is not a paid purchase (capi.inputs)
+                batch.skipped.append(Skip(index, raw.event_id, raw.reason, event_name=raw.event_name))
+                continue
             result = prepare(raw, index, self._prepare_config, now, self.mint, ignored)
             if isinstance(result, Draft):
                 result.dialect = dialect
@@ -625,7 +633,7 @@ class EventService:
         # The request's test_event_code, else the destination's, else META_TEST_EVENT_CODE.
         code = request_code or destination.test_event_code or self.config.test_event_code
         claims: list[Key] = []
-        if target.idempotency is not None and not self.config.dry_run:
+        if target.idempotency is not None and not self.config.dry_run and events:
             guarded = self._claim(target.idempotency, events, delivery)
             if guarded is None:
                 return delivery

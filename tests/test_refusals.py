@@ -265,6 +265,7 @@ def test_events_processed_line_has_the_contract_fields(firestore_db: Any, graph:
         "fbtrace_id": "AbCdEf123",
         # No event carried a consent signal: counted, never a value (capi.consent).
         "consent": {"none": {"granted": 2}},
+        "skip_reasons": {"not in FORWARD_EVENTS": 1},
     }
     assert "a@b.co" not in json.dumps(line)
 
