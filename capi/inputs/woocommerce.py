@@ -31,10 +31,12 @@ def recognises(payload: dict[str, Any]) -> bool:
 
 def skip_reason(order: dict[str, Any]) -> str | None:
     status = order.get("status")
+    if not isinstance(status, str):
+        return "unpaid"
     if status in PAID:
         return None
     # pending (awaiting payment), on-hold (awaiting a transfer), failed, checkout-draft, ...
-    return SKIP_BY_STATUS.get(status, "unpaid") if isinstance(status, str) else "unpaid"
+    return SKIP_BY_STATUS.get(status, "unpaid")
 
 
 def _address(entry: Any) -> dict[str, Any] | None:
@@ -93,9 +95,9 @@ def to_event(order: dict[str, Any], site: str | None = None) -> dict[str, Any]:
         user["phone_number"] = phones
     if addresses:
         user["address"] = addresses
-    customer = order.get("customer_id")
-    if customer:  # 0 for a guest
-        user["external_id"] = first_text(customer)
+    customer = first_text(order.get("customer_id"))
+    if customer and customer != "0":  # 0 for a guest
+        user["external_id"] = customer
     user_agent = order.get("customer_user_agent")
     event: dict[str, Any] = {
         "event_name": "Purchase",
