@@ -382,7 +382,7 @@ def test_exact_payload_shape() -> None:
                 "user_data": {"em": [sha("a@b.co")], "client_user_agent": UA},
             }
         ],
-        "partner_agent": "capi-gcf-0.1.0",
+        "partner_agent": "capi-gcf-0.3.0",
         "test_event_code": "TEST123",
     }
     assert "access_token" not in body["payload"]
