@@ -1,4 +1,4 @@
-"""Meta's refusals (README "Delivery guarantees"), live and in replay.
+"""Meta's refusals (docs/delivery.md "Delivery guarantees"), live and in replay.
 
 Issue 10 findings 7, 8, 9 and 12, and the "events processed" log line (issue 14). Real peers:
 the loopback fake Graph API and the Firestore emulator.
