@@ -16,9 +16,10 @@ import pytest
 
 from capi.app import Application, application_from_env, exit_on_config_error
 from capi.config import load_config
+from capi.delivery.deadletter import FirestoreDeadLetter
+from capi.delivery.replay import Replayer
 from capi.destinations import Destination, host_matches
 from capi.errors import ConfigError
-from capi.firestore import FirestoreDeadLetter, Replayer
 from capi.payload import GraphResult
 from capi.service import EventService, Target
 from tests.conftest import EMULATOR_PROJECT, log_lines, serve
