@@ -16,16 +16,13 @@ import flask
 
 from capi.auth import Authenticator, split_keys
 from capi.config import Config, load_config
+from capi.delivery.deadletter import FirestoreDeadLetter
+from capi.delivery.graph import GraphClient, RetryPolicy
+from capi.delivery.replay import Replayer
 from capi.destinations import Destination
 from capi.errors import ConfigError
-from capi.firestore import (
-    FirestoreDeadLetter,
-    FirestoreIdempotency,
-    FirestoreProfileStore,
-    Replayer,
-)
+from capi.firestore import FirestoreIdempotency, FirestoreProfileStore
 from capi.firestore import new_client as new_firestore_client
-from capi.graph import GraphClient, RetryPolicy
 from capi.http import (
     guarded,
     health,

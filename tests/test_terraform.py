@@ -29,10 +29,10 @@ DELIBERATE_DEFAULTS = {
     "META_API_BASE_URL": "Meta's own Graph API host",
     "META_TIMEOUT_SECONDS": "5 s per call fits the default 60 s function timeout",
     "META_RETRY_BUDGET_SECONDS": "10 s of retries fits the default 60 s function timeout",
-    "META_MAX_ATTEMPTS": "one try and three retries (README Configuration)",
+    "META_MAX_ATTEMPTS": "one try and three retries (docs/configuration.md)",
     "FIRESTORE_TIMEOUT_SECONDS": "2 s: enrichment must never hold events back",
     "REPLAY_MAX_ATTEMPTS": "20 replays (5 h at the default schedule) before giving up",
-    "SECRET_CACHE_SECONDS": "5 minutes (README Configuration)",
+    "SECRET_CACHE_SECONDS": "5 minutes (docs/configuration.md)",
     "DRY_RUN": "a deployed function sends",
     "CONSENT_REQUIRED": "off: events without any consent signal are forwarded, as before",
 }
