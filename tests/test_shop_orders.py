@@ -402,11 +402,14 @@ def test_woocommerce_unsigned_order_is_refused(graph: Any) -> None:
     assert graph.fake.requests == 0
 
 
-def test_order_bodies_on_events_with_the_ingest_key(graph: Any) -> None:
+def test_order_bodies_on_events_with_the_ingest_key(graph: Any, capsys: Any) -> None:
     client = shop_app(graph)
     key = {"X-Api-Key": "ingest-key"}
+    capsys.readouterr()
     answer = client.post("/events", json=shopify_paid(), headers=key)
     assert answer.status_code == 200 and answer.get_json()["forwarded"] == 1
+    [line] = log_lines(capsys.readouterr().out, "events processed")
+    assert line["source"] == "shopify" and "skip_reasons" not in line
     unpaid = client.post("/events", json={**woo_checkout(), "status": "on-hold"}, headers=key).get_json()
     assert unpaid["skipped"] == [{"index": 0, "event_id": "727", "reason": "unpaid"}]
     assert client.post("/events", json=shopify_paid()).status_code == 401  # the ingest key is still required
