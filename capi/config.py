@@ -258,7 +258,7 @@ SETTINGS: tuple[Setting, ...] = (
         "off",
         limited_data_use,
         "`geo`: every event is sent with Meta's Limited Data Use, Meta geolocating the user"
-        " (`data_processing_options` `[\"LDU\"]`, country and state `0`); an event asks for it itself with"
+        ' (`data_processing_options` `["LDU"]`, country and state `0`); an event asks for it itself with'
         " `restricted_data_processing: true` or its own `data_processing_options`",
     ),
     Setting(
