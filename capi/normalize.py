@@ -69,10 +69,15 @@ def normalize_email(value: str) -> str:
         # As Meta's Parameter Builder decides (emailUtil.js): a local part or domain that starts
         # or ends with a dot, or has two in a row, is not an address.
         raise Dropped("not an email address (a dot at the start or end of a part, or two dots in a row)")
+    if _SPECIALS.search(email):
+        # Nor is one with RFC 5322's specials outside quotes, or a domain that is not labels of
+        # letters, digits and hyphens (emailUtil.js); letters of every script stay allowed.
+        raise Dropped("not an email address (a character an address cannot hold)")
     return email
 
 
 _BAD_DOTS = re.compile(r"^\.|\.@|@\.|\.\.|\.$")
+_SPECIALS = re.compile(r'[()<>\[\]:;,\\"]|@.*[^\w.\-]|@.*_')
 
 
 def normalize_phone(value: str, region: str | None) -> tuple[str, str | None]:
@@ -92,8 +97,8 @@ def normalize_phone(value: str, region: str | None) -> tuple[str, str | None]:
     if region in _NANP_REGIONS and (nanp := _NANP_RE.fullmatch(text)):
         return "1" + nanp[1] + nanp[2] + nanp[3], None
     digits = _NON_DIGITS.sub("", text)
-    if not digits:
-        raise Dropped("no digits in phone number")
+    if not digits.strip("0"):
+        raise Dropped("no digits in phone number" if not digits else "only zeros: not a phone number")
     prefix = _IDD_RE.match(text)
     if prefix is None and region in _NANP_REGIONS:
         prefix = _NANP_IDD_RE.match(text)  # 011: North America's international prefix
@@ -236,7 +241,25 @@ _COUNTRY_ALIASES = {
     "moldova": "md", "macedonia": "mk", "ivorycoast": "ci", "capeverde": "cv",
     "espana": "es", "españa": "es", "italia": "it", "brasil": "br", "osterreich": "at",
     "schweiz": "ch", "suisse": "ch", "nederland": "nl", "polska": "pl", "mexique": "mx",
+    # Short forms of names ISO writes long (Meta's Parameter Builder knows them: countryUtil).
+    "vatican": "va", "vaticancity": "va", "palestine": "ps", "micronesia": "fm",
+    "democraticrepublicofthecongo": "cd", "drcongo": "cd", "republicofthecongo": "cg",
+    "macedoniatheformeryugoslavrepublicof": "mk", "taiwan": "tw", "iran": "ir", "venezuela": "ve",
+    "bolivia": "bo", "vietnam": "vn", "tanzania": "tz", "brunei": "bn",
 }  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _country_names() -> dict[str, str]:
+    """Every ISO name, official name and common name, letters only ("Korea, Republic of" ->
+    "korearepublicof"), so a name written without ISO's commas and brackets is found."""
+    names: dict[str, str] = {}
+    for country in pycountry.countries:
+        for attr in ("name", "official_name", "common_name"):
+            name = getattr(country, attr, None)
+            if name:
+                names.setdefault("".join(ch for ch in name.lower() if ch.isalpha()), country.alpha_2.lower())
+    return names
 
 
 def normalize_country(value: str) -> str:
@@ -263,6 +286,8 @@ def _country(value: str) -> str:
         found = pycountry.countries.get(alpha_3=letters.upper())
         if found:
             return found.alpha_2.lower()
+    if letters in _country_names():
+        return _country_names()[letters]
     try:
         return pycountry.countries.lookup(text).alpha_2.lower()
     except LookupError:
@@ -290,9 +315,11 @@ def normalize_dob(value: str, today: date | None = None, region: str | None = No
     month first (Meta's example 2/16/1997), '.' day first (European), and others are dropped.
     A '.' date is always read day first.
     """
-    text = value.strip()
+    text = value.strip().rstrip("年日")  # 1990年12月31日: the CJK markers after the last number
     if m := _DATE_ISO.fullmatch(text) or _DATE_COMPACT.fullmatch(text):
         year, month, day = (int(g) for g in m.groups())
+        if month > 12 >= day:  # year, day, month ("1990-15-06"), as the Parameter Builder reads it
+            month, day = day, month
     elif m := _DATE_PARTS.fullmatch(text):
         first, sep1, second, sep2, third = m.groups()
         a, b, c = int(first), int(second), int(third)
