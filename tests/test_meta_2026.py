@@ -432,3 +432,16 @@ def test_partner_agent_is_in_metas_form_and_is_the_quality_apis_agent_name() -> 
         partner_agent("1.0.0+build.20261202")
     body = validate(event())
     assert body["payload"]["partner_agent"] == AGENT_NAME
+
+
+# -- Meta's tag: x-fb-cd-contents null falls back to the GA4 items -----------------------------------
+
+
+@pytest.mark.parametrize("contents", [None, "null", ""])
+def test_meta_tag_contents_null_falls_back_to_the_ga4_items(contents: Any) -> None:
+    # Meta's sGTM tag (template.tpl): contents = x-fb-cd-contents, else the items.
+    body = validate({**event(items=[{"item_id": "SKU-1", "quantity": 2, "price": 15}]), "x-fb-cd-contents": contents})
+    assert body["dialect"] == "meta_tag"
+    custom = sent(body)["custom_data"]
+    assert custom["contents"] == [{"id": "SKU-1", "quantity": 2, "item_price": 15}]
+    assert (custom["content_ids"], custom["num_items"]) == (["SKU-1"], 2)
