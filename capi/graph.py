@@ -96,9 +96,9 @@ def warn_version(header: str | None, api_version: str, destination: str) -> None
         warning=_short(header),
         destination=destination,
         fix=(
-            f"set META_API_VERSION={move_to} and deploy (README, Meta API version)"
+            f"set META_API_VERSION={move_to} and deploy (docs/meta-capi.md §12)"
             if move_to
-            else "move META_API_VERSION to Meta's current version and deploy (README, Meta API version)"
+            else "move META_API_VERSION to Meta's current version and deploy (docs/meta-capi.md §12)"
         ),
     )
 

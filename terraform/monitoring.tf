@@ -399,7 +399,7 @@ resource "google_monitoring_alert_policy" "api_version" {
   }
   documentation {
     mime_type = "text/markdown"
-    content   = "Meta answered with X-Ad-Api-Version-Warning: the META_API_VERSION capi calls is being retired or auto-upgraded. The line `Meta API version warning` names `move_to`; set META_API_VERSION (Terraform: meta_api_version) to it and deploy. docs/meta-capi.md, Graph API version."
+    content   = "Meta answered with X-Ad-Api-Version-Warning: the META_API_VERSION capi calls is being retired or auto-upgraded. The line `Meta API version warning` names `move_to`; set META_API_VERSION (Terraform: meta_api_version) to it and deploy. docs/meta-capi.md §12 (Graph API version)."
   }
   depends_on = [google_logging_metric.api_version_warnings]
 }

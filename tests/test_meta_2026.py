@@ -373,7 +373,7 @@ def test_version_warning_is_logged_once_per_process_and_version(graph: Any, caps
     (line,) = log_lines(capsys.readouterr().out, VERSION_WARNING)
     assert line["severity"] == "WARNING"
     assert (line["api_version"], line["move_to"]) == ("v24.0", "v26.0")
-    assert line["fix"] == "set META_API_VERSION=v26.0 and deploy (README, Meta API version)"
+    assert line["fix"] == "set META_API_VERSION=v26.0 and deploy (docs/meta-capi.md §12)"
     assert graph.fake.accepted_requests == 3  # a warning, not a failure
 
 
