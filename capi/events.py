@@ -467,7 +467,7 @@ def _contents(items: Any, name: str, ignored: list[str], notes: list[tuple[str, 
             notes.append((f"{name}[{position}]", NO_ITEM_ID))
             continue
         category = content.get("delivery_category")
-        if category is not None and category not in DELIVERY_CATEGORIES:
+        if category is not None and not _one_of(category, DELIVERY_CATEGORIES):
             del content["delivery_category"]
             notes.append((f"{name}[{position}].delivery_category", _bad_category(category)))
         contents.append(content)
@@ -476,6 +476,11 @@ def _contents(items: Any, name: str, ignored: list[str], notes: list[tuple[str, 
     if unused:
         ignored.extend(f"{name}[].{key}" for key in unused)
     return contents
+
+
+def _one_of(value: Any, allowed: frozenset[str]) -> bool:
+    """`value` is one of Meta's closed list (a list or an object is never, and is not hashable)."""
+    return isinstance(value, str) and value in allowed
 
 
 def _bad_category(value: Any) -> str:
@@ -561,7 +566,7 @@ def _meta_content(content: dict[str, Any], name: str, notes: list[tuple[str, str
     if checked.get("item_price") is not None:
         checked["item_price"] = _money(checked["item_price"], f"{name}.item_price")
     category = checked.get("delivery_category")
-    if category is not None and category not in DELIVERY_CATEGORIES:
+    if category is not None and not _one_of(category, DELIVERY_CATEGORIES):
         del checked["delivery_category"]
         notes.append((f"{name}.delivery_category", _bad_category(category)))
     return checked
@@ -570,11 +575,11 @@ def _meta_content(content: dict[str, Any], name: str, notes: list[tuple[str, str
 def _closed_lists(data: dict[str, Any], prefix: str, notes: list[tuple[str, str]]) -> None:
     """Drop, with a message, a delivery_category or customer_segmentation Meta does not know."""
     category = data.get("delivery_category")
-    if category is not None and category not in DELIVERY_CATEGORIES:
+    if category is not None and not _one_of(category, DELIVERY_CATEGORIES):
         del data["delivery_category"]
         notes.append((f"{prefix}delivery_category", _bad_category(category)))
     segment = data.get("customer_segmentation")
-    if segment is not None and segment not in CUSTOMER_SEGMENTS:
+    if segment is not None and not _one_of(segment, CUSTOMER_SEGMENTS):
         del data["customer_segmentation"]
         shown = f"{segment!r}"[:60]
         notes.append((f"{prefix}customer_segmentation", f"{shown} is not one of Meta's nine segments; not sent"))

@@ -445,3 +445,17 @@ def test_meta_tag_contents_null_falls_back_to_the_ga4_items(contents: Any) -> No
     custom = sent(body)["custom_data"]
     assert custom["contents"] == [{"id": "SKU-1", "quantity": 2, "item_price": 15}]
     assert (custom["content_ids"], custom["num_items"]) == (["SKU-1"], 2)
+
+
+def test_closed_lists_given_as_lists_or_objects_are_dropped_not_a_500() -> None:
+    body = validate(
+        event(
+            customer_segmentation=["new_customer_to_business"],
+            delivery_category={"x": 1},
+            items=[{"item_id": "A", "delivery_category": ["in_store"]}],
+        )
+    )
+    custom = sent(body)["custom_data"]
+    assert "customer_segmentation" not in custom and "delivery_category" not in custom
+    assert custom["contents"] == [{"id": "A", "quantity": 1}]
+    assert set(messages_of(body)) == {"customer_segmentation", "delivery_category", "items[0].delivery_category"}
