@@ -90,8 +90,10 @@ INVALID_COMBINATIONS: tuple[tuple[frozenset[str], str], ...] = tuple(
         ("ln", "ge"),
     )
 )
+_COMBINATION_KEYS = frozenset().union(*(keys for keys, _ in INVALID_COMBINATIONS))
 # Keys of the event (any dialect) that belong in custom_data, where Meta's example puts them.
 _CUSTOM_DATA_KEYS = ("net_revenue", "predicted_ltv", "customer_segmentation", "delivery_category")
+_CUSTOM_DATA_SET = frozenset(_CUSTOM_DATA_KEYS)
 
 ACTION_SOURCES = frozenset(
     {"email", "website", "app", "phone_call", "chat", "physical_store",
@@ -658,18 +660,19 @@ def _custom_data(
 
     # Meta's newer fields given on the event itself, in any dialect (Meta's parameter table puts
     # customer_segmentation on the server event, its example in custom_data: capi sends it there).
-    for key in _CUSTOM_DATA_KEYS:
-        extra = raw.get(key)
-        if extra is None:
-            continue
-        if key in ("net_revenue", "predicted_ltv"):
-            try:
-                data[key] = _money(extra, key)
-            except _Invalid as exc:
-                problems.append((exc.field, exc.message))
-        else:
-            data[key] = extra
-    _closed_lists(data, "", notes)
+    if not _CUSTOM_DATA_SET.isdisjoint(raw):  # one C-level test: most events carry none of them
+        for key in _CUSTOM_DATA_KEYS:
+            extra = raw.get(key)
+            if extra is None:
+                continue
+            if key in ("net_revenue", "predicted_ltv"):
+                try:
+                    data[key] = _money(extra, key)
+                except _Invalid as exc:
+                    problems.append((exc.field, exc.message))
+            else:
+                data[key] = extra
+        _closed_lists(data, "", notes)
 
     explicit = raw.get("custom_data")
     if explicit is not None:
@@ -959,7 +962,8 @@ def prepare(
     try:
         if "data_processing_options" in raw:
             _dpo(raw, event)
-        _limited_data_use(raw, event, config.limited_data_use)
+        if config.limited_data_use == "geo" or "restricted_data_processing" in raw:
+            _limited_data_use(raw, event, config.limited_data_use)
     except _Invalid as exc:
         problems.append((exc.field, exc.message))
     for key in PASSTHROUGH_OBJECTS:
@@ -1051,7 +1055,8 @@ def finish(draft: Draft, profile: Mapping[str, Any] | None, default_country: str
             event_name=event["event_name"],
         )  # fmt: skip
     # Two keys or more: a single key is no combination (capi already refuses an event with none).
-    for keys, rule in INVALID_COMBINATIONS if len(user_data) > 1 else ():
+    # The first test fails at once for the common event, which has em, ph, fbp or an IP.
+    for keys, rule in INVALID_COMBINATIONS if len(user_data) > 1 and _COMBINATION_KEYS.issuperset(user_data) else ():
         if keys.issuperset(user_data):
             return Rejection(
                 draft.index, draft.given_id, "user_data",
