@@ -16,24 +16,33 @@ import flask
 
 from capi.auth import Authenticator, split_keys
 from capi.config import Config, load_config
+from capi.delivery.deadletter import FirestoreDeadLetter
+from capi.delivery.graph import GraphClient, RetryPolicy
+from capi.delivery.replay import Replayer
 from capi.destinations import Destination
 from capi.errors import ConfigError
-from capi.firestore import (
-    FirestoreDeadLetter,
-    FirestoreIdempotency,
-    FirestoreProfileStore,
-    Replayer,
-)
+from capi.firestore import FirestoreIdempotency, FirestoreProfileStore
 from capi.firestore import new_client as new_firestore_client
-from capi.graph import GraphClient, RetryPolicy
-from capi.http import guarded, health, json_response, outcome_status, read_json, route, route_job
+from capi.http import (
+    guarded,
+    health,
+    json_response,
+    outcome_status,
+    read_body,
+    read_json,
+    route,
+    route_job,
+)
 from capi.lazy import Lazy
 from capi.log import log, set_trace, setup_logging
 from capi.quality import DatasetQualityClient, QualityReport
 from capi.quality import Destination as QualityDestination
 from capi.report import log_by_name
 from capi.secrets import SecretManagerSecret, SecretSource, StaticSecret, resource_name
-from capi.service import EventService, Target
+from capi.service import EventService, Outcome, Target
+from capi.webhooks import SHOPIFY, WOOCOMMERCE, SignedWebhooks, is_ping, shop_of
+from capi.webhooks import envelope as webhook_envelope
+from capi.webhooks import parse as parse_webhook
 
 
 class Application:
@@ -81,6 +90,12 @@ class Application:
             else None
         )
         self.authenticator = Authenticator(self._keys(), config.allow_unauthenticated)
+        self.webhooks = SignedWebhooks(
+            {
+                SHOPIFY: self._key_source(config.shopify_signing_keys, config.shopify_signing_key_secret),
+                WOOCOMMERCE: self._key_source(config.woocommerce_signing_keys, config.woocommerce_signing_key_secret),
+            }
+        )
         self.quality_report = (
             QualityReport(
                 DatasetQualityClient(base_url=config.api_base_url, api_version=config.api_version),
@@ -122,6 +137,7 @@ class Application:
                 config.idempotency_collection,
                 destination.pixel_id,
                 lease=lease,
+                order_ttl=config.order_dedup_hours * 3600,
                 destination=destination.name,
             )
             if config.idempotency_collection
@@ -149,14 +165,18 @@ class Application:
         return None
 
     def _keys(self) -> Callable[[], tuple[str, ...]] | None:
+        return self._key_source(self.config.ingest_api_keys, self.config.ingest_api_key_secret)
+
+    def _key_source(self, literal: tuple[str, ...], secrets: str | None) -> Callable[[], tuple[str, ...]] | None:
+        """The valid keys: the literal ones and those in the named secrets (comma-separated
+        names; several keys in one secret, comma or newline), each secret cached like the token."""
         config = self.config
         sources = [
             SecretManagerSecret(
                 resource_name(name, config.project), ttl=config.secret_cache_seconds, client=self._secret_manager
             )
-            for name in split_keys(config.ingest_api_key_secret or "")
+            for name in split_keys(secrets or "")
         ]
-        literal = config.ingest_api_keys
         if not sources and not literal:
             return None
 
@@ -173,14 +193,33 @@ class Application:
         endpoint = route(request)
         if endpoint == "health":
             return health()
+        if endpoint == "webhook":
+            return self._webhook(request)
         self.authenticator.check(request.headers)
         payload = read_json(request)
         if endpoint == "validate":
             return json_response(200, self.service.validate(payload).body)
-        outcome = self.service.forward(payload)
+        return self._answer(self.service.forward(payload))
+
+    def _webhook(self, request: flask.Request) -> flask.Response:
+        """A shop's signed webhook (capi.webhooks): verified on the raw body, then forwarded
+        as the shop's dialect; the signature stands in for the ingest key."""
+        shop = shop_of(request.path) or ""
+        body = read_body(request)
+        if is_ping(shop, request.headers, body):
+            log(logging.INFO, "webhook ping answered", source=shop)
+            return json_response(200, {"ping": True, "source": shop})
+        self.webhooks.verify(shop, request.headers, body)
+        events = webhook_envelope(shop, request.headers, parse_webhook(body))
+        return self._answer(self.service.forward(events), source=shop)
+
+    def _answer(self, outcome: Outcome, source: str | None = None) -> flask.Response:
+        """The answer to /events or a webhook, and its "events processed" line."""
         status = outcome_status(outcome)
         severity = {200: logging.INFO, 202: logging.WARNING}.get(status, logging.ERROR)
         fields, keys_by_name = outcome.log_summary()
+        if source is not None:
+            fields["source"] = source
         log(severity, "events processed", status=status, **fields)
         log_by_name(fields["by_event"], keys_by_name)
         return json_response(status, outcome.body)

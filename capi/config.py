@@ -374,6 +374,44 @@ SETTINGS: tuple[Setting, ...] = (
         readme_default="(off)",
     ),
     Setting(
+        "ORDER_DEDUP_HOURS",
+        "order_dedup_hours",
+        "48",
+        number(minimum=1, maximum=672),
+        "with `IDEMPOTENCY_COLLECTION`: a second Purchase for the same order (`transaction_id`) and pixel"
+        " within this many hours is skipped as `duplicate_order`, whatever its `event_id` (at most 672: 28 days)",
+    ),
+    Setting(
+        "SHOPIFY_SIGNING_KEY_SECRET",
+        "shopify_signing_key_secret",
+        "",
+        optional,
+        "Secret Manager secret holding the key Shopify signs webhooks with (`POST /webhooks/shopify`)",
+    ),
+    Setting(
+        "SHOPIFY_SIGNING_KEY",
+        "shopify_signing_keys",
+        "",
+        split_keys,
+        "the same as a literal, comma-separated for rotation (local runs)",
+        secret=True,
+    ),
+    Setting(
+        "WOOCOMMERCE_SIGNING_KEY_SECRET",
+        "woocommerce_signing_key_secret",
+        "",
+        optional,
+        "Secret Manager secret holding the webhook secret WooCommerce signs with (`POST /webhooks/woocommerce`)",
+    ),
+    Setting(
+        "WOOCOMMERCE_SIGNING_KEY",
+        "woocommerce_signing_keys",
+        "",
+        split_keys,
+        "the same as a literal, comma-separated for rotation (local runs)",
+        secret=True,
+    ),
+    Setting(
         "SECRET_CACHE_SECONDS",
         "secret_cache_seconds",
         "300",
@@ -530,6 +568,8 @@ def _check_together(config: Config) -> None:
         ),
         # Several ingest-key secrets may be listed, comma-separated, for rotation.
         *(("INGEST_API_KEY_SECRET", part) for part in split_keys(config.ingest_api_key_secret or "")),
+        ("SHOPIFY_SIGNING_KEY_SECRET", config.shopify_signing_key_secret),
+        ("WOOCOMMERCE_SIGNING_KEY_SECRET", config.woocommerce_signing_key_secret),
     ]
     for name, value in secrets:
         if value and "/" not in value and not config.project:

@@ -19,8 +19,8 @@ import orjson
 import requests
 from urllib3.exceptions import HTTPError as TransportError
 
+from capi.delivery.graph import CONNECT_TIMEOUT, classify
 from capi.errors import MetaAuthError, MetaError, SecretUnavailable
-from capi.graph import CONNECT_TIMEOUT, classify
 from capi.log import log
 from capi.payload import PARTNER_AGENT
 from capi.secrets import SecretSource
@@ -188,7 +188,7 @@ def _permission(error: MetaError) -> bool:
 def _error_code(error: MetaError) -> str:
     if isinstance(error, QualityUnavailable):
         return error.reason
-    if error.kind == "config":  # the classification delivery uses (capi.graph.classify)
+    if error.kind == "config":  # the classification delivery uses (capi.delivery.graph.classify)
         return "meta_config"
     if error.transient:
         return "meta_unavailable"

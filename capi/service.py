@@ -22,9 +22,10 @@ from capi.delivery import Sender, Sent, log_config_refusal, send_split
 from capi.destinations import Destination, Inherit, route
 from capi.errors import CapiError, MetaError, StoreUnavailable, UnavailableError
 from capi.events import Draft, Finished, Rejection, Skip, finish, prepare
-from capi.inputs import Envelope
+from capi.inputs import Envelope, Skipped
 from capi.inputs import read as read_envelope
 from capi.log import log
+from capi.orders import Key, keys_of, order_key, skip_reason, verdict
 from capi.payload import request_body
 
 
@@ -38,9 +39,6 @@ class DeadLetterStore(Protocol):
     def store(self, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None) -> int:
         """Keep events for replay; returns how many were stored. Raises StoreUnavailable."""
         ...
-
-
-Key = tuple[str, str]  # (event_name, event_id)
 
 
 class IdempotencyStore(Protocol):
@@ -65,11 +63,13 @@ class IdempotencyStore(Protocol):
 PROFILE_PLACEHOLDER = "(from the Firestore profile: not shown)"
 
 
-def _key(f: Finished) -> Key:
-    return (f.event["event_name"], f.event["event_id"])
+def _keys(f: Finished) -> list[Key]:
+    """What the idempotency guard claims for an event: its pair, and its order (capi.orders)."""
+    return keys_of(f.event)
 
 
 NO_NAME = "(no name)"  # by_event's key for an event that came without a usable name
+SHOP_SOURCES = frozenset({"shopify", "woocommerce"})  # dialects the log line names as its `source`
 MAX_LOGGED_REJECTIONS = 100
 MAX_EVENT_NAME_IN_LOG = 100
 
@@ -327,8 +327,10 @@ class Outcome:
                         of_name[key] = of_name.get(key, 0) + 1
                     for key in f.from_profile:
                         from_profile[key] = from_profile.get(key, 0) + 1
+        skip_reasons: dict[str, int] = {}
         for skip in batch.skipped:
             count(skip.event_name or NO_NAME, "skipped")
+            skip_reasons[skip.reason] = skip_reasons.get(skip.reason, 0) + 1
         for rejection in batch.rejected:
             count(rejection.event_name or NO_NAME, "rejected")
         error = lead.error
@@ -355,6 +357,8 @@ class Outcome:
             "events_received": self._events_received,
             "fbtrace_id": self._fbtrace_id(),
             "consent": batch.consent or None,
+            "skip_reasons": skip_reasons or None,  # {"unpaid": 1, "duplicate_order": 2}: reasons, never values
+            "source": batch.dialect if batch.dialect in SHOP_SOURCES else None,
         }
         if self.named:
             fields["destinations"] = {
@@ -366,7 +370,7 @@ class Outcome:
 def parse_envelope(payload: Any) -> tuple[Envelope, str | None]:
     """The request's events in capi's internal form (every dialect: capi.inputs) and its
     test_event_code; a body no dialect reads is a 400 for the whole request."""
-    envelope = read_envelope(payload)
+    envelope = payload if isinstance(payload, Envelope) else read_envelope(payload)
     return envelope, envelope.test_event_code
 
 
@@ -429,6 +433,9 @@ class EventService:
         enrich = self.profiles is not None and bool(self.config.profile_collection)
         drafts: list[Draft] = []
         for index, (raw, dialect, ignored) in enumerate(envelope.events):
+            if type(raw) is Skipped:  # a shop order that is not a paid purchase (capi.inputs)
+                batch.skipped.append(Skip(index, raw.event_id, raw.reason, event_name=raw.event_name))
+                continue
             result = prepare(raw, index, self._prepare_config, now, self.mint, ignored)
             if isinstance(result, Draft):
                 result.dialect = dialect
@@ -490,6 +497,12 @@ class EventService:
         if key in sent:
             batch.skipped.append(Skip(draft.index, key[1], "duplicate", event_name=key[0]))
             return
+        order = order_key(done.event)
+        if order is not None:
+            if order in sent:  # the same order under another event_id: one Purchase per order
+                batch.skipped.append(Skip(draft.index, key[1], "duplicate_order", event_name=key[0]))
+                return
+            sent.add(order)
         sent.add(key)
         batch.finished.append(done)
 
@@ -608,9 +621,8 @@ class EventService:
         """Skip each event every destination's guard held back (duplicate, or in flight)."""
         batch = outcome.batch
         for f in batch.finished:
-            states = outcome.states_of(f)
-            if states and all(state in ("duplicate", "in flight") for state in states):
-                reason = "in flight" if "in flight" in states else "duplicate"
+            reason = skip_reason(outcome.states_of(f))
+            if reason is not None:
                 batch.skipped.append(Skip(f.index, f.event["event_id"], reason, event_name=f.event["event_name"]))
 
     def _deliver(self, target: Target, events: list[Finished], request_code: str | None) -> Delivery:
@@ -621,12 +633,12 @@ class EventService:
         # The request's test_event_code, else the destination's, else META_TEST_EVENT_CODE.
         code = request_code or destination.test_event_code or self.config.test_event_code
         claims: list[Key] = []
-        if target.idempotency is not None and not self.config.dry_run:
+        if target.idempotency is not None and not self.config.dry_run and events:
             guarded = self._claim(target.idempotency, events, delivery)
             if guarded is None:
                 return delivery
             events = guarded
-            claims = [_key(f) for f in events]
+            claims = [key for f in events for key in _keys(f)]
         if not events:
             return delivery
         if self.config.dry_run or target.sender is None:
@@ -657,8 +669,9 @@ class EventService:
         """Claim the events in the destination's idempotency store; returns those to send
         (not delivered, stored or in flight already), or None when the guard could not reach
         Firestore (nothing is sent then: the caller retries)."""
+        keys = [_keys(f) for f in events]
         try:
-            done, busy = guard.claim([_key(f) for f in events])
+            done, busy = guard.claim([key for of_event in keys for key in of_event])
         except StoreUnavailable as exc:
             for f in events:
                 delivery.states[f.index] = "unsent"
@@ -673,18 +686,20 @@ class EventService:
             )
             return None
         kept = []
-        for f in events:
-            if _key(f) in done:
-                delivery.states[f.index] = "duplicate"
-            elif _key(f) in busy:
-                delivery.states[f.index] = "in flight"
-            else:
+        unclaim: list[Key] = []  # keys this call claimed for an event it holds back
+        for f, of_event in zip(events, keys, strict=True):
+            state = verdict(of_event, done, busy)
+            if state is None:
                 kept.append(f)
+                continue
+            delivery.states[f.index] = state
+            unclaim.extend(key for key in of_event if key not in done and key not in busy)
+        self._release(guard, unclaim)
         delivery.held = len(events) - len(kept)
-        delivery.in_flight = len(busy)
-        if busy:
+        delivery.in_flight = delivery.count("in flight")
+        if delivery.in_flight:
             delivery.message = (
-                f"{len(busy)} event(s) are being delivered by another request right now"
+                f"{delivery.in_flight} event(s) are being delivered by another request right now"
                 " (idempotency guard): retry the request"
             )
         return kept
@@ -705,7 +720,7 @@ class EventService:
         delivery.fbtrace_id = sent.fbtrace_id
         delivery.meta_messages = sent.messages
         stored: list[Key] = []
-        released = [_key(events[p]) for p, _ in sent.refused]
+        released = [key for p, _ in sent.refused for key in _keys(events[p])]
         reachable = True
         for positions, error in sent.kept:
             group = [events[p] for p in positions]
@@ -713,9 +728,10 @@ class EventService:
             reachable = reachable and self._store(target, [f.event for f in group], error, test_event_code)
             for f in group:
                 delivery.states[f.index] = "stored" if reachable else "unsent"
-            (stored if reachable else released).extend(_key(f) for f in group)
+            (stored if reachable else released).extend(key for f in group for key in _keys(f))
         self._report(delivery, sent)
-        self._bookkeep(target.idempotency, [_key(events[p]) for p in sent.delivered], stored, released)
+        delivered = [key for p in sent.delivered for key in _keys(events[p])]
+        self._bookkeep(target.idempotency, delivered, stored, released)
 
     def _store(
         self, target: Target, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None

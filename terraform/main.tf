@@ -17,12 +17,17 @@ locals {
     local.several ? {} : { meta_token = "${var.name}-meta-token" },
     var.create_app_secret && !local.several ? { app_secret = "${var.name}-meta-app-secret" } : {},
     var.create_ingest_key ? { ingest_key = "${var.name}-ingest-key" } : {},
+    # The keys shops sign their order webhooks with (POST /webhooks/shopify, /webhooks/woocommerce).
+    var.create_shopify_signing_key ? { shopify_signing_key = "${var.name}-shopify-signing-key" } : {},
+    var.create_woocommerce_signing_key ? { woocommerce_signing_key = "${var.name}-woocommerce-signing-key" } : {},
     local.destination_secrets,
   )
   secret_env_names = {
-    meta_token = "META_ACCESS_TOKEN_SECRET"
-    app_secret = "META_APP_SECRET_SECRET"
-    ingest_key = "INGEST_API_KEY_SECRET"
+    meta_token              = "META_ACCESS_TOKEN_SECRET"
+    app_secret              = "META_APP_SECRET_SECRET"
+    ingest_key              = "INGEST_API_KEY_SECRET"
+    shopify_signing_key     = "SHOPIFY_SIGNING_KEY_SECRET"
+    woocommerce_signing_key = "WOOCOMMERCE_SIGNING_KEY_SECRET"
   }
   # Only the token's version is pinnable: it is the one whose rotation needs a rollback path.
   secret_env = {
@@ -54,6 +59,7 @@ locals {
       LOG_LEVEL             = var.log_level
       GOOGLE_CLOUD_PROJECT  = var.project_id
       EMQ_ALERT_BELOW       = tostring(var.emq_alert_below)
+      ORDER_DEDUP_HOURS     = tostring(var.order_dedup_hours)
       # With no ingest key, capi refuses every request unless told that IAM guards it.
       ALLOW_UNAUTHENTICATED = var.create_ingest_key ? "false" : "true"
       # functions-framework's gunicorn threads = the requests one instance serves at once.

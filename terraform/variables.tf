@@ -175,6 +175,28 @@ variable "idempotency_collection" {
   default     = ""
 }
 
+variable "order_dedup_hours" {
+  description = "ORDER_DEDUP_HOURS: with idempotency_collection, a second Purchase for the same order and pixel within this many hours is skipped (duplicate_order)."
+  type        = number
+  default     = 48
+  validation {
+    condition     = var.order_dedup_hours >= 1 && var.order_dedup_hours <= 672
+    error_message = "order_dedup_hours must be between 1 and 672 (28 days)."
+  }
+}
+
+variable "create_shopify_signing_key" {
+  description = "Create a secret for the key Shopify signs order webhooks with (SHOPIFY_SIGNING_KEY_SECRET), for POST /webhooks/shopify. Shopify cannot mint Google ID tokens: the function needs public_access (and so create_ingest_key)."
+  type        = bool
+  default     = false
+}
+
+variable "create_woocommerce_signing_key" {
+  description = "Create a secret for the WooCommerce webhook secret (WOOCOMMERCE_SIGNING_KEY_SECRET), for POST /webhooks/woocommerce. WooCommerce cannot mint Google ID tokens: the function needs public_access (and so create_ingest_key)."
+  type        = bool
+  default     = false
+}
+
 variable "meta_api_version" {
   description = "META_API_VERSION: Graph API version."
   type        = string

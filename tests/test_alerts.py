@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from capi.app import Application
+from capi.delivery.deadletter import FirestoreDeadLetter
 from capi.errors import MetaError
-from capi.firestore import FirestoreDeadLetter
 from tests.conftest import PIXEL_ID, ROOT, base_env, make_app, serve
 from tests.fakes.dataset_quality import SAMPLE_WEB
 from tests.fakes.graph import HASHED, GraphServer
@@ -301,7 +301,7 @@ def test_secret_unavailable(capsys: Any) -> None:
 
 
 def test_api_version_warning(graph: GraphServer, capsys: Any, monkeypatch: Any) -> None:
-    from capi import graph as graph_module
+    from capi.delivery import graph as graph_module
 
     monkeypatch.setattr(graph_module, "_warned_versions", set())
     graph.fake.version_warning = "The call has been auto-upgraded to v26.0 as v24.0 has been deprecated."
@@ -392,7 +392,7 @@ def dict_keys(tree: ast.AST) -> set[str]:
 def written_fields() -> dict[str, set[str]]:
     """message -> the fields capi's log(...) calls write with it: the call's keywords and, when
     it expands `**` a dict built elsewhere, the string keys capi's modules put in dicts."""
-    trees = [ast.parse(path.read_text()) for path in sorted(Path(ROOT / "capi").glob("*.py"))]
+    trees = [ast.parse(path.read_text()) for path in sorted(Path(ROOT / "capi").rglob("*.py"))]
     any_dict_key = set().union(*(dict_keys(tree) for tree in trees))
     found: dict[str, set[str]] = {}
     for tree in trees:

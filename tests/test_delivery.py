@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from capi.firestore import FirestoreDeadLetter, Replayer
+from capi.delivery.deadletter import FirestoreDeadLetter
+from capi.delivery.replay import Replayer
 from tests.conftest import PIXEL_ID, at_once, make_app, purchase, serve
 from tests.fakes.emulator import dead_firestore
 

@@ -1,4 +1,4 @@
-"""Several pixels (README "Several pixels"): configuration, routing, fan-out, partial failure,
+"""Several pixels (docs/destinations.md): configuration, routing, fan-out, partial failure,
 replay to the right destination, and calls made in parallel.
 
 Real peers: the loopback fake Graph API serving three pixels (each with its own token) and
@@ -16,9 +16,10 @@ import pytest
 
 from capi.app import Application, application_from_env, exit_on_config_error
 from capi.config import load_config
+from capi.delivery.deadletter import FirestoreDeadLetter
+from capi.delivery.replay import Replayer
 from capi.destinations import Destination, host_matches
 from capi.errors import ConfigError
-from capi.firestore import FirestoreDeadLetter, Replayer
 from capi.payload import GraphResult
 from capi.service import EventService, Target
 from tests.conftest import EMULATOR_PROJECT, log_lines, serve

@@ -381,7 +381,7 @@ def test_exact_payload_shape() -> None:
                 "user_data": {"em": [sha("a@b.co")], "client_user_agent": UA},
             }
         ],
-        "partner_agent": "capi-gcf-0.1.0",
+        "partner_agent": "capi-gcf-0.3.0",
         "test_event_code": "TEST123",
     }
     assert "access_token" not in body["payload"]
@@ -442,7 +442,7 @@ def test_null_customer_fields_are_ignored_without_messages() -> None:
     assert body["messages"] == []
 
 
-# -- Event ids and deduplication (README "Deduplication with the Pixel") -------------------
+# -- Event ids and deduplication (docs/api.md "Deduplication with the Pixel") -------------------
 
 
 def test_purchase_without_event_id_uses_its_order_id() -> None:
@@ -567,7 +567,7 @@ def test_event_time_far_in_the_future_is_not_called_milliseconds() -> None:
     assert body["rejected"][0]["message"] == "looks like milliseconds; send unix seconds"
 
 
-# -- Bounds (README "Bounds"; issue 10 findings 1-3) -----------------------------------------
+# -- Bounds (docs/delivery.md "Bounds"; issue 10 findings 1-3) -----------------------------------------
 
 
 def _nested(levels: int) -> dict[str, Any]:

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from capi.errors import MetaAuthError, MetaError
-from capi.graph import (
+from capi.delivery.graph import (
     FIX_PERMISSION,
     FIX_PIXEL,
     FIX_TOKEN,
@@ -17,6 +16,7 @@ from capi.graph import (
     RetryPolicy,
     classify,
 )
+from capi.errors import MetaAuthError, MetaError
 from capi.secrets import StaticSecret
 from tests.conftest import PIXEL_ID, TOKEN
 
@@ -116,7 +116,7 @@ def test_attempts_are_bounded(graph: Any) -> None:
 
 
 def test_a_deadline_ends_the_retries_before_the_budget(graph: Any) -> None:
-    # The parts of a split batch share the split's time (capi.delivery): no retry past it.
+    # The parts of a split batch share the split's time (capi.delivery.split): no retry past it.
     sleeps = Sleeps()
     graph.fake.down = "500"
     with pytest.raises(MetaError) as info:

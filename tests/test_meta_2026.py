@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from capi import graph as graph_module
+from capi import __version__
 from capi.app import TEST_EVENT_CODE_WARNING, application_from_env
+from capi.delivery import graph as graph_module
+from capi.delivery.graph import VERSION_WARNING, classify, version_to_move_to
 from capi.errors import ConfigError
 from capi.events import CUSTOMER_SEGMENTS, NO_CONTENT_ID, NO_ITEM_ID
-from capi.graph import VERSION_WARNING, classify, version_to_move_to
 from capi.payload import PARTNER_AGENT, partner_agent
 from capi.quality import AGENT_NAME
 from tests.conftest import NOW, base_env, log_lines, make_app, make_service, purchase, serve
@@ -425,7 +426,7 @@ def test_policy_refusal_is_reported_not_retried_or_stored(firestore_db: Any, gra
 
 
 def test_partner_agent_is_in_metas_form_and_is_the_quality_apis_agent_name() -> None:
-    assert PARTNER_AGENT == AGENT_NAME == "capi-gcf-0.1.0"
+    assert PARTNER_AGENT == AGENT_NAME == f"capi-gcf-{__version__}"
     assert len(PARTNER_AGENT) < 23 and PARTNER_AGENT.lower() == PARTNER_AGENT
     assert partner_agent("2.0.0RC1") == "capi-gcf-2.0.0rc1"
     with pytest.raises(ValueError, match="not in Meta's form"):

@@ -1,4 +1,4 @@
-"""The Graph client's transport (capi/graph.py `_new_pool`): urllib3 directly, with the
+"""The Graph client's transport (capi/delivery/graph.py `_new_pool`): urllib3 directly, with the
 configuration `requests` would have read (proxy variables, CA bundle), and kept-alive connections."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
+from capi.delivery.graph import GraphClient, RetryPolicy, _new_pool
 from capi.errors import MetaError
-from capi.graph import GraphClient, RetryPolicy, _new_pool
 from capi.secrets import StaticSecret
 from tests.conftest import PIXEL_ID, TOKEN
 

@@ -1,4 +1,4 @@
-"""Meta's refusals (README "Delivery guarantees"), live and in replay.
+"""Meta's refusals (docs/delivery.md "Delivery guarantees"), live and in replay.
 
 Issue 10 findings 7, 8, 9 and 12, and the "events processed" log line (issue 14). Real peers:
 the loopback fake Graph API and the Firestore emulator.
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from capi.delivery import MAX_SPLIT_CALLS
-from capi.graph import FIX_APP_SECRET, FIX_PERMISSION, FIX_PIXEL, FIX_TOKEN
+from capi.delivery.graph import FIX_APP_SECRET, FIX_PERMISSION, FIX_PIXEL, FIX_TOKEN
 from tests.conftest import PIXEL_ID, log_lines, make_app, purchase, serve
 
 pytestmark = pytest.mark.emulator
@@ -265,13 +265,14 @@ def test_events_processed_line_has_the_contract_fields(firestore_db: Any, graph:
         "fbtrace_id": "AbCdEf123",
         # No event carried a consent signal: counted, never a value (capi.consent).
         "consent": {"none": {"granted": 2}},
+        "skip_reasons": {"not in FORWARD_EVENTS": 1},
     }
     assert "a@b.co" not in json.dumps(line)
 
 
 def test_no_new_call_once_the_instance_is_stopping(graph: Any) -> None:
     from capi.delivery import send_split
-    from capi.graph import GraphClient
+    from capi.delivery.graph import GraphClient
     from capi.secrets import StaticSecret
 
     graph.fake.poison = {"E1"}
