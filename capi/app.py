@@ -279,7 +279,22 @@ def application_from_env(env: Mapping[str, str] | None = None, **clients: Any) -
             logging.WARNING,
             "both META_ACCESS_TOKEN and META_ACCESS_TOKEN_SECRET are set; the Secret Manager secret wins",
         )
+    testing = [d.name for d in config.destinations if d.test_event_code or config.test_event_code]
+    if testing:
+        # Meta does not drop test events (docs/meta-capi.md §11): say so where a code is set.
+        log(
+            logging.WARNING,
+            TEST_EVENT_CODE_WARNING,
+            destinations=testing,
+            fix="remove META_TEST_EVENT_CODE (or a destination's test_event_code) once testing is done",
+        )
     return application
+
+
+TEST_EVENT_CODE_WARNING = (
+    "a test event code is configured: every event goes to Events Manager's Test events, and Meta does"
+    " not drop test events: they still count for targeting and measurement"
+)
 
 
 def exit_on_config_error(build: Callable[[], Application]) -> Application:

@@ -121,6 +121,15 @@ def country(text: str) -> str | None:
     return text.lower()
 
 
+LIMITED_DATA_USE = ("off", "geo")
+
+
+def limited_data_use(text: str) -> str:
+    if text.lower() not in LIMITED_DATA_USE:
+        raise Invalid(f"must be one of {', '.join(LIMITED_DATA_USE)}")
+    return text.lower()
+
+
 def log_level(text: str) -> str:
     if text.upper() not in LOG_LEVELS:
         raise Invalid(f"must be one of {', '.join(LOG_LEVELS)}")
@@ -235,7 +244,23 @@ SETTINGS: tuple[Setting, ...] = (
         base_url,
         "for a proxy, a gateway or tests",
     ),
-    Setting("META_TEST_EVENT_CODE", "test_event_code", "", optional, "sends every event as a test event"),
+    Setting(
+        "META_TEST_EVENT_CODE",
+        "test_event_code",
+        "",
+        optional,
+        "sends every event as a test event (Meta does not drop test events: they count for targeting and"
+        " measurement; a WARNING at start-up says so)",
+    ),
+    Setting(
+        "LIMITED_DATA_USE",
+        "limited_data_use",
+        "off",
+        limited_data_use,
+        "`geo`: every event is sent with Meta's Limited Data Use, Meta geolocating the user"
+        ' (`data_processing_options` `["LDU"]`, country and state `0`); an event asks for it itself with'
+        " `restricted_data_processing: true` or its own `data_processing_options`",
+    ),
     Setting(
         "META_TIMEOUT_SECONDS",
         "timeout_seconds",

@@ -37,8 +37,9 @@ FIELDS = (
     "data_freshness{upload_frequency,description},"
     "acr{percentage,description}}"
 )
-# The events capi sends carry `partner_agent`; Meta filters the quality data on its lowercase form.
-AGENT_NAME = PARTNER_AGENT.lower()
+# The events capi sends carry `partner_agent`; Meta filters the quality data on its lowercase
+# form, which is the same string (capi.payload.partner_agent makes it lowercase).
+AGENT_NAME = PARTNER_AGENT
 MAX_ANSWER_BYTES = 1024 * 1024  # a few dozen event names answer in a few kB
 TIMEOUT_SECONDS = 20.0  # read timeout of the one GET per destination
 

@@ -74,6 +74,7 @@ locals {
     var.idempotency_collection != "" ? { IDEMPOTENCY_COLLECTION = var.idempotency_collection } : {},
     var.browser_collection != "" ? { BROWSER_COLLECTION = var.browser_collection } : {},
     var.meta_test_event_code != "" ? { META_TEST_EVENT_CODE = var.meta_test_event_code } : {},
+    var.limited_data_use != "off" ? { LIMITED_DATA_USE = var.limited_data_use } : {},
     local.secret_env,
   )
 

@@ -38,6 +38,8 @@ locals {
     ip_diagnostic  = "${local.capi_logs} AND severity>=WARNING AND jsonPayload.message=\"Meta IP diagnostic\""
     # capi_quality could not read Meta's answer (token problems are meta_config's alert).
     quality_unavailable = "${local.capi_logs} AND jsonPayload.message=\"dataset quality unavailable\" AND NOT jsonPayload.error=\"meta_config\""
+    # Meta's X-Ad-Api-Version-Warning: the version capi calls is being retired (one line per instance and version).
+    api_version = "${local.capi_logs} AND severity>=WARNING AND jsonPayload.message=\"Meta API version warning\""
   }
 
   metric_prefix = "logging.googleapis.com/user/${var.name}"
@@ -211,6 +213,30 @@ resource "google_logging_metric" "meta_errors" {
   }
 }
 
+resource "google_logging_metric" "api_version_warnings" {
+  project     = var.project_id
+  name        = "${var.name}/api_version_warnings"
+  description = "Meta's X-Ad-Api-Version-Warning on a Graph API answer (one per instance and version), by the version called and the version to move to."
+  filter      = local.filters.api_version
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+    unit        = "1"
+    labels {
+      key        = "api_version"
+      value_type = "STRING"
+    }
+    labels {
+      key        = "move_to"
+      value_type = "STRING"
+    }
+  }
+  label_extractors = {
+    api_version = "EXTRACT(jsonPayload.api_version)"
+    move_to     = "EXTRACT(jsonPayload.move_to)"
+  }
+}
+
 resource "google_logging_metric" "emq" {
   project         = var.project_id
   name            = "${var.name}/emq"
@@ -347,6 +373,39 @@ resource "google_monitoring_alert_policy" "replay_gave_up" {
     content   = "capi_replay deleted dead letters it could not deliver: after REPLAY_MAX_ATTEMPTS tries, or older than Meta's 7 days. These events are lost to Meta. The lines `dead letter dropped: ...` name each event_id. README, Runbook."
   }
   depends_on = [google_logging_metric.replay_gave_up]
+}
+
+resource "google_monitoring_alert_policy" "api_version" {
+  project               = var.project_id
+  display_name          = "capi: Meta is retiring the Graph API version capi calls"
+  combiner              = "OR"
+  severity              = "WARNING"
+  notification_channels = local.notification_channels
+  conditions {
+    display_name = "a Meta API version warning in the last hour"
+    condition_threshold {
+      filter          = "metric.type=\"${local.metric_prefix}/api_version_warnings\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "3600s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+      trigger {
+        count = 1
+      }
+    }
+  }
+  alert_strategy {
+    auto_close = "604800s"
+  }
+  documentation {
+    mime_type = "text/markdown"
+    content   = "Meta answered with X-Ad-Api-Version-Warning: the META_API_VERSION capi calls is being retired or auto-upgraded. The line `Meta API version warning` names `move_to`; set META_API_VERSION (Terraform: meta_api_version) to it and deploy. docs/meta-capi.md §12 (Graph API version)."
+  }
+  depends_on = [google_logging_metric.api_version_warnings]
 }
 
 resource "google_monitoring_alert_policy" "secret" {

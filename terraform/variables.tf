@@ -229,6 +229,16 @@ variable "meta_test_event_code" {
   default     = ""
 }
 
+variable "limited_data_use" {
+  description = "LIMITED_DATA_USE: off, or geo to send every event with Meta's Limited Data Use, Meta geolocating the user."
+  type        = string
+  default     = "off"
+  validation {
+    condition     = contains(["off", "geo"], var.limited_data_use)
+    error_message = "limited_data_use must be off or geo."
+  }
+}
+
 variable "log_level" {
   description = "LOG_LEVEL of the functions."
   type        = string

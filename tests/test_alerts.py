@@ -315,6 +315,23 @@ def test_secret_unavailable(capsys: Any) -> None:
     assert line["severity"] == "ERROR" and matches(FILTERS["secret"], line)
 
 
+def test_api_version_warning(graph: GraphServer, capsys: Any, monkeypatch: Any) -> None:
+    from capi.delivery import graph as graph_module
+
+    monkeypatch.setattr(graph_module, "_warned_versions", set())
+    graph.fake.version_warning = "The call has been auto-upgraded to v26.0 as v24.0 has been deprecated."
+    client = serve(make_app(graph, META_API_VERSION="v24.0"))
+    capsys.readouterr()
+    assert client.post("/events", json=PURCHASE).status_code == 200
+    assert client.post("/events", json={**PURCHASE, "event_id": "A-2"}).status_code == 200
+    lines = captured(capsys, EVENTS)
+    line = only(lines, "Meta API version warning")
+    assert line["severity"] == "WARNING" and matches(FILTERS["api_version"], line)
+    assert matches(metric_filter("api_version_warnings"), line)
+    assert labels("api_version_warnings", line) == {"api_version": "v24.0", "move_to": "v26.0"}
+    assert [r for r in lines if matches(FILTERS["api_version"], r)] == [line]  # once, not per call
+
+
 # -- the alerts are wired to those filters ----------------------------------------------------------
 
 
@@ -339,6 +356,7 @@ ALERT_SOURCES = {
     "stored_for_replay": ("metric", "stored_for_replay"),
     "replay_gave_up": ("metric", "replay_gave_up"),
     "nothing_forwarded": ("promql", ("requests", "forwarding_requests")),
+    "api_version": ("metric", "api_version_warnings"),
 }
 
 
