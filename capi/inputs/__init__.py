@@ -23,7 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from capi.consent import SIGNALS
 from capi.errors import RequestError
+from capi.events import ignored_message
 from capi.inputs import ga4, measurement_protocol, meta
 from capi.inputs.common import Incoming
 from capi.payload import MAX_EVENTS_PER_REQUEST
@@ -43,10 +45,16 @@ class Envelope:
     events: list[Incoming]
     test_event_code: str | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)  # request-level notes
+    # Consent signals the request carried beside its events (capi.consent.SIGNALS): read for
+    # every event as well as the event's own, any denial winning (capi.consent.decide).
+    consent: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dialects(self) -> list[str]:
         return [incoming[1] for incoming in self.events]
+
+
+_GA4_REQUEST_KEYS = frozenset({"events", "test_event_code", *SIGNALS})
 
 
 def _test_event_code(value: Any) -> str | None:
@@ -65,6 +73,17 @@ def _checked(events: Any, name: str) -> list[Any]:
     return events
 
 
+def _request_consent(payload: dict[str, Any]) -> dict[str, Any]:
+    return {name: payload[name] for name in SIGNALS if payload.get(name) is not None}
+
+
+def _ignored(envelope: Envelope, names: list[str]) -> Envelope:
+    """Name the request keys capi does not use, once for the request (bounded)."""
+    if names:
+        envelope.messages.append(ignored_message(names, "request keys capi does not use"))
+    return envelope
+
+
 def read(payload: Any) -> Envelope:
     """The request's events in the internal form; a body no dialect reads is a 400 for the whole request."""
     if type(payload) is dict and "event_name" in payload:  # the common case: one sGTM event
@@ -75,17 +94,15 @@ def read(payload: Any) -> Envelope:
         raise RequestError(f"the body must be {ACCEPTED}", field="body")
     if "data" in payload:
         code = _test_event_code(payload.get("test_event_code"))
-        events, messages = meta.read(payload, _checked(payload["data"], "data"))
-        return Envelope(events, code, messages)
+        events, messages, ignored = meta.read(payload, _checked(payload["data"], "data"))
+        return _ignored(Envelope(events, code, messages, _request_consent(payload)), ignored)
     if "events" in payload:
         events = _checked(payload["events"], "events")
-        if measurement_protocol.recognises(payload):
-            code = _test_event_code(payload.get("test_event_code"))
-            return Envelope(measurement_protocol.read(payload, events), code)
         code = _test_event_code(payload.get("test_event_code"))
-        ignored = [key for key in payload if key not in ("events", "test_event_code")]
-        envelope = Envelope([ga4.adapt(item, in_list=True) for item in events], code)
-        if ignored:
-            envelope.messages.append({"ignored": ignored, "message": "request keys capi does not use"})
-        return envelope
+        if measurement_protocol.recognises(payload):
+            adapted, ignored = measurement_protocol.read(payload, events)
+            return _ignored(Envelope(adapted, code, consent=_request_consent(payload)), ignored)
+        ignored = [key for key in payload if key not in _GA4_REQUEST_KEYS]
+        envelope = Envelope([ga4.adapt(item, in_list=True) for item in events], code, consent=_request_consent(payload))
+        return _ignored(envelope, ignored)
     raise RequestError(f"no events: send {ACCEPTED}", field="events")
