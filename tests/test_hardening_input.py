@@ -15,7 +15,7 @@ import pytest
 from capi import consent
 from capi.events import MAX_IGNORED_NAMED, MAX_NOTES_PER_EVENT
 from capi.service import MAX_EVENT_NOTES
-from tests.conftest import NOW, base_env, make_service
+from tests.conftest import NOW, base_env, log_lines, make_service
 
 UA = "Mozilla/5.0"
 PARAMS = {
@@ -299,3 +299,35 @@ def test_a_skipped_purchase_without_event_id_is_listed_by_its_order_id(
 def test_a_skipped_non_purchase_keeps_a_null_id() -> None:
     event = {"event_name": "add_to_cart", **PARAMS, "transaction_id": "T-1", "x-ga-gcs": "G100"}
     assert validate(event)["skipped"][0]["event_id"] is None
+
+
+# -- finding 22: per-event-name log lines and metric label values ---------------------------
+
+
+def test_a_thousand_distinct_event_names_make_a_bounded_number_of_lines(client: Any, graph: Any, capsys: Any) -> None:
+    # Was: 1000 distinct names in a 108 KB request -> 1,001 log lines and 1,000 new
+    # `event_name` label values (sGTM's "All events" trigger lets any browser do it).
+    events = [{"event_name": f"custom_{n}", "event_id": f"c{n}", **PARAMS} for n in range(999)]
+    events.append({"event_name": "purchase", "event_id": "p", **PARAMS})
+    capsys.readouterr()
+    response = client.post("/events", json={"events": events})
+    assert response.status_code == 200 and response.get_json()["forwarded"] == 1000
+    out = capsys.readouterr().out
+    (processed,) = log_lines(out, "events processed")
+    assert processed["by_event"] == {
+        "Purchase": {"forwarded": 1, "rejected": 0, "skipped": 0, "stored": 0, "failed": 0},
+        "other": {"forwarded": 999, "rejected": 0, "skipped": 0, "stored": 0, "failed": 0},
+    }
+    by_name = log_lines(out, "events by name")
+    assert [(line["event_name"], line["count"]) for line in by_name] == [("Purchase", 1), ("other", 999)]
+    assert by_name[1]["match_keys"] == {"client_user_agent": 999, "em": 999}
+
+
+def test_a_configured_custom_name_is_logged_as_itself(graph: Any, make_client: Any, capsys: Any) -> None:
+    graph.fake.now = time.time
+    client = make_client(base_env(graph, FORWARD_EVENTS="purchase,trial_booked"))
+    events = [{"event_name": n, "event_id": n, **PARAMS} for n in ("trial_booked", "purchase")]
+    capsys.readouterr()
+    assert client.post("/events", json={"events": events}).status_code == 200
+    names = [line["event_name"] for line in log_lines(capsys.readouterr().out, "events by name")]
+    assert names == ["Purchase", "trial_booked"]
