@@ -329,3 +329,142 @@ def test_long_lists_and_long_values(fuzz_client: Any, graph: Any, size: int, wid
     values = [f"{'u' * width}{n}@example.com" for n in range(size)]
     event = {**GOOD, "user_data": {"em": values, "fn": ["N" * width] * 3, "ph": "1" * width}}
     check(fuzz_client.post("/events", json=event), graph)
+
+
+# -- Issue 19: every dialect, request-level fields, and what the answer may cost -------------
+
+# Digit strings past int64 and past Python's int limit (finding 1); JSON-within-JSON the
+# standard parser takes and orjson cannot write (finding 2).
+long_digits = st.sampled_from(["1" * 19, "9" * 20, "1" * 4301, "0" * 5000 + "1", "１２３", "-1", "1.5e15", ""])
+json_in_json = st.sampled_from(
+    [
+        '[{"id": "\\ud800", "quantity": 1}]',
+        '[{"id": "x\\udfff"}]',
+        '[{"id": "A", "quantity": NaN}]',
+        '[{"id": "A", "quantity": ' + "9" * 5000 + "}]",
+        '[{"id": "A", "quantity": 1}]',
+        "[" * 2000,
+        "not json",
+    ]
+)
+signal_values = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            k: st.sampled_from(["granted", "DENIED", "denied", "", 1, None]) for k in ("ad_user_data", "ad_storage")
+        },
+    ),
+    json_value,
+)
+request_consent = st.fixed_dictionaries(
+    {},
+    optional={
+        "consent": signal_values,
+        "x-ga-gcd": st.one_of(st.text(alphabet="13lpqtrmnuvz5", max_size=40), st.just("r" * 5000)),
+        "x-ga-gcs": st.sampled_from(["G100", "G111", "G1", "zz"]),
+        "consent_state": st.one_of(st.fixed_dictionaries({}, optional={"ad_storage": st.booleans()}), json_value),
+    },
+)
+stape_consent = st.fixed_dictionaries({}, optional={"ad_storage": st.booleans()})
+unknown_keys = st.dictionaries(st.text(min_size=1, max_size=20), json_leaf, max_size=30)
+mp_user_data = st.one_of(
+    st.builds(lambda known, unknown: {**unknown, **known}, user_data, unknown_keys),
+    st.builds(
+        lambda unknown: {"address": [unknown, {"city": "x", **unknown}]},
+        st.dictionaries(st.text(min_size=1, max_size=8), json_leaf, max_size=40),
+    ),
+    json_value,
+)
+dialect_event = st.one_of(
+    event,
+    st.builds(lambda e, c: {**e, "x-fb-cd-contents": c}, event, json_in_json),  # Meta's sGTM tag keys
+    st.builds(
+        lambda e, flat: {**e, **flat},
+        event,
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "email": st.one_of(st.text(max_size=20), json_value),
+                "firstName": json_value,
+                "common_cookie": st.one_of(st.fixed_dictionaries({"_fbp": st.text(max_size=30)}), json_value),
+                "consent_state": st.one_of(
+                    st.fixed_dictionaries({}, optional={"ad_storage": st.booleans()}), json_value
+                ),
+            },
+        ),
+    ),  # Stape's flat keys
+)
+mp_bodies = st.builds(
+    lambda base, consent, extra: {**extra, **consent, **base},
+    st.fixed_dictionaries(
+        {
+            "client_id": st.text(max_size=8),
+            "events": st.lists(
+                st.fixed_dictionaries(
+                    {"name": plausible_text("event_name")},
+                    optional={
+                        "params": st.one_of(dialect_event, json_value),
+                        "timestamp_micros": st.one_of(numbers, long_digits),
+                    },
+                ),
+                min_size=1,
+                max_size=4,
+            ),
+        },
+        optional={
+            "user_data": mp_user_data,
+            "timestamp_micros": st.one_of(numbers, long_digits),
+            "user_id": json_value,
+            "ip_override": st.one_of(st.text(max_size=40), json_value),
+            "user_agent": st.one_of(st.text(max_size=40), json_value),
+            "test_event_code": json_value,
+        },
+    ),
+    request_consent,
+    unknown_keys,
+)
+envelopes = st.one_of(
+    mp_bodies,
+    st.builds(
+        lambda events, consent, extra: {**extra, **consent, "events": events},
+        st.lists(dialect_event, min_size=1, max_size=4),
+        request_consent,
+        unknown_keys,
+    ),  # GA4 / sGTM events beside request-level signals
+    st.builds(
+        lambda data, consent: {**consent, "data": data},
+        st.lists(dialect_event, min_size=1, max_size=4),
+        request_consent,
+    ),  # Meta's body
+    st.lists(dialect_event, min_size=1, max_size=4),  # a bare array
+)
+
+
+@settings(SETTINGS, max_examples=75)
+@given(body=envelopes)
+def test_every_dialect_with_request_level_fields(fuzz_client: Any, graph: Any, body: Any) -> None:
+    for path in ("/validate", "/events"):
+        raw = json.dumps(body).encode()
+        response = fuzz_client.post(path, data=raw, content_type="application/json")
+        check(response, graph)
+        # Amplification (issue 19 finding 4): the answer may echo each event once, never a
+        # multiple of what the request carried.
+        assert len(response.get_data()) < 3 * len(raw) + 64 * 1024
+
+
+denials = st.sampled_from(
+    [{"consent": {"ad_user_data": "DENIED"}}, {"x-ga-gcs": "G100"}, {"x-ga-gcd": "zzrzzzr"}, {"consent": "yes"}]
+)
+denials = st.one_of(denials, st.just({"consent_state": {"ad_storage": False}}))
+
+
+@settings(SETTINGS, max_examples=75)
+@given(body=envelopes.filter(lambda b: isinstance(b, dict)), denial=denials)
+def test_a_request_level_denial_lets_no_event_through(
+    fuzz_client: Any, graph: Any, body: dict[str, Any], denial: dict[str, Any]
+) -> None:
+    # Finding 11: any denial, at any level, in any dialect, wins over every event's own signals.
+    response = fuzz_client.post("/validate", json={**body, **denial})
+    check(response, graph)
+    if response.status_code == 200:
+        assert response.get_json()["payload"]["data"] == []
