@@ -42,7 +42,11 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 class _Deadline:
     """A socket whose `recv` gives up once `deadline` (time.monotonic) has passed, however
-    slowly the bytes arrive: a per-read timeout would let one byte a second go on forever."""
+    slowly the bytes arrive: a per-read timeout would let one byte a second go on forever.
+
+    Giving up reads as the client closing (b""): gunicorn then drops the connection as a
+    premature disconnection (NoMoreData, logged at debug), not as a socket error with a trace.
+    """
 
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self._sock = sock
@@ -51,10 +55,12 @@ class _Deadline:
     def recv(self, size: int) -> bytes:
         left = self._deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError("request line and headers not received in time")
+            return b""
         self._sock.settimeout(left)
         try:
             return self._sock.recv(size)
+        except TimeoutError:
+            return b""
         finally:
             self._sock.settimeout(None)
 
