@@ -262,6 +262,16 @@ class Finished:
         return [key for key in self.event["user_data"] if key not in self.from_profile]
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """An event capi.inputs could not hand on (a string in it holds an unpaired surrogate):
+    prepare rejects it with this field and message."""
+
+    field: str
+    message: str
+    event_id: str | None = None
+
+
 class _Invalid(Exception):
     def __init__(self, field_name: str, message: str) -> None:
         super().__init__(message)
@@ -819,6 +829,8 @@ def prepare(
     Every problem of the event is collected, so a rejection lists them all.
     """
     if not isinstance(raw, dict):
+        if isinstance(raw, Unreadable):
+            return Rejection(index, raw.event_id, raw.field, raw.message)
         return Rejection(index, None, "event", "must be a JSON object")
     name = raw.get("event_name")
     raw_id = raw.get("event_id")

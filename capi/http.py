@@ -24,6 +24,7 @@ from capi.errors import (
     RequestError,
     UnsupportedMediaType,
 )
+from capi.inputs.common import parse as parse_lenient
 from capi.log import log, set_trace
 from capi.server import CONTINUE
 
@@ -59,7 +60,10 @@ def read_json(request: flask.Request) -> Any:
 
     orjson is strict where the standard library is lenient: it refuses invalid UTF-8, NaN and
     Infinity, unpaired surrogate escapes and nesting deeper than 1024, all of which would
-    otherwise fail later, when the payload is encoded again.
+    otherwise fail later, when the payload is encoded again. A body refused only for an
+    unpaired surrogate escape is read again by the standard library with orjson's rules on
+    numbers (capi.inputs.common.parse), so that the events holding one are rejected one by one
+    and the others go (issue 19 finding 2).
     """
     mimetype = (request.mimetype or "").lower()
     if mimetype != "application/json" and not mimetype.endswith("+json"):
@@ -73,6 +77,11 @@ def read_json(request: flask.Request) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         problem = "not valid UTF-8" if "UTF-8" in str(exc) else "not valid JSON"
+        if "surrogate" in str(exc):
+            try:
+                return parse_lenient(data.decode("utf-8"))
+            except (ValueError, RecursionError):
+                pass
         raise RequestError(f"the body is {problem}", field="body") from None
 
 

@@ -503,3 +503,40 @@ def test_a_request_level_denial_lets_no_event_through(
     check(response, graph)
     if response.status_code == 200:
         assert response.get_json()["payload"]["data"] == []
+
+
+@settings(SETTINGS, max_examples=60)
+@given(
+    events=st.lists(valid_event, min_size=1, max_size=5),
+    poisoned=st.sets(st.integers(0, 4)),
+    where=st.sampled_from(["search_term", "user_data", "key", "items"]),
+    shape=st.sampled_from(["events", "data", "array", "measurement_protocol"]),
+)
+def test_a_lone_surrogate_costs_only_its_own_event(
+    fuzz_client: Any, graph: Any, events: list[dict[str, Any]], poisoned: set[int], where: str, shape: str
+) -> None:
+    # Finding 2: wherever an unpaired surrogate escape appears in an event, that event is
+    # rejected naming where, and every other event is read as if it were not there.
+    poisoned = {i for i in poisoned if i < len(events)}
+    events = [dict(e, event_id=f"e{i}") for i, e in enumerate(events)]
+    for i in poisoned:
+        if where == "search_term":
+            events[i]["search_term"] = "POISON"
+        elif where == "user_data":
+            events[i]["user_data"] = {"em": ["a@b.co", "POISON"]}
+        elif where == "key":
+            events[i]["POISON"] = 1
+        else:
+            events[i]["items"] = [{"item_id": "POISON"}]
+    if shape == "measurement_protocol":
+        body: Any = {"client_id": "1", "events": [{"name": e["event_name"], "params": e} for e in events]}
+    else:
+        body = {"events": {"events": events}, "data": {"data": events}, "array": events}[shape]
+    raw = json.dumps(body).replace("POISON", "\\ud800")
+    response = fuzz_client.post("/validate", data=raw.encode(), content_type="application/json")
+    check(response, graph)
+    assert response.status_code == 200
+    answer = response.get_json()
+    unpaired = {r["index"] for r in answer["rejected"] if "unpaired UTF-16 surrogate" in r["message"]}
+    assert unpaired == poisoned
+    assert not poisoned & {m["index"] for m in answer["match_keys"]}

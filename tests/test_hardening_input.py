@@ -118,13 +118,70 @@ def test_meta_tag_contents_json_that_orjson_cannot_write_rejects_its_event(
     assert graph.fake.requests == graph.fake.accepted_requests
 
 
-def test_a_lone_surrogate_escape_in_the_body_is_a_clear_400(client: Any) -> None:
-    # The body itself is parsed by orjson, which refuses it: the whole body is not valid JSON
-    # (RFC 8259 §8.2), answered before any event is read, never a 500.
-    raw = b'{"event_name": "purchase", "event_id": "\\ud800"}'
-    response = client.post("/events", data=raw, content_type="application/json")
+UNPAIRED = "holds an unpaired UTF-16 surrogate escape (such as \\ud800): not valid Unicode text"
+GOOD_TEXT = (
+    '{"event_name": "purchase", "event_id": "%s", "page_location": "https://x.example/", "user_agent": "UA",'
+    ' "value": 1, "currency": "USD", "user_data": {"em": "a@b.co"}%s}'
+)
+
+
+@pytest.mark.parametrize("path", ["/events", "/validate"])
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        (', "event_name": "purchase\\ud800"', "event_name"),
+        (', "items": [{"item_id": "a\\udc00"}]', "items[0].item_id"),
+        (', "user_data": {"em": "\\ud800@x.co"}', "user_data.em"),
+        (', "custom_data": {"k": ["x", "\\ud800"]}', "custom_data.k[1]"),
+        (', "\\ud800": 1', "\\ud800"),
+    ],
+    ids=["name", "item-id", "user-data", "custom-data", "key"],
+)
+@pytest.mark.parametrize("shape", ["events", "data", "array", "measurement_protocol"])
+def test_a_lone_surrogate_escape_rejects_its_event_only(
+    client: Any, graph: Any, path: str, extra: str, field: str, shape: str
+) -> None:
+    # Was: orjson refused the whole body (400), or, inside a JSON string, 500.
+    good, bad = GOOD_TEXT % ("good", ""), GOOD_TEXT % ("bad", extra)
+    if shape == "measurement_protocol":
+        raw = '{"client_id": "1", "events": [{"name": "purchase", "params": %s}, {"name": "purchase", "params": %s}]}'
+        raw %= (good, bad)
+        field = f"params.{field}"
+    else:
+        raw = {"events": '{"events": [%s, %s]}', "data": '{"data": [%s, %s]}', "array": "[%s, %s]"}[shape] % (good, bad)
+    response = client.post(path, data=raw.encode(), content_type="application/json")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    answer = response.get_json()
+    assert [(r["index"], r["event_id"], r["field"], r["message"]) for r in answer["rejected"]] == [
+        (1, "bad", field, UNPAIRED)
+    ]
+    assert answer["event_ids"] == ["good"]
+    if path == "/events":
+        assert graph.fake.delivered[("Purchase", "good")] == 1
+
+
+def test_a_single_event_with_a_lone_surrogate_is_rejected(client: Any) -> None:
+    raw = (GOOD_TEXT % ("solo", ', "search_term": "\\udfff"')).encode()
+    answer = client.post("/validate", data=raw, content_type="application/json").get_json()
+    assert [(r["event_id"], r["field"]) for r in answer["rejected"]] == [("solo", "search_term")]
+
+
+def test_a_lone_surrogate_outside_the_events_is_a_400_naming_it(client: Any) -> None:
+    raw = '{"client_id": "1", "user_data": {"em": "\\ud800"}, "events": [{"name": "purchase", "params": %s}]}'
+    response = client.post("/events", data=(raw % (GOOD_TEXT % ("g", ""))).encode(), content_type="application/json")
     assert response.status_code == 400
-    assert response.get_json()["field"] == "body"
+    assert response.get_json() == {
+        "error": "bad_request",
+        "message": f"user_data.em {UNPAIRED}",
+        "field": "user_data.em",
+    }
+
+
+@pytest.mark.parametrize("number", ["9" * 5000, "1e400", "NaN"])
+def test_the_lenient_reading_keeps_orjsons_rules_on_numbers(client: Any, number: str) -> None:
+    raw = '{"events": [%s]}' % (GOOD_TEXT % ("g", f', "x": "\\ud800", "n": {number}'))
+    response = client.post("/events", data=raw.encode(), content_type="application/json")
+    assert response.status_code == 400 and response.get_json()["message"] == "the body is not valid JSON"
 
 
 # -- finding 3: quadratic ignored-key tracking --------------------------------------------

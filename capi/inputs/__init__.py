@@ -25,12 +25,12 @@ from typing import Any
 
 from capi.consent import SIGNALS
 from capi.errors import RequestError
-from capi.events import ignored_message
+from capi.events import Unreadable, ignored_message
 from capi.inputs import ga4, measurement_protocol, meta
-from capi.inputs.common import Incoming
+from capi.inputs.common import UNPAIRED, Incoming, Lenient, unpaired
 from capi.payload import MAX_EVENTS_PER_REQUEST
 
-__all__ = ["Envelope", "Incoming", "read"]
+__all__ = ["Envelope", "Incoming", "Lenient", "read"]
 
 ACCEPTED = (
     'one event with event_name, {"events": [...]}, a JSON array of events, Meta\'s {"data": [...]},'
@@ -86,6 +86,56 @@ def _ignored(envelope: Envelope, names: list[str]) -> Envelope:
 
 def read(payload: Any) -> Envelope:
     """The request's events in the internal form; a body no dialect reads is a 400 for the whole request."""
+    if isinstance(payload, Lenient):
+        return _read_lenient(payload.value)
+    return _read(payload)
+
+
+def _event_list(payload: Any) -> tuple[str, list[Any]] | None:
+    """Where a body keeps its events: (the key, the list), or None for a single event."""
+    if isinstance(payload, list):
+        return "", payload
+    for key in ("data", "events"):
+        if isinstance(payload, dict) and isinstance(payload.get(key), list):
+            return key, payload[key]
+    return None
+
+
+def _read_lenient(payload: Any) -> Envelope:
+    """A body with unpaired surrogate escapes (capi.inputs.common.Lenient): each event holding
+    one is rejected naming where; one outside the events is a 400 for the request."""
+    found = _event_list(payload)
+    if found is None:
+        path = unpaired(payload)
+        if path is None:
+            return _read(payload)
+        if isinstance(payload, dict) and "event_name" in payload:  # one event: rejected like any other
+            return Envelope([(_unreadable(payload, path), ga4.DIALECT, ())])
+        raise RequestError(f"{path.lstrip('.') or 'body'} {UNPAIRED}", field=path.lstrip(".") or "body")
+    key, events = found
+    rest = {k: v for k, v in payload.items() if k != key} if isinstance(payload, dict) else None
+    path = unpaired(rest)
+    if path is not None:
+        raise RequestError(f"{path.lstrip('.')} {UNPAIRED}", field=path.lstrip("."))
+    bad = {i: p for i, event in enumerate(events) if (p := unpaired(event)) is not None}
+    clean = [{} if i in bad else event for i, event in enumerate(events)]  # a placeholder keeps the indexes
+    envelope = _read({**payload, key: clean} if rest is not None else clean)
+    for i, path in bad.items():
+        envelope.events[i] = (_unreadable(events[i], path), envelope.events[i][1], ())
+    return envelope
+
+
+def _unreadable(event: Any, path: str) -> Unreadable:
+    """The rejection of an event holding an unpaired surrogate, by its event_id when that is clean."""
+    given = None
+    if isinstance(event, dict):
+        params = event.get("params")  # a Measurement Protocol event keeps its id in params
+        given = event.get("event_id", params.get("event_id") if isinstance(params, dict) else None)
+    event_id = given if isinstance(given, str) and unpaired(given) is None and len(given) <= 512 else None
+    return Unreadable(path.lstrip("."), UNPAIRED, event_id)
+
+
+def _read(payload: Any) -> Envelope:
     if type(payload) is dict and "event_name" in payload:  # the common case: one sGTM event
         return Envelope([ga4.adapt(payload)], _test_event_code(payload.get("test_event_code")))
     if isinstance(payload, list):
