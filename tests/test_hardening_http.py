@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import select
 import socket
 import threading
 import time
@@ -128,9 +127,11 @@ def _drip(port: int, closed: list[float]) -> None:
                 return
             try:
                 sock.sendall(bytes([byte]))
-                readable, _, _ = select.select([sock], [], [], 0.5)
-                if readable and not sock.recv(1024):  # the server hung up
+                sock.settimeout(0.5)  # the pace of the drip, and a look for the hang-up
+                if not sock.recv(1024):  # the server hung up
                     break
+            except TimeoutError:
+                continue
             except OSError:
                 break
         closed.append(time.monotonic() - started)
