@@ -165,9 +165,11 @@ class EarlyRefusal:
                 raise PayloadTooLarge(self.too_large, field="body")
             if self.check_key is not None and (length > 0 or chunked):
                 self.check_key(headers)
-            # gunicorn's own socket, to answer `Expect: 100-continue` on the first read.
+            # gunicorn's own socket, to answer `Expect: 100-continue` on the first read (an
+            # HTTP/1.0 request's expectation is ignored, RFC 9110 §10.1.1).
             expecting = headers.get("Expect", "").lower() == "100-continue"
-            waiting = environ.get("gunicorn.socket") if expecting else None
+            http11 = environ.get("SERVER_PROTOCOL") != "HTTP/1.0"
+            waiting = environ.get("gunicorn.socket") if expecting and http11 else None
             body = CappedInput(environ["wsgi.input"], self.max_bytes + 1, waiting)
             if self.read_first and chunked:
                 data = body.read()
