@@ -166,6 +166,12 @@ def test_a_single_event_with_a_lone_surrogate_is_rejected(client: Any) -> None:
     assert [(r["event_id"], r["field"]) for r in answer["rejected"]] == [("solo", "search_term")]
 
 
+def test_a_single_event_with_a_list_named_data_is_still_one_event(client: Any) -> None:
+    raw = (GOOD_TEXT % ("solo", ', "data": [1, "\\ud800"], "events": [2]')).encode()
+    answer = client.post("/validate", data=raw, content_type="application/json").get_json()
+    assert [(r["event_id"], r["field"]) for r in answer["rejected"]] == [("solo", "data[1]")]
+
+
 def test_a_lone_surrogate_outside_the_events_is_a_400_naming_it(client: Any) -> None:
     raw = '{"client_id": "1", "user_data": {"em": "\\ud800"}, "events": [{"name": "purchase", "params": %s}]}'
     response = client.post("/events", data=(raw % (GOOD_TEXT % ("g", ""))).encode(), content_type="application/json")

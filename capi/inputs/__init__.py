@@ -92,13 +92,14 @@ def read(payload: Any) -> Envelope:
 
 
 def _event_list(payload: Any) -> tuple[str, list[Any]] | None:
-    """Where a body keeps its events: (the key, the list), or None for a single event."""
+    """Where a body keeps its events, as `_read` finds them: (the key, the list), or None for
+    a single event or a body without a list of events."""
     if isinstance(payload, list):
         return "", payload
-    for key in ("data", "events"):
-        if isinstance(payload, dict) and isinstance(payload.get(key), list):
-            return key, payload[key]
-    return None
+    if not isinstance(payload, dict) or "event_name" in payload:
+        return None
+    key = "data" if "data" in payload else "events"
+    return (key, payload[key]) if isinstance(payload.get(key), list) else None
 
 
 def _read_lenient(payload: Any) -> Envelope:
