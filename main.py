@@ -8,9 +8,9 @@ request is handed to `capi.app.Application`.
 import flask
 import functions_framework
 
-from capi import shutdown
+from capi import server, shutdown
 from capi.app import application_from_env, exit_on_config_error, tune_gc
-from capi.http import EarlyRefusal
+from capi.http import MAX_BODY_BYTES, MAX_JOB_BODY_BYTES, EarlyRefusal
 
 app = exit_on_config_error(application_from_env)
 
@@ -20,14 +20,21 @@ def refuse_early(flask_app: flask.Flask) -> None:
 
     functions-framework imports this module inside its Flask app's context and names the app
     after the target (`flask.Flask(target, ...)` in `create_app`): only `capi_events` checks
-    ingest keys; the jobs are IAM-only and get the size bound alone.
+    ingest keys and takes 1 MiB; the jobs are IAM-only and take no body (16 KiB at most).
     """
-    check_key = app.authenticator.check if flask_app.name == "capi_events" else None
-    flask_app.wsgi_app = EarlyRefusal(flask_app.wsgi_app, check_key=check_key, project=app.config.project)
+    events = flask_app.name == "capi_events"
+    flask_app.wsgi_app = EarlyRefusal(
+        flask_app.wsgi_app,
+        check_key=app.authenticator.check if events else None,
+        project=app.config.project,
+        max_bytes=MAX_BODY_BYTES if events else MAX_JOB_BODY_BYTES,
+        read_first=not events,
+    )
 
 
 if flask.has_app_context():
     refuse_early(flask.current_app._get_current_object())  # type: ignore[attr-defined]
+server.install()  # gunicorn's request line, header and slow-client bounds (capi/server.py)
 tune_gc()  # after start-up, so that what it loaded is frozen out of every collection
 shutdown.install()  # SIGTERM: stop retrying, store what is in flight, answer (capi/shutdown.py)
 

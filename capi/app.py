@@ -38,7 +38,7 @@ from capi.lazy import Lazy
 from capi.log import log, set_trace, setup_logging
 from capi.quality import DatasetQualityClient, QualityReport
 from capi.quality import Destination as QualityDestination
-from capi.report import log_by_name
+from capi.report import fold_names, known_names, log_by_name
 from capi.secrets import SecretManagerSecret, SecretSource, StaticSecret, resource_name
 from capi.service import EventService, Outcome, Target
 from capi.webhooks import SHOPIFY, WOOCOMMERCE, SignedWebhooks, is_ping, shop_of
@@ -112,6 +112,7 @@ class Application:
             if tokens
             else None
         )
+        self.event_names = known_names(config)  # the names logged as themselves (capi.report)
         self.events = guarded(self._events)
         self.replay = guarded(self._replay)
         self.quality = guarded(self._quality)
@@ -229,6 +230,7 @@ class Application:
         fields, keys_by_name = outcome.log_summary()
         if source is not None:
             fields["source"] = source
+        fields["by_event"], keys_by_name = fold_names(fields["by_event"], keys_by_name, self.event_names)
         log(severity, "events processed", status=status, **fields)
         log_by_name(fields["by_event"], keys_by_name)
         return json_response(status, outcome.body)

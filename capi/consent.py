@@ -8,6 +8,7 @@ sending personal data the user refused is the worse mistake.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -38,6 +39,11 @@ GCD_LETTERS: Mapping[str, str] = {
 # ad_user_data, ad_personalization. Only the two Meta depends on are read.
 GCD_AD_STORAGE = 2
 GCD_AD_USER_DATA = 6
+# The shape the GA4 tag writes: "1", a digit, then letter-digit pairs, the four state letters
+# first ("11p1p1p1p5", "13r3r3r3r5l1"). Anything else (a random string, a megabyte of "r") is
+# not a gcd and counts as denied; the length is checked before the pattern is tried.
+MAX_GCD_CHARS = 32
+_GCD = re.compile(r"1[0-9](?:[A-Za-z][0-9]){4,15}")
 
 # x-ga-gcs "G1xy": x (index 2) is ad_storage, y (index 3) analytics_storage.
 GCS_AD_STORAGE: Mapping[str, str] = {"1": GRANTED, "0": DENIED}
@@ -54,7 +60,7 @@ def gcd_state(gcd: str, position: int) -> str:
 
 
 def _from_gcd(value: Any) -> str:
-    if not isinstance(value, str):
+    if not isinstance(value, str) or len(value) > MAX_GCD_CHARS or not _GCD.fullmatch(value):
         return DENIED
     states = (gcd_state(value, GCD_AD_STORAGE), gcd_state(value, GCD_AD_USER_DATA))
     if DENIED in states:
@@ -101,21 +107,27 @@ _READERS = {
 }
 
 
-def decide(event: Mapping[str, Any], required: bool) -> tuple[bool, str | None]:
+def decide(
+    event: Mapping[str, Any], required: bool, request: Mapping[str, Any] | None = None
+) -> tuple[bool, str | None]:
     """(allowed, signal): signal names what denied the event, or what was read when allowed.
 
+    `request` holds the signals the request carried beside its events (the Measurement
+    Protocol's `consent`, or any signal next to `events` / `data`): they are read as well as
+    the event's own, never replaced by them, and any denial at either level wins.
     `required` is CONSENT_REQUIRED: with it, an event without any signal is not allowed.
     """
     seen: str | None = None
-    for name in SIGNALS:
-        value = event.get(name)
-        if value is None:
-            continue
-        state = _READERS[name](value)
-        if state == DENIED:
-            return False, name
-        if state == GRANTED and seen is None:
-            seen = name
+    for signals in (event, request) if request else (event,):
+        for name in SIGNALS:
+            value = signals.get(name)
+            if value is None:
+                continue
+            state = _READERS[name](value)
+            if state == DENIED:
+                return False, name
+            if state == GRANTED and seen is None:
+                seen = name
     if seen is None and required:
         return False, REQUIRED
     return True, seen

@@ -66,6 +66,14 @@ MAX_PLAIN_CHARS: Mapping[str, int] = {
     "fbp": 512,
 }
 MAX_ID_CHARS = 512  # event_id, order ids, and the never-hashed Meta ids
+MAX_MICROS_DIGITS = 19  # timestamp_micros: int64 microseconds (a longer string is never made an int)
+# The answer's notes (README "Bounds"): an event names at most MAX_IGNORED_NAMED keys it does
+# not use (each cut to MAX_NAME_CHARS) and counts the rest; it carries at most
+# MAX_NOTES_PER_EVENT notes, the rest counted in one more. A 1 MiB body can then never make an
+# answer many times its size (issue 19 findings 3 and 4).
+MAX_IGNORED_NAMED = 20
+MAX_NAME_CHARS = 100
+MAX_NOTES_PER_EVENT = 20
 
 # Meta's values (docs/meta-capi.md §6, §11). Anything else is dropped with a message: Meta
 # refuses the request for an unknown one.
@@ -168,7 +176,7 @@ USED_KEYS = frozenset(
      "search_term", "ecommerce", "custom_data", "opt_out", "data_processing_options",
      "data_processing_options_country", "data_processing_options_state", "user_id", "external_id",
      "messaging_channel", "destinations", "test_event_code", "restricted_data_processing",
-     clientip.COOKIE_KEY, *_CUSTOM_DATA_KEYS, *PASSTHROUGH_OBJECTS, *consent.SIGNALS}
+     "timestamp_micros", clientip.COOKIE_KEY, *_CUSTOM_DATA_KEYS, *PASSTHROUGH_OBJECTS, *consent.SIGNALS}
     | {name for _, names in _PLAIN_SOURCES for name in names}
 )  # fmt: skip
 _USED_USER_KEYS = frozenset(
@@ -177,6 +185,26 @@ _USED_USER_KEYS = frozenset(
 _USED_ECOMMERCE_KEYS = frozenset({"value", "currency", "transaction_id", "items"})
 _USED_ITEM_KEYS = frozenset({"item_id", "id", "item_name", "quantity", "price", "item_price", "delivery_category"})
 _PASSTHROUGH_SET = frozenset(PASSTHROUGH_USER_KEYS)
+# What capi reads in user_data and in each of its addresses (capi.inputs filters request-level
+# user_data with them).
+USER_DATA_KEYS = _USED_USER_KEYS
+ADDRESS_KEYS = frozenset(_ADDRESS_NAMES)
+
+
+def _cut(name: str) -> str:
+    return name if len(name) <= MAX_NAME_CHARS else f"{name[:MAX_NAME_CHARS]}…"
+
+
+def ignored_message(names: Sequence[str], message: str, index: int | None = None) -> dict[str, Any]:
+    """The note naming input keys capi does not use: the first MAX_IGNORED_NAMED of them, each
+    cut to MAX_NAME_CHARS, and `ignored_count` (all of them) when some are not named."""
+    note: dict[str, Any] = {} if index is None else {"index": index}
+    note["ignored"] = [_cut(name) for name in names[:MAX_IGNORED_NAMED]]
+    note["message"] = message
+    if len(names) > MAX_IGNORED_NAMED:
+        note["ignored_count"] = len(names)
+    return note
+
 
 # fbc / fbp: fb.{subdomain index}.{creation ms}.{click id or random}, and param-builder's
 # optional fifth segment (docs/meta-capi.md §9).
@@ -239,11 +267,19 @@ class Draft:
     notes: list[dict[str, Any]] | None = None  # made by the first note: most events have none
     dialect: str = "ga4"  # set by the caller (capi.inputs); prepare does not know it
     consent_signal: str | None = None  # the signal that allowed the event, when there was one
+    omitted: dict[str, Any] | None = None  # the note counting the notes past MAX_NOTES_PER_EVENT
 
     def note(self, field_name: str, message: str) -> None:
-        if self.notes is None:
-            self.notes = []
-        self.notes.append({"index": self.index, "field": field_name, "message": message})
+        notes = self.notes
+        if notes is None:
+            notes = self.notes = []
+        if self.omitted is not None:
+            self.omitted["omitted"] += 1
+        elif len(notes) < MAX_NOTES_PER_EVENT:
+            notes.append({"index": self.index, "field": field_name, "message": message})
+        else:
+            self.omitted = {"index": self.index, "message": "more notes on this event, not shown", "omitted": 1}
+            notes.append(self.omitted)
 
 
 @dataclass(slots=True)
@@ -260,6 +296,16 @@ class Finished:
         if not self.from_profile:
             return list(self.event["user_data"])
         return [key for key in self.event["user_data"] if key not in self.from_profile]
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """An event capi.inputs could not hand on (a string in it holds an unpaired surrogate):
+    prepare rejects it with this field and message."""
+
+    field: str
+    message: str
+    event_id: str | None = None
 
 
 class _Invalid(Exception):
@@ -329,6 +375,24 @@ def parse_event_time(value: Any, now: float) -> int:
     if seconds > now + MAX_FUTURE_SECONDS:
         raise _Invalid("event_time", "more than a minute in the future")
     return int(seconds)
+
+
+def _from_micros(value: Any, now: float) -> int:
+    """The Measurement Protocol's timestamp_micros -> unix seconds, checked as event_time is.
+    A numeric string longer than an int64 is refused before int() sees it: int() of 4,301
+    digits raises (Python's integer string limit), and one such event must not sink the rest."""
+    if type(value) is int:
+        micros = value
+    elif (type(value) is float and value.is_integer() and abs(value) < 1e19) or (  # JSON may write 1.79e15
+        isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= MAX_MICROS_DIGITS
+    ):
+        micros = int(value)
+    else:
+        raise _Invalid("timestamp_micros", "must be a whole number of microseconds since 1970")
+    try:
+        return parse_event_time(micros // 1_000_000, now)
+    except _Invalid as exc:
+        raise _Invalid("timestamp_micros", exc.message) from None
 
 
 def _http_url(value: Any, name: str) -> str | None:
@@ -767,17 +831,19 @@ def _clean_inputs(found: list[tuple[Source, Any]], draft: Draft) -> list[Input]:
         if source is _GA4_HASHED_PHONE:
             draft.note(path, "GA4 hashes phones with the leading '+', which Meta does not match; send phone_number too")
         dropped = 0
+        unusable = False
         for item in _values(value):
             text = _scalar_text(item)
             if text is None:
-                if item is not None:
-                    draft.note(path, "must be a string or a list of strings; ignored")
+                unusable = unusable or item is not None
             elif text.strip():
                 if taken.get(key, 0) >= MAX_VALUES_PER_KEY:
                     dropped += 1
                     continue
                 taken[key] = taken.get(key, 0) + 1
                 out.append((source, text))
+        if unusable:  # once per input name, however many values were not strings
+            draft.note(path, "must be a string or a list of strings; ignored")
         if dropped:
             draft.note(path, f"{dropped} values over the limit of {MAX_VALUES_PER_KEY} per key; not sent")
     return out
@@ -831,13 +897,18 @@ def _collect_user(raw: Mapping[str, Any], draft: Draft, ignored: list[str]) -> N
                 draft.plain[name] = plain
         elif name not in _USED_USER_KEYS:
             ignored.append(f"user_data.{name}")
+    unknown: set[str] | None = None  # a set: one event may carry thousands of unknown keys
     for entry in addresses:
         for name, value in entry.items():
             source = _ADDRESS_NAMES.get(name)
             if source is not None:
                 found.append((source, value))
-            elif f"user_data.address.{name}" not in ignored:
-                ignored.append(f"user_data.address.{name}")
+            else:
+                if unknown is None:
+                    unknown = set()
+                if name not in unknown:
+                    unknown.add(name)
+                    ignored.append(f"user_data.address.{name}")
     for source, value in found:
         if type(value) is not str or not value or value.isspace() or source is _GA4_HASHED_PHONE:
             found = _clean_inputs(found, draft)  # not only plain strings: the slow path
@@ -890,6 +961,19 @@ def _ip_from_cookie(value: Any, draft: Draft) -> None:
     draft.plain["client_ip_address"] = clientip.prefer(address, draft.plain.get("client_ip_address"))
 
 
+def _skip_id(raw: Mapping[str, Any], given_id: str | None, meta_name: str) -> str | None:
+    """The id a skipped event is listed by: its own event_id, else, for a Purchase, the order id
+    it would have been sent with (FROM_ORDER), so the caller can tell which order was skipped."""
+    if given_id is not None or meta_name != "Purchase":
+        return given_id
+    ecommerce = raw.get("ecommerce")
+    order, _ = _pick(raw, ecommerce if isinstance(ecommerce, dict) else {}, "transaction_id")
+    text = _scalar_text(order)
+    if text is None or not text.strip() or len(text.strip()) > MAX_ID_CHARS:
+        return None
+    return text.strip()
+
+
 MINTED = "minted: Meta cannot deduplicate it against the Pixel; send the Pixel's eventID as event_id"
 FROM_ORDER = "taken from the order id (transaction_id), as a Pixel Purchase with eventID = the order id"
 
@@ -901,13 +985,17 @@ def prepare(
     now: float,
     mint: Callable[[], str] = lambda: str(uuid.uuid4()),
     ignored: Sequence[str] = (),
+    request_consent: Mapping[str, Any] | None = None,
 ) -> Draft | Skip | Rejection:
     """Validate and map one internal event (capi.inputs made it), collecting its customer
-    information. `ignored` names the input keys the dialect's adapter already left out.
+    information. `ignored` names the input keys the dialect's adapter already left out;
+    `request_consent` the consent signals the request carried beside its events.
 
     Every problem of the event is collected, so a rejection lists them all.
     """
     if not isinstance(raw, dict):
+        if isinstance(raw, Unreadable):
+            return Rejection(index, raw.event_id, raw.field, raw.message)
         return Rejection(index, None, "event", "must be a JSON object")
     name = raw.get("event_name")
     raw_id = raw.get("event_id")
@@ -923,14 +1011,17 @@ def prepare(
         if len(meta_name) > 100:
             problems.append(("event_name", "longer than 100 characters"))
         elif not config.should_forward(name, meta_name):
-            return Skip(index, given_id, "not in FORWARD_EVENTS", event_name=meta_name)
-        allowed, signal = consent.decide(raw, config.consent_required)
+            return Skip(index, _skip_id(raw, given_id, meta_name), "not in FORWARD_EVENTS", event_name=meta_name)
+        allowed, signal = consent.decide(raw, config.consent_required, request_consent)
         if not allowed:
-            return Skip(index, given_id, "consent", consent_signal=signal, event_name=meta_name)
+            skip_id = _skip_id(raw, given_id, meta_name)
+            return Skip(index, skip_id, "consent", consent_signal=signal, event_name=meta_name)
     # One C-level set test for the common event, whose every key is used; the walk names the others.
     unused = [] if USED_KEYS.issuperset(raw) else [key for key in raw if key not in USED_KEYS]
     if ignored:
         unused[:0] = ignored
+    if "destinations" in raw and len(config.destinations) <= 1:
+        unused.append("destinations")  # one pixel: routing is not read (a GA4 parameter may share the name)
 
     minted = raw_id is None or raw_id == ""
     event_id = ""
@@ -941,7 +1032,10 @@ def prepare(
             problems.append((exc.field, exc.message))
     event: dict[str, Any] = {"event_name": meta_name, "event_time": 0, "event_id": event_id}
     try:
-        event["event_time"] = parse_event_time(raw.get("event_time"), now)
+        if "timestamp_micros" in raw and raw.get("event_time") is None:
+            event["event_time"] = _from_micros(raw["timestamp_micros"], now)
+        else:
+            event["event_time"] = parse_event_time(raw.get("event_time"), now)
     except _Invalid as exc:
         problems.append((exc.field, exc.message))
     action_source = raw.get("action_source", "website")
@@ -1018,7 +1112,7 @@ def prepare(
     if unused:
         if draft.notes is None:
             draft.notes = []
-        draft.notes.append({"index": index, "ignored": unused, "message": "input keys capi does not use"})
+        draft.notes.append(ignored_message(unused, "input keys capi does not use", index))
     if "fbc" not in draft.plain and (fbclid := _fbclid(url)):
         # Built from the landing URL's click id, case kept (docs/meta-capi.md §9); the
         # event time stands in for the click time so retries and replays build the same fbc.

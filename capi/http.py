@@ -5,6 +5,8 @@ The only place where errors become HTTP statuses. Every answer is JSON, whatever
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -22,7 +24,9 @@ from capi.errors import (
     RequestError,
     UnsupportedMediaType,
 )
+from capi.inputs.common import parse as parse_lenient
 from capi.log import log, set_trace
+from capi.server import CONTINUE
 from capi.webhooks import refuse_early, shop_of
 
 if TYPE_CHECKING:
@@ -30,6 +34,12 @@ if TYPE_CHECKING:
 
 MAX_BODY_BYTES = 1024 * 1024
 TOO_LARGE = "the body is over 1 MiB: send at most 1000 events per request"
+# The jobs (capi_replay, capi_quality) read no body: Cloud Scheduler posts an empty or tiny one.
+MAX_JOB_BODY_BYTES = 16 * 1024
+JOB_TOO_LARGE = "the body is over 16 KiB: the scheduled jobs take no body"
+UNREADABLE = "the body could not be read: malformed chunked encoding, or the connection broke"
+# Paths functions-framework answers itself with an HTML 404 (its `error` endpoint).
+FRAMEWORK_PATHS = ("/robots.txt", "/favicon.ico")
 
 
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> flask.Response:
@@ -51,7 +61,10 @@ def read_json(request: flask.Request) -> Any:
 
     orjson is strict where the standard library is lenient: it refuses invalid UTF-8, NaN and
     Infinity, unpaired surrogate escapes and nesting deeper than 1024, all of which would
-    otherwise fail later, when the payload is encoded again.
+    otherwise fail later, when the payload is encoded again. A body refused only for an
+    unpaired surrogate escape is read again by the standard library with orjson's rules on
+    numbers (capi.inputs.common.parse), so that the events holding one are rejected one by one
+    and the others go (issue 19 finding 2).
     """
     mimetype = (request.mimetype or "").lower()
     if mimetype != "application/json" and not mimetype.endswith("+json"):
@@ -61,6 +74,11 @@ def read_json(request: flask.Request) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         problem = "not valid UTF-8" if "UTF-8" in str(exc) else "not valid JSON"
+        if "surrogate" in str(exc):
+            try:
+                return parse_lenient(data.decode("utf-8"))
+            except (ValueError, RecursionError):
+                pass
         raise RequestError(f"the body is {problem}", field="body") from None
 
 
@@ -110,14 +128,19 @@ class EarlyRefusal:
     refusal from the function itself still buffered a 400 MiB upload. This wraps the Flask app
     functions-framework built and answers first:
 
+    - 404 (JSON) for `/robots.txt` and `/favicon.ico`, which functions-framework would answer
+      with an HTML page;
     - 413 when `Content-Length` is over `max_bytes`;
     - 401 when the request carries a body and `check_key` refuses its headers (`capi_events`;
       the jobs are IAM-only and pass None); on a shop's webhook path the shop's signature
       stands in for the key, and a request without one is refused (`capi.webhooks.refuse_early`).
 
-    Neither reads a byte of the body; the server then discards at most what it bounds itself
+    None reads a byte of the body; the server then discards at most what it bounds itself
     (README "Protecting the function"). Every other request goes on with `wsgi.input` capped at
-    `max_bytes + 1` bytes, so a chunked body without a length is cut there too.
+    `max_bytes + 1` bytes, so a chunked body without a length is cut there too. With
+    `read_first` (the jobs, whose bound is small) a chunked body is read here and refused when
+    over the bound, so a job never runs on one. `Expect: 100-continue` is answered only now,
+    once the key and the length passed (capi.server keeps gunicorn from answering it earlier).
     """
 
     def __init__(
@@ -127,11 +150,14 @@ class EarlyRefusal:
         check_key: Callable[[Mapping[str, str]], None] | None,
         project: str | None = None,
         max_bytes: int = MAX_BODY_BYTES,
+        read_first: bool = False,
     ) -> None:
         self.app = app
         self.check_key = check_key
         self.project = project
         self.max_bytes = max_bytes
+        self.read_first = read_first
+        self.too_large = TOO_LARGE if max_bytes == MAX_BODY_BYTES else JOB_TOO_LARGE
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         headers = EnvironHeaders(environ)
@@ -141,36 +167,70 @@ class EarlyRefusal:
             length = 0  # werkzeug answers a malformed length itself
         chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
         try:
+            if environ.get("PATH_INFO") in FRAMEWORK_PATHS:
+                raise NotFound("unknown path", field="path")
             if length > self.max_bytes:
-                raise PayloadTooLarge(TOO_LARGE, field="body")
+                raise PayloadTooLarge(self.too_large, field="body")
             if self.check_key is not None and (length > 0 or chunked):
                 path = environ.get("PATH_INFO", "")
                 if shop_of(path) is not None:
                     refuse_early(path, headers, length if not chunked else self.max_bytes)
                 else:
                     self.check_key(headers)
+            # gunicorn's own socket, to answer `Expect: 100-continue` on the first read (an
+            # HTTP/1.0 request's expectation is ignored, RFC 9110 §10.1.1).
+            expecting = headers.get("Expect", "").lower() == "100-continue"
+            http11 = environ.get("SERVER_PROTOCOL") != "HTTP/1.0"
+            waiting = environ.get("gunicorn.socket") if expecting and http11 else None
+            body = CappedInput(environ["wsgi.input"], self.max_bytes + 1, waiting)
+            if self.read_first and chunked:
+                data = body.read()
+                if len(data) > self.max_bytes:
+                    raise PayloadTooLarge(self.too_large, field="body")
+                body = CappedInput(io.BytesIO(data), self.max_bytes + 1)
         except Exception as exc:  # noqa: BLE001 - answered as JSON, as the view would
             set_trace(headers.get("X-Cloud-Trace-Context"), self.project)
             return failure_response(exc)(environ, start_response)
-        environ["wsgi.input"] = CappedInput(environ["wsgi.input"], self.max_bytes + 1)
+        environ["wsgi.input"] = body
         return self.app(environ, start_response)
 
 
 class CappedInput:
-    """A request body stream that ends after `limit` bytes, however much the client sends."""
+    """A request body stream that ends after `limit` bytes, however much the client sends.
+
+    A body the server cannot decode (gunicorn's InvalidChunkSize, ChunkMissingTerminator,
+    InvalidChunkExtension, a connection broken mid-body) raises one RequestError (400, field
+    `body`), and the stream has ended for every later read: functions-framework reads the rest
+    after the view answered (`read_request`), which must not turn the 400 into a 500 page.
+    `waiting`: the client's socket, when it sent `Expect: 100-continue` and the request passed
+    the early checks; `100 Continue` is sent on the first read (PEP 3333 lets a server wait
+    for the application to read).
+    """
 
     CHUNK = 64 * 1024
 
-    def __init__(self, stream: Any, limit: int) -> None:
+    def __init__(self, stream: Any, limit: int, waiting: Any = None) -> None:
         self._stream = stream
         self._left = limit
+        self._waiting = waiting
+
+    def _read(self, size: int, line: bool = False) -> bytes:
+        if self._waiting is not None:
+            waiting, self._waiting = self._waiting, None
+            with contextlib.suppress(OSError):  # the client went away: the read below ends the body
+                waiting.sendall(CONTINUE)
+        try:
+            return self._stream.readline(size) if line else self._stream.read(size)
+        except Exception:  # noqa: BLE001 - the server's own decoding errors have no common base
+            self._left = 0
+            raise RequestError(UNREADABLE, field="body") from None
 
     def read(self, size: int | None = -1) -> bytes:
         """Up to `size` bytes (all that is left when negative), fewer only at the end or the limit."""
         want = self._left if size is None or size < 0 else min(size, self._left)
         parts = []
         while want > 0:
-            data = self._stream.read(min(want, self.CHUNK))
+            data = self._read(min(want, self.CHUNK))
             if not data:
                 break
             parts.append(data)
@@ -180,7 +240,7 @@ class CappedInput:
 
     def readline(self, size: int | None = -1) -> bytes:
         limit = self._left if size is None or size < 0 else min(size, self._left)
-        data = self._stream.readline(limit) if limit > 0 else b""
+        data = self._read(limit, line=True) if limit > 0 else b""
         self._left -= len(data)
         return data
 

@@ -182,6 +182,13 @@ class Delivery:
         return entry
 
 
+# The events' notes in the answer's `messages` (README "Bounds"): each event has at most
+# capi.events.MAX_NOTES_PER_EVENT + 2; past this many for the request, one entry counts the
+# rest. The request's own notes and Meta's messages are always shown. With the per-note bounds
+# this keeps any answer to a few MiB (issue 19 finding 4).
+MAX_EVENT_NOTES = 1000
+
+
 @dataclass
 class _Batch:
     """Everything known about one request's events, in input order."""
@@ -199,12 +206,28 @@ class _Batch:
     # by index, and the browsers whose events taught something new (browser id -> merged keys).
     from_browser: dict[int, tuple[str, ...]] = field(default_factory=dict)
     browsers_learned: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    event_notes: int = 0  # the events' notes so far, shown or not (add_notes)
+    omitted: dict[str, Any] | None = None  # the message counting the events' notes not shown
 
     @property
     def dialect(self) -> str:
         """The request's dialect for /validate: the one all its events were read as, else "mixed"."""
         found = set(self.dialects)
         return found.pop() if len(found) == 1 else "mixed"
+
+    def add_notes(self, notes: list[dict[str, Any]]) -> None:
+        """An event's notes, while the request has room for them (MAX_EVENT_NOTES); the rest counted."""
+        room = MAX_EVENT_NOTES - self.event_notes
+        self.event_notes += len(notes)
+        if room >= len(notes):
+            self.messages.extend(notes)
+            return
+        if room > 0:
+            self.messages.extend(notes[:room])
+        if self.omitted is None:
+            self.omitted = {"message": "more notes on events, not shown", "omitted": 0}
+            self.messages.append(self.omitted)
+        self.omitted["omitted"] += len(notes) - max(room, 0)
 
     def count_consent(self, signal: str | None, decision: str) -> None:
         counts = self.consent.setdefault(signal or "none", {})
@@ -440,6 +463,7 @@ class EventService:
         # prepare() skips what no destination forwards; each destination filters on its own.
         self._prepare_config = _forwarding_any(config, self.destinations)
         self._named = not (len(self.destinations) == 1 and self.destinations[0].implicit)
+        self._several = len(self.destinations) > 1
         # One destination taking every host (META_PIXEL_ID alone): no routing per event.
         only = self.destinations[0] if len(self.destinations) == 1 else None
         self._only = (only.name,) if only is not None and not only.hosts else None
@@ -460,12 +484,17 @@ class EventService:
             if type(raw) is Skipped:  # a shop order that is not a paid purchase (capi.inputs)
                 batch.skipped.append(Skip(index, raw.event_id, raw.reason, event_name=raw.event_name))
                 continue
-            result = prepare(raw, index, self._prepare_config, now, self.mint, ignored)
+            result = prepare(raw, index, self._prepare_config, now, self.mint, ignored, envelope.consent)
             if isinstance(result, Draft):
                 result.dialect = dialect
                 batch.count_consent(result.consent_signal, "granted")
                 result = self._route(batch, raw, result)
-            elif isinstance(result, Rejection) and isinstance(raw, dict) and raw.get("destinations") is not None:
+            elif (
+                isinstance(result, Rejection)
+                and self._several
+                and isinstance(raw, dict)
+                and raw.get("destinations") is not None
+            ):
                 result = self._route_problem(raw, result)
             if isinstance(result, Draft):
                 drafts.append(result)
@@ -493,14 +522,15 @@ class EventService:
     def _route(self, batch: _Batch, raw: dict[str, Any], draft: Draft) -> Draft | Skip | Rejection:
         """Record the destinations of a valid event; or skip it (no destination takes it),
         or reject it (its own `destinations` names one that does not exist)."""
-        if self._only is not None and raw.get("destinations") is None:
+        # An event's `destinations` is read only when several pixels are configured; with one,
+        # prepare() names it ignored (a GA4 parameter of that name is not a routing request).
+        chosen = raw.get("destinations") if self._several else None
+        if self._only is not None and chosen is None:
             batch.targets[draft.index] = self._only  # prepare() applied its FORWARD_EVENTS already
             return draft
         meta_name = draft.event["event_name"]
         incoming = raw.get("event_name", "").strip()
-        found = route(
-            self.destinations, raw.get("destinations"), draft.event.get("event_source_url"), incoming, meta_name
-        )
+        found = route(self.destinations, chosen, draft.event.get("event_source_url"), incoming, meta_name)
         if found.problem:
             return Rejection(draft.index, draft.given_id, "destinations", found.problem, event_name=meta_name)
         if found.skip:
@@ -521,7 +551,7 @@ class EventService:
     ) -> None:
         done = finish(draft, profile, self.config.default_country)
         if draft.notes:
-            batch.messages.extend(draft.notes)
+            batch.add_notes(draft.notes)
         if not isinstance(done, Finished):
             batch.rejected.append(done)
             return

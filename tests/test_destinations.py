@@ -557,12 +557,15 @@ def test_a_destinations_unreadable_token_holds_back_no_other(graph: GraphServer,
     ]
 
 
-def test_pixel_id_alone_accepts_default_as_an_events_destination(graph: GraphServer) -> None:
+def test_pixel_id_alone_names_an_events_destinations_ignored(graph: GraphServer) -> None:
+    # Issue 19 finding 23: with one pixel an event's `destinations` is not read (travel sites
+    # send a GA4 parameter of that name); it is named ignored and the event goes.
     env = {k: v for k, v in env_for(graph, []).items() if k != "META_DESTINATIONS"}
     app = Application(load_config({**env, "META_PIXEL_ID": "555", "META_ACCESS_TOKEN": "test-token"}))
     client = serve(app)
-    body = client.post(
-        "/events", json={"events": [purchase("D1", destinations=["default"]), purchase("D2", destinations=["x"])]}
-    ).get_json()
-    assert delivered_ids(graph, "555") == ["D1"] and "destinations" not in body
-    assert [(r["index"], r["field"]) for r in body["rejected"]] == [(1, "destinations")]
+    travel = purchase("D2", destinations=[{"city": "Lisbon", "nights": 3}])
+    body = client.post("/events", json={"events": [purchase("D1", destinations=["default"]), travel]}).get_json()
+    assert delivered_ids(graph, "555") == ["D1", "D2"] and "destinations" not in body
+    assert body["rejected"] == []
+    ignored = [(m["index"], m["ignored"]) for m in body["messages"] if "ignored" in m]
+    assert ignored == [(0, ["destinations"]), (1, ["destinations"])]

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import base_env
@@ -336,3 +336,214 @@ def test_long_lists_and_long_values(fuzz_client: Any, graph: Any, size: int, wid
     values = [f"{'u' * width}{n}@example.com" for n in range(size)]
     event = {**GOOD, "user_data": {"em": values, "fn": ["N" * width] * 3, "ph": "1" * width}}
     check(fuzz_client.post("/events", json=event), graph)
+
+
+# -- Issue 19: every dialect, request-level fields, and what the answer may cost -------------
+
+# Digit strings past int64 and past Python's int limit (finding 1); JSON-within-JSON the
+# standard parser takes and orjson cannot write (finding 2).
+long_digits = st.sampled_from(["1" * 4301, "0" * 5000 + "1", "9" * 20, "1" * 19, "１２３", "-1", "1.5e15", ""])
+json_in_json = st.sampled_from(
+    [
+        '[{"id": "\\ud800", "quantity": 1}]',
+        '[{"id": "x\\udfff"}]',
+        '[{"id": "A", "quantity": NaN}]',
+        '[{"id": "A", "quantity": ' + "9" * 5000 + "}]",
+        '[{"id": "A", "quantity": 1}]',
+        "[" * 2000,
+        "not json",
+    ]
+)
+signal_values = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            k: st.sampled_from(["granted", "DENIED", "denied", "", 1, None]) for k in ("ad_user_data", "ad_storage")
+        },
+    ),
+    json_value,
+)
+request_consent = st.fixed_dictionaries(
+    {},
+    optional={
+        "consent": signal_values,
+        "x-ga-gcd": st.one_of(st.text(alphabet="13lpqtrmnuvz5", max_size=40), st.just("r" * 5000)),
+        "x-ga-gcs": st.sampled_from(["G100", "G111", "G1", "zz"]),
+        "consent_state": st.one_of(st.fixed_dictionaries({}, optional={"ad_storage": st.booleans()}), json_value),
+    },
+)
+stape_consent = st.fixed_dictionaries({}, optional={"ad_storage": st.booleans()})
+unknown_keys = st.dictionaries(st.text(min_size=1, max_size=20), json_leaf, max_size=30)
+mp_user_data = st.one_of(
+    st.builds(lambda known, unknown: {**unknown, **known}, user_data, unknown_keys),
+    st.builds(
+        lambda unknown: {"address": [unknown, {"city": "x", **unknown}]},
+        st.dictionaries(st.text(min_size=1, max_size=8), json_leaf, max_size=40),
+    ),
+    json_value,
+)
+# An event capi would send as it stands, with one dialect's keys or a signal of its own added:
+# random events are nearly all rejected, which would hide what happens to the valid ones.
+valid_event = st.builds(
+    lambda extra, n: {**GOOD, "event_id": f"v{n}", **extra},
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "x-fb-cd-contents": json_in_json,
+            "x-fb-ud-em": st.text(max_size=20),
+            "email": st.text(max_size=20),
+            "common_cookie": st.fixed_dictionaries({"_fbp": st.sampled_from(["fb.1.1700000000000.1", "x"])}),
+            "consent": signal_values,
+            "consent_state": stape_consent,
+            "x-ga-gcd": st.sampled_from(["13r3r3r3r5l1", "13p3p3p3p5l1", "zzrzzzr", "r" * 100]),
+            "destinations": json_value,
+        },
+    ),
+    st.integers(0, 10**6),
+)
+dialect_event = st.one_of(
+    valid_event,
+    valid_event,
+    event,
+    st.builds(lambda e, c: {**e, "x-fb-cd-contents": c}, event, json_in_json),  # Meta's sGTM tag keys
+    st.builds(
+        lambda e, flat: {**e, **flat},
+        event,
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "email": st.one_of(st.text(max_size=20), json_value),
+                "firstName": json_value,
+                "common_cookie": st.one_of(st.fixed_dictionaries({"_fbp": st.text(max_size=30)}), json_value),
+                "consent_state": st.one_of(
+                    st.fixed_dictionaries({}, optional={"ad_storage": st.booleans()}), json_value
+                ),
+            },
+        ),
+    ),  # Stape's flat keys
+)
+mp_bodies = st.builds(
+    lambda base, consent, extra: {**extra, **consent, **base},
+    st.fixed_dictionaries(
+        {
+            "client_id": st.text(max_size=8),
+            "events": st.lists(
+                st.fixed_dictionaries(
+                    {"name": plausible_text("event_name")},
+                    optional={
+                        "params": st.one_of(dialect_event, json_value),
+                        "timestamp_micros": st.one_of(long_digits, long_digits, numbers),
+                    },
+                ),
+                min_size=1,
+                max_size=4,
+            ),
+        },
+        optional={
+            "user_data": mp_user_data,
+            "timestamp_micros": st.one_of(long_digits, long_digits, numbers),
+            "user_id": json_value,
+            "ip_override": st.one_of(st.text(max_size=40), json_value),
+            "user_agent": st.one_of(st.text(max_size=40), json_value),
+            "test_event_code": json_value,
+        },
+    ),
+    request_consent,
+    unknown_keys,
+)
+envelopes = st.one_of(
+    mp_bodies,
+    st.builds(
+        lambda events, consent, extra: {**extra, **consent, "events": events},
+        st.lists(dialect_event, min_size=1, max_size=4),
+        request_consent,
+        unknown_keys,
+    ),  # GA4 / sGTM events beside request-level signals
+    st.builds(
+        lambda data, consent: {**consent, "data": data},
+        st.lists(dialect_event, min_size=1, max_size=4),
+        request_consent,
+    ),  # Meta's body
+    st.lists(dialect_event, min_size=1, max_size=4),  # a bare array
+)
+
+
+# The second attack's bodies (issue 19 findings 1, 2 and 4) as seeds: each is tried first.
+_VALID = {**GOOD, "event_id": "seed"}
+
+
+@settings(SETTINGS, max_examples=150)
+@given(body=envelopes)
+@example(body={"client_id": "1", "timestamp_micros": "1" * 4301, "events": [{"name": "purchase", "params": _VALID}]})
+@example(body={"client_id": "1", "events": [{"name": "purchase", "params": _VALID, "timestamp_micros": "9" * 4400}]})
+@example(body={"events": [{**_VALID, "x-fb-cd-contents": '[{"id": "\\ud800", "quantity": 1}]'}]})
+@example(
+    body={
+        "client_id": "1",
+        "user_data": {**{f"u{n}": 1 for n in range(2000)}, "address": {f"a{n}": 1 for n in range(500)}},
+        "events": [{"name": "purchase", "params": {**_VALID, "event_id": f"e{n}"}} for n in range(100)],
+    }
+)
+def test_every_dialect_with_request_level_fields(fuzz_client: Any, graph: Any, body: Any) -> None:
+    for path in ("/validate", "/events"):
+        raw = json.dumps(body).encode()
+        response = fuzz_client.post(path, data=raw, content_type="application/json")
+        check(response, graph)
+        # Amplification (issue 19 finding 4): the answer may echo each event once, never a
+        # multiple of what the request carried.
+        assert len(response.get_data()) < 3 * len(raw) + 64 * 1024
+
+
+denials = st.sampled_from(
+    [{"consent": {"ad_user_data": "DENIED"}}, {"x-ga-gcs": "G100"}, {"x-ga-gcd": "zzrzzzr"}, {"consent": "yes"}]
+)
+denials = st.one_of(denials, st.just({"consent_state": {"ad_storage": False}}))
+
+
+@settings(SETTINGS, max_examples=75)
+@given(body=envelopes.filter(lambda b: isinstance(b, dict)), denial=denials)
+def test_a_request_level_denial_lets_no_event_through(
+    fuzz_client: Any, graph: Any, body: dict[str, Any], denial: dict[str, Any]
+) -> None:
+    # Finding 11: any denial, at any level, in any dialect, wins over every event's own signals.
+    response = fuzz_client.post("/validate", json={**body, **denial})
+    check(response, graph)
+    if response.status_code == 200:
+        assert response.get_json()["payload"]["data"] == []
+
+
+@settings(SETTINGS, max_examples=60)
+@given(
+    events=st.lists(valid_event, min_size=1, max_size=5),
+    poisoned=st.sets(st.integers(0, 4)),
+    where=st.sampled_from(["search_term", "user_data", "key", "items"]),
+    shape=st.sampled_from(["events", "data", "array", "measurement_protocol"]),
+)
+def test_a_lone_surrogate_costs_only_its_own_event(
+    fuzz_client: Any, graph: Any, events: list[dict[str, Any]], poisoned: set[int], where: str, shape: str
+) -> None:
+    # Finding 2: wherever an unpaired surrogate escape appears in an event, that event is
+    # rejected naming where, and every other event is read as if it were not there.
+    poisoned = {i for i in poisoned if i < len(events)}
+    events = [dict(e, event_id=f"e{i}") for i, e in enumerate(events)]
+    for i in poisoned:
+        if where == "search_term":
+            events[i]["search_term"] = "POISON"
+        elif where == "user_data":
+            events[i]["user_data"] = {"em": ["a@b.co", "POISON"]}
+        elif where == "key":
+            events[i]["POISON"] = 1
+        else:
+            events[i]["items"] = [{"item_id": "POISON"}]
+    if shape == "measurement_protocol":
+        body: Any = {"client_id": "1", "events": [{"name": e["event_name"], "params": e} for e in events]}
+    else:
+        body = {"events": {"events": events}, "data": {"data": events}, "array": events}[shape]
+    raw = json.dumps(body).replace("POISON", "\\ud800")
+    response = fuzz_client.post("/validate", data=raw.encode(), content_type="application/json")
+    check(response, graph)
+    assert response.status_code == 200
+    answer = response.get_json()
+    unpaired = {r["index"] for r in answer["rejected"] if "unpaired UTF-16 surrogate" in r["message"]}
+    assert unpaired == poisoned
+    assert not poisoned & {m["index"] for m in answer["match_keys"]}

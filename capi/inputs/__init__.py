@@ -27,12 +27,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from capi.consent import SIGNALS
 from capi.errors import RequestError
+from capi.events import Unreadable, ignored_message
 from capi.inputs import ga4, measurement_protocol, meta, shopify, woocommerce
-from capi.inputs.common import Incoming, Skipped
+from capi.inputs.common import UNPAIRED, Incoming, Lenient, Skipped, unpaired
 from capi.payload import MAX_EVENTS_PER_REQUEST
 
-__all__ = ["Envelope", "Incoming", "Skipped", "read"]
+__all__ = ["Envelope", "Incoming", "Lenient", "Skipped", "read"]
 
 ACCEPTED = (
     'one event with event_name, {"events": [...]}, a JSON array of events, Meta\'s {"data": [...]},'
@@ -48,10 +50,16 @@ class Envelope:
     events: list[Incoming]
     test_event_code: str | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)  # request-level notes
+    # Consent signals the request carried beside its events (capi.consent.SIGNALS): read for
+    # every event as well as the event's own, any denial winning (capi.consent.decide).
+    consent: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dialects(self) -> list[str]:
         return [incoming[1] for incoming in self.events]
+
+
+_GA4_REQUEST_KEYS = frozenset({"events", "test_event_code", *SIGNALS})
 
 
 def _test_event_code(value: Any) -> str | None:
@@ -70,8 +78,70 @@ def _checked(events: Any, name: str) -> list[Any]:
     return events
 
 
+def _request_consent(payload: dict[str, Any]) -> dict[str, Any]:
+    return {name: payload[name] for name in SIGNALS if payload.get(name) is not None}
+
+
+def _ignored(envelope: Envelope, names: list[str]) -> Envelope:
+    """Name the request keys capi does not use, once for the request (bounded)."""
+    if names:
+        envelope.messages.append(ignored_message(names, "request keys capi does not use"))
+    return envelope
+
+
 def read(payload: Any) -> Envelope:
     """The request's events in the internal form; a body no dialect reads is a 400 for the whole request."""
+    if isinstance(payload, Lenient):
+        return _read_lenient(payload.value)
+    return _read(payload)
+
+
+def _event_list(payload: Any) -> tuple[str, list[Any]] | None:
+    """Where a body keeps its events, as `_read` finds them: (the key, the list), or None for
+    a single event or a body without a list of events."""
+    if isinstance(payload, list):
+        return "", payload
+    if not isinstance(payload, dict) or "event_name" in payload:
+        return None
+    key = "data" if "data" in payload else "events"
+    return (key, payload[key]) if isinstance(payload.get(key), list) else None
+
+
+def _read_lenient(payload: Any) -> Envelope:
+    """A body with unpaired surrogate escapes (capi.inputs.common.Lenient): each event holding
+    one is rejected naming where; one outside the events is a 400 for the request."""
+    found = _event_list(payload)
+    if found is None:
+        path = unpaired(payload)
+        if path is None:
+            return _read(payload)
+        if isinstance(payload, dict) and "event_name" in payload:  # one event: rejected like any other
+            return Envelope([(_unreadable(payload, path), ga4.DIALECT, ())])
+        raise RequestError(f"{path.lstrip('.') or 'body'} {UNPAIRED}", field=path.lstrip(".") or "body")
+    key, events = found
+    rest = {k: v for k, v in payload.items() if k != key} if isinstance(payload, dict) else None
+    path = unpaired(rest)
+    if path is not None:
+        raise RequestError(f"{path.lstrip('.')} {UNPAIRED}", field=path.lstrip("."))
+    bad = {i: p for i, event in enumerate(events) if (p := unpaired(event)) is not None}
+    clean = [{} if i in bad else event for i, event in enumerate(events)]  # a placeholder keeps the indexes
+    envelope = _read({**payload, key: clean} if rest is not None else clean)
+    for i, path in bad.items():
+        envelope.events[i] = (_unreadable(events[i], path), envelope.events[i][1], ())
+    return envelope
+
+
+def _unreadable(event: Any, path: str) -> Unreadable:
+    """The rejection of an event holding an unpaired surrogate, by its event_id when that is clean."""
+    given = None
+    if isinstance(event, dict):
+        params = event.get("params")  # a Measurement Protocol event keeps its id in params
+        given = event.get("event_id", params.get("event_id") if isinstance(params, dict) else None)
+    event_id = given if isinstance(given, str) and unpaired(given) is None and len(given) <= 512 else None
+    return Unreadable(path.lstrip("."), UNPAIRED, event_id)
+
+
+def _read(payload: Any) -> Envelope:
     if type(payload) is dict and "event_name" in payload:  # the common case: one sGTM event
         return Envelope([ga4.adapt(payload)], _test_event_code(payload.get("test_event_code")))
     if isinstance(payload, list):
@@ -84,17 +154,15 @@ def read(payload: Any) -> Envelope:
         return Envelope([woocommerce.read(payload)])
     if "data" in payload:
         code = _test_event_code(payload.get("test_event_code"))
-        events, messages = meta.read(payload, _checked(payload["data"], "data"))
-        return Envelope(events, code, messages)
+        events, messages, ignored = meta.read(payload, _checked(payload["data"], "data"))
+        return _ignored(Envelope(events, code, messages, _request_consent(payload)), ignored)
     if "events" in payload:
         events = _checked(payload["events"], "events")
-        if measurement_protocol.recognises(payload):
-            code = _test_event_code(payload.get("test_event_code"))
-            return Envelope(measurement_protocol.read(payload, events), code)
         code = _test_event_code(payload.get("test_event_code"))
-        ignored = [key for key in payload if key not in ("events", "test_event_code")]
-        envelope = Envelope([ga4.adapt(item, in_list=True) for item in events], code)
-        if ignored:
-            envelope.messages.append({"ignored": ignored, "message": "request keys capi does not use"})
-        return envelope
+        if measurement_protocol.recognises(payload):
+            adapted, ignored = measurement_protocol.read(payload, events)
+            return _ignored(Envelope(adapted, code, consent=_request_consent(payload)), ignored)
+        ignored = [key for key in payload if key not in _GA4_REQUEST_KEYS]
+        envelope = Envelope([ga4.adapt(item, in_list=True) for item in events], code, consent=_request_consent(payload))
+        return _ignored(envelope, ignored)
     raise RequestError(f"no events: send {ACCEPTED}", field="events")

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from capi.consent import SIGNALS
 from capi.inputs.common import Incoming
 
 DIALECT = "meta"
-_REQUEST_KEYS = ("data", "test_event_code")
+# Consent signals beside `data` are not Meta's, but read (capi.consent): a denial is never ignored.
+_REQUEST_KEYS = frozenset({"data", "test_event_code", *SIGNALS})
 _NOT_USED = {
     "access_token": "ignored: capi sends with its own token",
     "partner_agent": "ignored: capi sends its own partner_agent",
@@ -20,7 +22,8 @@ _NOT_USED = {
 }
 
 
-def read(payload: dict[str, Any], data: list[Any]) -> tuple[list[Incoming], list[dict[str, Any]]]:
+def read(payload: dict[str, Any], data: list[Any]) -> tuple[list[Incoming], list[dict[str, Any]], list[str]]:
+    """The events, the notes on Meta's own request keys, and the request keys capi does not use."""
     messages: list[dict[str, Any]] = []
     other = []
     for key in payload:
@@ -28,6 +31,4 @@ def read(payload: dict[str, Any], data: list[Any]) -> tuple[list[Incoming], list
             messages.append({"field": key, "message": _NOT_USED[key]})
         elif key not in _REQUEST_KEYS:
             other.append(key)
-    if other:
-        messages.append({"ignored": other, "message": "request keys capi does not use"})
-    return [(event, DIALECT, ()) for event in data], messages
+    return [(event, DIALECT, ()) for event in data], messages, other
