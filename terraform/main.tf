@@ -68,7 +68,11 @@ locals {
     local.secret_env,
   )
 
+  # iam and cloudresourcemanager: the service accounts and the project's IAM bindings;
+  # pubsub: Cloud Run functions' event plumbing (and queued delivery).
   apis = [
+    "iam.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
     "cloudfunctions.googleapis.com",
     "run.googleapis.com",
     "cloudbuild.googleapis.com",
@@ -79,6 +83,7 @@ locals {
     "storage.googleapis.com",
     "logging.googleapis.com",
     "monitoring.googleapis.com",
+    "pubsub.googleapis.com",
   ]
 }
 
@@ -101,6 +106,27 @@ resource "google_service_account" "scheduler" {
   project      = var.project_id
   account_id   = "${var.name}-scheduler"
   display_name = "capi scheduler (invokes capi_replay and capi_quality with OIDC)"
+}
+
+# Cloud Build builds the functions as this account: since 2024 new projects' default build
+# account (Compute Engine's) may lack the roles, and an organization may have disabled it.
+resource "google_service_account" "build" {
+  project      = var.project_id
+  account_id   = "${var.name}-build"
+  display_name = "capi functions build (Cloud Build)"
+}
+
+# Build logs, the source object, the image in Artifact Registry: the builder role holds them.
+resource "google_project_iam_member" "build_builder" {
+  project = var.project_id
+  role    = "roles/cloudbuild.builds.builder"
+  member  = "serviceAccount:${google_service_account.build.email}"
+}
+
+resource "google_project_iam_member" "build_logging" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = "serviceAccount:${google_service_account.build.email}"
 }
 
 # Firestore: profiles (read), dead letters and idempotency records (write).
@@ -221,8 +247,9 @@ resource "google_cloudfunctions2_function" "events" {
   labels      = local.labels
 
   build_config {
-    runtime     = "python312"
-    entry_point = "capi_events"
+    runtime         = "python312"
+    entry_point     = "capi_events"
+    service_account = google_service_account.build.id
     source {
       storage_source {
         bucket = google_storage_bucket.source.name
@@ -248,6 +275,7 @@ resource "google_cloudfunctions2_function" "events" {
     google_project_service.apis,
     google_secret_manager_secret_iam_member.runtime_access,
     google_project_iam_member.runtime_datastore,
+    google_project_iam_member.build_builder,
   ]
 
   lifecycle {
@@ -270,8 +298,9 @@ resource "google_cloudfunctions2_function" "replay" {
   labels      = local.labels
 
   build_config {
-    runtime     = "python312"
-    entry_point = "capi_replay"
+    runtime         = "python312"
+    entry_point     = "capi_replay"
+    service_account = google_service_account.build.id
     source {
       storage_source {
         bucket = google_storage_bucket.source.name
@@ -298,6 +327,7 @@ resource "google_cloudfunctions2_function" "replay" {
     google_project_service.apis,
     google_secret_manager_secret_iam_member.runtime_access,
     google_project_iam_member.runtime_datastore,
+    google_project_iam_member.build_builder,
   ]
 }
 
@@ -309,8 +339,9 @@ resource "google_cloudfunctions2_function" "quality" {
   labels      = local.labels
 
   build_config {
-    runtime     = "python312"
-    entry_point = "capi_quality"
+    runtime         = "python312"
+    entry_point     = "capi_quality"
+    service_account = google_service_account.build.id
     source {
       storage_source {
         bucket = google_storage_bucket.source.name
@@ -335,6 +366,7 @@ resource "google_cloudfunctions2_function" "quality" {
   depends_on = [
     google_project_service.apis,
     google_secret_manager_secret_iam_member.runtime_access,
+    google_project_iam_member.build_builder,
   ]
 }
 
