@@ -1,0 +1,514 @@
+"""`make deploy PROJECT=... REGION=... PIXEL_ID=...`: capi on Google Cloud in one command.
+
+What it does, in order (docs/deploy.md says why each step is here and not elsewhere):
+
+1. checks who deploys and that the project exists;
+2. enables the APIs the project lacks (billing off is caught here);
+3. creates the Firestore database when the project has none;
+4. creates the bucket that keeps Terraform's state (versioned, never public);
+5. asks for the Meta token, when its secret has no version yet, at a hidden prompt (or reads it
+   from stdin when stdin is not a terminal), before the long part, and keeps it in memory only;
+6. applies deploy/terraform/ (the capi module: accounts, roles, secrets, functions, Scheduler jobs,
+   metrics, alerts, dashboard), with gcloud's own access token in Terraform's environment;
+7. adds the token to its secret, and a generated ingest key to its own when it has none;
+8. prints what the sGTM tag needs.
+
+Every step first looks, then acts only when something is missing, so a second run changes
+nothing but what Terraform finds changed (the code). DRY_RUN=1 prints every command and runs
+none. Secrets reach gcloud on stdin only: never in an argument, a file or a log line.
+Standard library only: `make deploy` needs no virtualenv.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TF_DIR = "deploy/terraform"  # relative to ROOT, where every command runs
+
+# Every API the deployment uses, enabled before Terraform runs: Terraform itself needs iam,
+# cloudresourcemanager and serviceusage-visible APIs before it can create anything.
+APIS = (
+    "iam.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "artifactregistry.googleapis.com",
+    "run.googleapis.com",
+    "cloudfunctions.googleapis.com",
+    "secretmanager.googleapis.com",
+    "firestore.googleapis.com",
+    "cloudscheduler.googleapis.com",
+    "logging.googleapis.com",
+    "monitoring.googleapis.com",
+    "pubsub.googleapis.com",
+    "storage.googleapis.com",
+)
+
+# Options that features of the module add later (each a variable of deploy/terraform/): the
+# deploy passes one on only when deploy/terraform/variables.tf declares it, and otherwise says
+# so instead of failing inside Terraform. HOOK for DELIVERY=queue (Pub/Sub topic, push
+# subscription to capi_deliver, dead-letter topic: issue 24), BROWSER_COLLECTION (with its
+# Firestore TTL policy: issue 22) and the shop webhooks' signing-key secrets (issue 23): to wire
+# one, declare the variable in deploy/terraform/variables.tf and pass it to the module there.
+LATER_OPTIONS: Mapping[str, str] = {
+    "DELIVERY": "delivery",
+    "BROWSER_COLLECTION": "browser_collection",
+    "SHOPIFY_SIGNING_KEY_SECRET": "shopify_signing_key_secret",
+    "WOOCOMMERCE_SIGNING_KEY_SECRET": "woocommerce_signing_key_secret",
+}
+
+
+class DeployError(Exception):
+    """A step failed: what happened, and what to do about it."""
+
+    def __init__(self, what: str, fix: str) -> None:
+        super().__init__(what)
+        self.what = what
+        self.fix = fix
+
+
+# What a first deploy meets, recognised in gcloud's or Terraform's error text, most specific
+# first. {project} is filled in. The texts are Google's error messages (their stable parts).
+FIXES: Sequence[tuple[str, str]] = (
+    (
+        r"allowedPolicyMemberDomains|allowedPolicyMembers|do(es)? not belong to a permitted customer",
+        "An organization policy (iam.allowedPolicyMemberDomains, or iam.managed.allowedPolicyMembers) "
+        "forbids allUsers, which the sGTM path needs: Google must let the tag's request through to "
+        "capi's own ingest-key check. Ask an organization policy administrator to exempt this "
+        "project, e.g. `gcloud org-policies reset iam.allowedPolicyMemberDomains --project={project}`, "
+        "then run make deploy again.",
+    ),
+    (
+        r"[Bb]illing (account )?(for project .* )?(is )?(not|disabled)|BILLING_DISABLED|billing must be enabled"
+        r"|[Bb]illing to be enabled|billing account .* (closed|disabled)",
+        "Billing is off for project {project}. Link a billing account (list yours with "
+        "`gcloud billing accounts list`): `gcloud billing projects link {project} "
+        "--billing-account=XXXXXX-XXXXXX-XXXXXX`, then run make deploy again.",
+    ),
+    (
+        r"SERVICE_DISABLED|has not been used in project|it is disabled|API has not been used"
+        r"|is not enabled for project|service .* is not enabled",
+        "An API the deploy has just enabled is not ready yet (enabling takes a few minutes to "
+        "reach every Google service). Wait two minutes and run make deploy again: it goes on "
+        "where it stopped.",
+    ),
+    (
+        r"PERMISSION_DENIED|[Pp]ermission denied|does not have (the )?(required )?permission"
+        r"|[Pp]ermission '[\w.]+' denied|AUTH_PERMISSION_DENIED|Error 403|status code 403|\b403\b.*[Ff]orbidden",
+        "Your account lacks a permission this step needs (the line above names it). Ask a "
+        "project owner to grant you roles/owner on {project}, or at least: roles/editor, "
+        "roles/resourcemanager.projectIamAdmin, roles/secretmanager.admin, "
+        "roles/iam.serviceAccountUser, roles/run.admin and roles/serviceusage.serviceUsageAdmin "
+        "(`gcloud projects add-iam-policy-binding {project} --member=user:YOU --role=ROLE`), "
+        "then run make deploy again.",
+    ),
+    (
+        r"You do not currently have an active account|gcloud auth login|Reauthentication required"
+        r"|invalid_grant|credentials .* (invalid|expired)",
+        "gcloud has no valid login: run `gcloud auth login`, then make deploy again.",
+    ),
+)
+
+
+def diagnose(text: str, project: str) -> str:
+    """The fix for an error text, or a pointer to the output when it is none of the known ones."""
+    for pattern, fix in FIXES:
+        if re.search(pattern, text):
+            return fix.format(project=project)
+    return "The output above says why. Fix it and run make deploy again: every step that is done is skipped."
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """make deploy's variables (docs/deploy.md, Options), checked before any command runs."""
+
+    project: str
+    region: str
+    pixel_id: str
+    name: str = "capi"
+    firestore_location: str = ""
+    default_country: str = ""
+    alert_email: str = ""
+    state_bucket: str = ""
+    dry_run: bool = False
+    show_key: bool = False
+    new_token: bool = False
+    later: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        def get(key: str, default: str = "") -> str:
+            return env.get(key, "").strip() or default
+
+        def flag(key: str) -> bool:
+            return get(key, "0").lower() in {"1", "true", "yes"}
+
+        project, region, pixel_id = get("PROJECT"), get("REGION"), get("PIXEL_ID")
+        name = get("NAME", "capi")
+        checks = (
+            # Loose on purpose (DRY_RUN=1 PROJECT=p works): the module checks the length.
+            ("PROJECT", project, r"[a-z][a-z0-9-]{0,29}", "a project id, e.g. my-shop-prod"),
+            ("REGION", region, r"[a-z]+-[a-z]+[0-9]+", "a Cloud Run region, e.g. europe-west1"),
+            ("PIXEL_ID", pixel_id, r"[0-9]+", "digits: Events Manager > your dataset > Settings"),
+            ("NAME", name, r"[a-z][a-z0-9-]{1,20}", "2-21 lowercase letters, digits or hyphens"),
+        )
+        for key, value, pattern, what in checks:
+            if not re.fullmatch(pattern, value):
+                raise DeployError(
+                    f"{key}={value!r} is not {what}.",
+                    "make deploy PROJECT=<project id> REGION=<region> PIXEL_ID=<pixel id> (docs/deploy.md).",
+                )
+        country = get("DEFAULT_COUNTRY").upper()
+        if country and not re.fullmatch(r"[A-Z]{2}", country):
+            raise DeployError(f"DEFAULT_COUNTRY={country!r} is not a 2-letter code.", "e.g. DEFAULT_COUNTRY=DE")
+        later = {key: get(key) for key in LATER_OPTIONS if get(key)}
+        return cls(
+            project=project,
+            region=region,
+            pixel_id=pixel_id,
+            name=name,
+            firestore_location=get("FIRESTORE_LOCATION", firestore_location_for(region)),
+            default_country=country,
+            alert_email=get("ALERT_EMAIL"),
+            state_bucket=get("STATE_BUCKET", f"{project}-{name}-tfstate"),
+            dry_run=flag("DRY_RUN"),
+            show_key=flag("SHOW_KEY"),
+            new_token=flag("NEW_TOKEN"),
+            later=later,
+        )
+
+    @property
+    def token_secret(self) -> str:
+        return f"{self.name}-meta-token"  # the module's name for it (terraform/main.tf)
+
+    @property
+    def ingest_secret(self) -> str:
+        return f"{self.name}-ingest-key"
+
+
+def firestore_location_for(region: str) -> str:
+    """Firestore's multi-region around the functions' region (it cannot change later)."""
+    if region.startswith("europe-"):
+        return "eur3"
+    if region.startswith(("us-", "northamerica-")):
+        return "nam5"
+    return region
+
+
+class Runner:
+    """Runs (or, in a dry run, only prints) each command, and turns a failure into a DeployError."""
+
+    def __init__(self, settings: Settings, out=sys.stdout) -> None:
+        self.settings = settings
+        self.out = out
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def show(self, argv: Sequence[str], note: str = "") -> None:
+        line = "$ " + shlex.join(argv)
+        self.say(f"{line}    # {note}" if note else line)
+
+    def _project_flag(self, argv: Sequence[str]) -> list[str]:
+        if argv[0] == "gcloud":
+            return [*argv, f"--project={self.settings.project}"]
+        return list(argv)
+
+    def _read(self, argv: list[str], env: Mapping[str, str] | None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
+        )
+
+    def capture(self, argv: Sequence[str], *, note: str = "", env: Mapping[str, str] | None = None) -> str:
+        """Runs a command that reads something and answers its stdout, never shown ("" in a dry run)."""
+        argv = self._project_flag(argv)
+        self.show(argv, note)
+        if self.settings.dry_run:
+            return ""
+        done = self._read(argv, env)
+        if done.returncode != 0:
+            self.say(done.stderr.rstrip())
+            raise DeployError(f"{shlex.join(argv[:4])} failed.", diagnose(done.stderr, self.settings.project))
+        return done.stdout.strip()
+
+    def exists(self, argv: Sequence[str], *, note: str = "") -> bool:
+        """Runs a describe/list command: False when Google answers that the thing is not there."""
+        argv = self._project_flag(argv)
+        self.show(argv, note)
+        if self.settings.dry_run:
+            return False
+        done = self._read(argv, None)
+        if done.returncode == 0:
+            return bool(done.stdout.strip())
+        if re.search(r"NOT_FOUND|[Nn]ot [Ff]ound|does not exist|\b404\b", done.stderr):
+            return False
+        self.say(done.stderr.rstrip())
+        raise DeployError(f"{shlex.join(argv[:4])} failed.", diagnose(done.stderr, self.settings.project))
+
+    def act(
+        self,
+        argv: Sequence[str],
+        *,
+        note: str = "",
+        stdin: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """Runs a command that changes something, its output streamed to the user as it comes."""
+        argv = self._project_flag(argv)
+        self.show(argv, note)
+        if self.settings.dry_run:
+            return
+        process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **env} if env else None,
+        )
+        if stdin is not None:
+            assert process.stdin is not None
+            process.stdin.write(stdin)
+            process.stdin.close()
+        lines = []
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            self.out.write(line)
+            self.out.flush()
+        if process.wait() != 0:
+            raise DeployError(f"{shlex.join(argv[:4])} failed.", diagnose("".join(lines), self.settings.project))
+
+
+def read_token(settings: Settings) -> str:
+    """The Meta token: from a hidden prompt in a terminal, else from stdin's first line."""
+    if sys.stdin.isatty():
+        token = getpass.getpass(
+            "Meta access token (Events Manager > your dataset > Settings > Conversions API >"
+            " Generate access token; typing is hidden): "
+        )
+    else:
+        token = sys.stdin.readline()
+    token = token.strip()
+    if not token:
+        raise DeployError(
+            f"No Meta access token given for secret {settings.token_secret}.",
+            "Run make deploy in a terminal and paste it at the prompt, or pipe it on stdin: "
+            "`printf '%s' \"$TOKEN\" | make deploy ...` is not recommended (your shell history); "
+            "`make deploy ... < token.txt` from a file you delete is.",
+        )
+    if re.search(r"\s", token):
+        raise DeployError("The Meta access token holds a space or line break.", "Paste the token alone.")
+    return token
+
+
+def later_options(settings: Settings) -> list[str]:
+    """-var arguments of the later options the user set; an error for one not wired yet."""
+    declared = set(re.findall(r'variable\s+"(\w+)"', (ROOT / TF_DIR / "variables.tf").read_text()))
+    args = []
+    for key, value in settings.later.items():
+        variable = LATER_OPTIONS[key]
+        if variable not in declared:
+            raise DeployError(
+                f"{key} is not supported by this version of make deploy yet.",
+                f"Remove {key}=..., or use the Terraform module once it has `{variable}` "
+                "(docs/deploy.md, Options to come).",
+            )
+        args.append(f"-var={variable}={value}")
+    return args
+
+
+def has_version(run: Runner, secret: str, note: str) -> bool:
+    return run.exists(
+        [
+            "gcloud",
+            "secrets",
+            "versions",
+            "list",
+            secret,
+            "--filter=state:enabled",
+            "--limit=1",
+            "--format=value(name)",
+        ],
+        note=note,
+    )
+
+
+def deploy(settings: Settings, run: Runner) -> None:
+    s = settings
+    extra_vars = later_options(s)
+    if s.dry_run:
+        run.say("DRY_RUN=1: every command is printed, none is run; every check answers 'missing'.")
+    else:
+        for tool, how in (
+            ("gcloud", "https://cloud.google.com/sdk/docs/install (Cloud Shell has it)"),
+            ("terraform", "https://developer.hashicorp.com/terraform/install, 1.5 or later (Cloud Shell has it)"),
+        ):
+            if shutil.which(tool) is None:
+                raise DeployError(f"{tool} is not installed.", f"Install it: {how}.")
+
+    run.say("== who deploys, and where")
+    account = run.capture(["gcloud", "auth", "list", "--filter=status:ACTIVE", "--format=value(account)"])
+    if not s.dry_run and not account:
+        raise DeployError("gcloud has no active account.", "Run `gcloud auth login`, then make deploy again.")
+    run.capture(["gcloud", "projects", "describe", s.project, "--format=value(projectId)"])
+
+    run.say("== APIs")
+    enabled = run.capture(["gcloud", "services", "list", "--enabled", "--format=value(config.name)"]).split()
+    missing = [api for api in APIS if api not in enabled]
+    if missing:
+        run.act(["gcloud", "services", "enable", *missing], note="a few minutes the first time")
+    else:
+        run.say("all enabled")
+
+    run.say("== Firestore")
+    database = ["gcloud", "firestore", "databases"]
+    if run.exists([*database, "describe", "--database=(default)", "--format=value(name)"]):
+        run.say("the (default) database exists")
+    else:
+        run.act(
+            [
+                *database,
+                "create",
+                f"--location={s.firestore_location}",
+                "--type=firestore-native",
+                "--delete-protection",
+            ],
+            note="its location cannot change later",
+        )
+
+    run.say("== Terraform state bucket")
+    bucket = f"gs://{s.state_bucket}"
+    if run.exists(["gcloud", "storage", "buckets", "describe", bucket, "--format=value(name)"]):
+        run.say(f"{bucket} exists")
+    else:
+        run.act(
+            [
+                "gcloud",
+                "storage",
+                "buckets",
+                "create",
+                bucket,
+                f"--location={s.region}",
+                "--uniform-bucket-level-access",
+                "--public-access-prevention",
+            ]
+        )
+        run.act(["gcloud", "storage", "buckets", "update", bucket, "--versioning"], note="old states are kept")
+
+    run.say("== the Meta access token")
+    token = ""
+    if s.new_token or not has_version(run, s.token_secret, "does the token secret have a version?"):
+        if s.dry_run:
+            run.say("(the token would be read here, at a hidden prompt or from stdin)")
+        else:
+            token = read_token(s)
+    else:
+        run.say(f"{s.token_secret} has a version (NEW_TOKEN=1 replaces it)")
+
+    run.say("== Terraform: accounts, roles, secrets, functions, Scheduler jobs, metrics, alerts, dashboard")
+    access_token = run.capture(
+        ["gcloud", "auth", "print-access-token"],
+        note="passed to Terraform as GOOGLE_OAUTH_ACCESS_TOKEN, never printed",
+    )
+    tf_env = {"GOOGLE_OAUTH_ACCESS_TOKEN": access_token, "TF_IN_AUTOMATION": "1"}
+    tf = ["terraform", f"-chdir={TF_DIR}"]
+    run.act(
+        [
+            *tf,
+            "init",
+            "-input=false",
+            "-reconfigure",
+            f"-backend-config=bucket={s.state_bucket}",
+            f"-backend-config=prefix={s.name}",
+        ],
+        env=tf_env,
+        note="Terraform's commands get GOOGLE_OAUTH_ACCESS_TOKEN in their environment",
+    )
+    variables = [
+        f"-var=project_id={s.project}",
+        f"-var=region={s.region}",
+        f"-var=name={s.name}",
+        f"-var=pixel_id={s.pixel_id}",
+        f"-var=default_country={s.default_country}",
+        f"-var=alert_email={s.alert_email}",
+        *extra_vars,
+    ]
+    run.act([*tf, "apply", "-input=false", "-auto-approve", *variables], env=tf_env, note="builds take minutes")
+    outputs_text = run.capture([*tf, "output", "-json"], env=tf_env)
+    outputs = {key: value.get("value") for key, value in json.loads(outputs_text or "{}").items()}
+    for key, expected in (("meta_token_secret", s.token_secret), ("ingest_key_secret", s.ingest_secret)):
+        if not s.dry_run and outputs.get(key) != expected:
+            raise DeployError(f"Terraform's {key} is {outputs.get(key)!r}, not {expected!r}.", "Report this: a bug.")
+
+    run.say("== secrets")
+    add = ["gcloud", "secrets", "versions", "add"]
+    if token or s.dry_run:
+        run.act([*add, s.token_secret, "--data-file=-"], stdin=token, note="stdin: the token")
+    key = ""
+    if has_version(run, s.ingest_secret, "does the ingest key secret have a version?"):
+        run.say(f"{s.ingest_secret} has a key")
+    else:
+        key = secrets.token_hex(32)
+        run.act([*add, s.ingest_secret, "--data-file=-"], stdin=key, note="stdin: a new random key")
+    if s.show_key and not key and not s.dry_run:
+        key = run.capture(
+            ["gcloud", "secrets", "versions", "access", "latest", f"--secret={s.ingest_secret}"],
+            note="SHOW_KEY=1",
+        )
+
+    url = outputs.get("events_url") or "<events_url: printed here after a real run>"
+    read_key = shlex.join(
+        ["gcloud", "secrets", "versions", "access", "latest", f"--secret={s.ingest_secret}", f"--project={s.project}"]
+    )
+    run.say("")
+    done = "DRY_RUN=1: nothing was run. After a real run" if s.dry_run else "capi is deployed"
+    run.say(f"{done}, the sGTM tag (sgtm/capi-tag.tpl, docs/deploy.md: The tag's settings) needs:")
+    run.say(f"  url        {url}")
+    run.say(f"  ingestKey  in Secret Manager, secret {s.ingest_secret}; print it with:")
+    run.say(f"             {read_key}")
+    if s.show_key and key:
+        run.say(f"             the key (SHOW_KEY=1): {key}")
+    run.say("Check it without sending anything to Meta (a 200 with a payload: URL and key are right):")
+    run.say(
+        f'  curl -s -X POST {shlex.quote(url + "/validate")} -H "X-Api-Key: $({read_key})" '
+        '-H \'Content-Type: application/json\' -d \'{"event_name": "purchase", "event_id": "check-1", '
+        '"page_location": "https://shop.example.com/thanks", "user_agent": "Mozilla/5.0", "value": 1, '
+        '"currency": "USD", "user_data": {"email_address": "check@example.com"}}\''
+    )
+    channel = f"to {s.alert_email}" if s.alert_email else "without a channel (ALERT_EMAIL=you@example.com adds one)"
+    run.say(f"Alerts: Cloud Monitoring > Alerting, {channel}; dashboard: Monitoring > Dashboards > capi.")
+
+
+def main(env: Mapping[str, str] = os.environ) -> int:
+    try:
+        settings = Settings.from_env(env)
+        deploy(settings, Runner(settings))
+    except DeployError as error:
+        print(f"\nmake deploy stopped: {error.what}\nFix: {error.fix}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("\nmake deploy interrupted: run it again to go on where it stopped.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

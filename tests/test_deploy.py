@@ -1,0 +1,347 @@
+"""`make deploy`, run for real against a recording fake of gcloud and Terraform (tests/fakes/cloud.py).
+
+The fakes are first on PATH and keep state, so the second run finds what the first created.
+Each test runs the Makefile target itself, as a user does; every gcloud command it ran is also
+checked against the installed Cloud SDK's command tree (tests/test_readme_commands.py).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy.deploy import APIS, DeployError, Runner, Settings, deploy, diagnose
+from tests.conftest import ROOT
+from tests.fakes.cloud import ACCESS_TOKEN, EVENTS_URL, initial_state
+from tests.test_readme_commands import check, cli_tree
+from tests.test_terraform import load
+
+PROJECT = "shop-prod-1"
+REGION = "europe-west1"
+PIXEL = "123456789012345"
+META_TOKEN = "EAAGm0PX4ZCpsBAFakeMetaToken1234567890"
+
+
+class Cloud:
+    """The fake project's files, and `make deploy` run against them."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.bin = home / "bin"
+        self.tmp = home / "tmp"
+        self.bin.mkdir()
+        self.tmp.mkdir()
+        for tool in ("gcloud", "terraform"):
+            wrapper = self.bin / tool
+            fake = ROOT / "tests" / "fakes" / "cloud.py"
+            wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(fake))} {tool} "$@"\n')
+            wrapper.chmod(0o755)
+        self.write(initial_state(PROJECT))
+
+    def state(self) -> dict[str, Any]:
+        return json.loads((self.home / "state.json").read_text())
+
+    def write(self, state: dict[str, Any]) -> None:
+        (self.home / "state.json").write_text(json.dumps(state))
+
+    def secrets(self) -> dict[str, list[str]]:
+        path = self.home / "secrets.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def calls(self) -> list[dict[str, Any]]:
+        path = self.home / "calls.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def deploy(self, stdin: str = "", **variables: str) -> subprocess.CompletedProcess[str]:
+        """`make deploy` with the fakes first on PATH; stdin is not a terminal, so it holds the token."""
+        self.mark = len(self.calls())
+        args = {"PROJECT": PROJECT, "REGION": REGION, "PIXEL_ID": PIXEL, **variables}
+        env = {
+            "PATH": f"{self.bin}:{os.environ['PATH']}",
+            "HOME": str(self.home),
+            "FAKE_CLOUD": str(self.home),
+            "TMPDIR": str(self.tmp),
+        }
+        return subprocess.run(
+            ["make", "--no-print-directory", "deploy", *(f"{k}={v}" for k, v in args.items())],
+            cwd=ROOT,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+
+    def commands(self) -> list[str]:
+        """The calls of the last run, each as its command words (no flags, no values)."""
+        return [command_name(call["argv"]) for call in self.calls()[self.mark :]]
+
+
+def command_name(argv: list[str]) -> str:
+    """`gcloud storage buckets create gs://b --location=x` -> `gcloud storage buckets create`."""
+    words = [w for w in argv if not w.startswith("-")]
+    size = 2 if words[0] == "terraform" else 4 if words[1] in {"secrets", "storage", "firestore"} else 3
+    return " ".join(words[:size])
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Cloud:
+    return Cloud(tmp_path)
+
+
+FIRST_RUN = [
+    "gcloud auth list",
+    "gcloud projects describe",
+    "gcloud services list",
+    "gcloud services enable",
+    "gcloud firestore databases describe",
+    "gcloud firestore databases create",
+    "gcloud storage buckets describe",
+    "gcloud storage buckets create",
+    "gcloud storage buckets update",
+    "gcloud secrets versions list",
+    "gcloud auth print-access-token",
+    "terraform init",
+    "terraform apply",
+    "terraform output",
+    "gcloud secrets versions add",
+    "gcloud secrets versions list",
+    "gcloud secrets versions add",
+]
+SECOND_RUN = [
+    "gcloud auth list",
+    "gcloud projects describe",
+    "gcloud services list",
+    "gcloud firestore databases describe",
+    "gcloud storage buckets describe",
+    "gcloud secrets versions list",
+    "gcloud auth print-access-token",
+    "terraform init",
+    "terraform apply",
+    "terraform output",
+    "gcloud secrets versions list",
+]
+
+
+def test_an_empty_project_is_deployed_then_a_second_run_changes_nothing(cloud: Cloud) -> None:
+    first = cloud.deploy(stdin=META_TOKEN + "\n", DEFAULT_COUNTRY="de")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert cloud.commands() == FIRST_RUN
+    state, stored = cloud.state(), cloud.secrets()
+    assert set(APIS) <= set(state["enabled"])
+    assert state["firestore"] == "eur3"  # the multi-region around europe-west1
+    assert state["buckets"] == {f"{PROJECT}-capi-tfstate": {"location": REGION, "versioning": True}}
+    assert state["terraform"]["initialized"] == {"bucket": f"{PROJECT}-capi-tfstate", "prefix": "capi"}
+    applied = state["terraform"]["applied"]
+    assert applied["config"] == "deploy/terraform"
+    assert applied["variables"] == {
+        "project_id": PROJECT,
+        "region": REGION,
+        "name": "capi",
+        "pixel_id": PIXEL,
+        "default_country": "DE",
+        "alert_email": "",
+    }
+    # The token as typed, and a 64-hex-digit ingest key, one version each, on stdin only.
+    assert stored["capi-meta-token"] == [META_TOKEN]
+    (key,) = stored["capi-ingest-key"]
+    assert len(key) == 64 and int(key, 16) >= 0
+    adds = [call for call in cloud.calls() if call["argv"][1:4] == ["secrets", "versions", "add"]]
+    assert [call["stdin"] for call in adds] == [True, True]
+    # The tag's settings end the output; the key is not in it, only where to read it.
+    assert f"  url        {EVENTS_URL}" in first.stdout
+    assert f"gcloud secrets versions access latest --secret=capi-ingest-key --project={PROJECT}" in first.stdout
+    assert key not in first.stdout + first.stderr
+
+    second = cloud.deploy(DEFAULT_COUNTRY="de")  # no token this time: none is asked for
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert cloud.commands() == SECOND_RUN
+    state = cloud.state()
+    assert state["terraform"]["applied"] == applied  # the same variables: Terraform plans nothing
+    assert state["terraform"]["applies"] == [{"changed": True}, {"changed": False}]
+    assert cloud.secrets() == stored
+    assert "capi-meta-token has a version" in second.stdout and "capi-ingest-key has a key" in second.stdout
+
+
+def test_secrets_never_reach_an_argument_a_log_or_tmp(cloud: Cloud) -> None:
+    first = cloud.deploy(stdin=META_TOKEN + "\n")
+    second = cloud.deploy(NEW_TOKEN="1", stdin="EAAGsecondTokenAbc\n")
+    assert first.returncode == second.returncode == 0, second.stderr
+    key = cloud.secrets()["capi-ingest-key"][0]
+    assert cloud.secrets()["capi-meta-token"] == [META_TOKEN, "EAAGsecondTokenAbc"]
+    outputs = first.stdout + first.stderr + second.stdout + second.stderr
+    for secret in (META_TOKEN, "EAAGsecondTokenAbc", key, ACCESS_TOKEN):
+        assert secret not in outputs
+        # Every file the fake keeps but its Secret Manager: the argv of every call, Terraform's state.
+        for path in cloud.home.rglob("*"):
+            if path.is_file() and path.name != "secrets.json":
+                assert secret not in path.read_text(), path
+    # Terraform got gcloud's access token in its environment, on every call.
+    assert all(call["env_token"] for call in cloud.calls() if call["argv"][0] == "terraform")
+    assert list(cloud.tmp.iterdir()) == []  # nothing kept in TMPDIR
+
+
+def test_show_key_prints_the_ingest_key_when_asked(cloud: Cloud) -> None:
+    assert cloud.deploy(stdin=META_TOKEN).returncode == 0
+    shown = cloud.deploy(SHOW_KEY="1")
+    key = cloud.secrets()["capi-ingest-key"][0]
+    assert shown.returncode == 0 and f"the key (SHOW_KEY=1): {key}" in shown.stdout
+    assert cloud.commands()[-1] == "gcloud secrets versions access"
+
+
+def test_every_command_has_the_project_and_real_flags(cloud: Cloud) -> None:
+    assert cloud.deploy(stdin=META_TOKEN, SHOW_KEY="1").returncode == 0
+    tree = cli_tree()
+    gcloud = [call["argv"] for call in cloud.calls() if call["argv"][0] == "gcloud"]
+    assert len(gcloud) > 12
+    for argv in gcloud:
+        assert f"--project={PROJECT}" in argv, argv
+        check(tree, shlex.join(argv))
+
+
+def test_dry_run_prints_every_command_and_runs_none(cloud: Cloud) -> None:
+    dry = cloud.deploy(DRY_RUN="1")
+    assert dry.returncode == 0, dry.stderr
+    assert cloud.calls() == []
+    printed = [line[2:].split("    # ")[0] for line in dry.stdout.splitlines() if line.startswith("$ ")]
+    # A fresh project: every check answers "missing", so every creating command is printed.
+    assert [command_name(shlex.split(line)) for line in printed] == FIRST_RUN
+    assert "DRY_RUN=1: nothing was run" in dry.stdout
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ("billing", "gcloud billing projects link shop-prod-1 --billing-account="),
+        ("org_policy", "gcloud org-policies reset iam.allowedPolicyMemberDomains --project=shop-prod-1"),
+        ("permission", "roles/owner on shop-prod-1"),
+        ("api_not_ready", "Wait two minutes and run make deploy again"),
+    ],
+)
+def test_first_deploy_errors_are_answered_with_their_fix(cloud: Cloud, fault: str, expected: str) -> None:
+    state = cloud.state()
+    if fault == "billing":
+        state["billing"] = False
+    elif fault == "org_policy":
+        # Google's answer to an allUsers binding under iam.allowedPolicyMemberDomains.
+        state["faults"]["terraform apply"] = (
+            'Error: Error applying IAM policy for cloudrun service "capi-events": googleapi: Error 400: '
+            "One or more users named in the policy do not belong to a permitted customer, perhaps due "
+            "to an organization policy."
+        )
+    elif fault == "permission":
+        state["faults"]["gcloud storage buckets create"] = (
+            "ERROR: (gcloud.storage.buckets.create) HTTPError 403: owner@example.com does not have "
+            "storage.buckets.create access to the Google Cloud project. Permission 'storage.buckets.create' denied"
+        )
+    else:
+        state["faults"]["terraform apply"] = (
+            "Error: Error creating Secret: googleapi: Error 403: Secret Manager API has not been used in project "
+            "123456789012 before or it is disabled. reason: SERVICE_DISABLED"
+        )
+    cloud.write(state)
+    failed = cloud.deploy(stdin=META_TOKEN)
+    assert failed.returncode != 0
+    assert "make deploy stopped" in failed.stderr and expected in failed.stderr, failed.stderr
+    assert META_TOKEN not in failed.stdout + failed.stderr
+
+
+def test_a_run_that_stopped_goes_on_where_it_stopped(cloud: Cloud) -> None:
+    state = cloud.state()
+    state["faults"]["terraform apply"] = "Error: SERVICE_DISABLED"
+    cloud.write(state)
+    assert cloud.deploy(stdin=META_TOKEN).returncode != 0
+    assert cloud.secrets() == {}  # the token waits in memory only; nothing half-written
+    state = cloud.state()
+    state["faults"] = {}
+    cloud.write(state)
+    again = cloud.deploy(stdin=META_TOKEN)
+    assert again.returncode == 0, again.stderr
+    assert "gcloud services enable" not in cloud.commands()
+    assert cloud.secrets()["capi-meta-token"] == [META_TOKEN]
+
+
+def test_no_token_on_stdin_stops_before_terraform(cloud: Cloud) -> None:
+    failed = cloud.deploy(stdin="")
+    assert failed.returncode != 0 and "No Meta access token" in failed.stderr
+    assert "terraform apply" not in cloud.commands()
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"PROJECT": ""}, "PROJECT"),
+        ({"REGION": "europe"}, "REGION"),
+        ({"PIXEL_ID": "px-1"}, "PIXEL_ID"),
+        ({"DEFAULT_COUNTRY": "Germany"}, "DEFAULT_COUNTRY"),
+        ({"DELIVERY": "queue"}, "DELIVERY is not supported by this version of make deploy yet"),
+    ],
+)
+def test_bad_variables_are_named_before_any_command(cloud: Cloud, variables: dict[str, str], named: str) -> None:
+    failed = cloud.deploy(**variables)
+    assert failed.returncode != 0 and named in failed.stderr
+    assert cloud.calls() == []
+
+
+def test_settings_defaults() -> None:
+    settings = Settings.from_env({"PROJECT": "p", "REGION": "us-central1", "PIXEL_ID": "1", "NAME": "shop"})
+    assert settings.firestore_location == "nam5"
+    assert settings.state_bucket == "p-shop-tfstate"
+    assert (settings.token_secret, settings.ingest_secret) == ("shop-meta-token", "shop-ingest-key")
+    asia = Settings.from_env({"PROJECT": "p", "REGION": "asia-east1", "PIXEL_ID": "1"})
+    assert asia.firestore_location == "asia-east1"
+    with pytest.raises(DeployError, match="NAME"):
+        Settings.from_env({"PROJECT": "p", "REGION": "us-central1", "PIXEL_ID": "1", "NAME": "Shop"})
+
+
+def test_an_unknown_error_points_at_the_output() -> None:
+    assert diagnose("Error: something new", "p").startswith("The output above says why")
+
+
+def test_the_deploy_and_the_module_agree_on_names_and_apis() -> None:
+    """The secret names deploy.py checks before Terraform runs are the module's own."""
+    main = (ROOT / "terraform" / "main.tf").read_text()
+    assert 'meta_token = "${var.name}-meta-token"' in main
+    assert 'ingest_key = "${var.name}-ingest-key"' in main
+    for api in APIS:
+        assert f'"{api}"' in main, api
+
+
+def test_make_deploy_applies_the_module_for_the_sgtm_path() -> None:
+    """deploy/terraform/: the module, public with an ingest key, the database and APIs left to deploy.py."""
+    root = ROOT / "deploy" / "terraform"
+    module = load(root / "main.tf")["module"][0]["capi"]
+    assert module["source"] == "../../terraform"
+    assert module["public_access"] is True and module["create_ingest_key"] is True
+    # Created by deploy.py when missing: were Terraform to create it on the first run only, the
+    # second run (create_firestore_database = false) would plan to destroy it.
+    assert module["create_firestore_database"] is False and module["enable_apis"] is False
+    backend = load(root / "main.tf")["terraform"][0]["backend"][0]
+    assert "gcs" in backend
+    declared = {name for block in load(root / "variables.tf")["variable"] for name in block}
+    module_variables = {name for block in load(ROOT / "terraform" / "variables.tf")["variable"] for name in block}
+    assert set(module) - {"source", "__comments__"} <= module_variables
+    # Every -var deploy.py passes is declared (the dry run prints them).
+    settings = Settings.from_env({"PROJECT": "p", "REGION": "europe-west1", "PIXEL_ID": "1", "DRY_RUN": "1"})
+    passed = set()
+    for line in run_dry(settings).splitlines():
+        passed |= {word.split("=")[1] for word in line.split() if word.startswith("-var=")}
+    assert passed == declared
+    outputs = {name for block in load(root / "outputs.tf")["output"] for name in block}
+    assert {"events_url", "meta_token_secret", "ingest_key_secret"} <= outputs
+
+
+def run_dry(settings: Settings) -> str:
+    out = io.StringIO()
+    deploy(settings, Runner(settings, out=out))
+    return out.getvalue()
