@@ -14,12 +14,12 @@ output "quality_url" {
 }
 
 output "replay_job" {
-  description = "Cloud Scheduler job of the replay: run it by hand with gcloud scheduler jobs run <name> --location=<region>."
+  description = "Cloud Scheduler job of the replay: run it by hand with gcloud scheduler jobs run <name> --location=<region> --project=<project>."
   value       = google_cloud_scheduler_job.replay.name
 }
 
 output "quality_job" {
-  description = "Cloud Scheduler job of capi_quality: run it by hand with gcloud scheduler jobs run <name> --location=<region>."
+  description = "Cloud Scheduler job of capi_quality: run it by hand with gcloud scheduler jobs run <name> --location=<region> --project=<project>."
   value       = google_cloud_scheduler_job.quality.name
 }
 
