@@ -116,17 +116,14 @@ resource "google_service_account" "build" {
   display_name = "capi functions build (Cloud Build)"
 }
 
-# Build logs, the source object, the image in Artifact Registry: the builder role holds them.
-resource "google_project_iam_member" "build_builder" {
-  project = var.project_id
-  role    = "roles/cloudbuild.builds.builder"
-  member  = "serviceAccount:${google_service_account.build.email}"
-}
-
-resource "google_project_iam_member" "build_logging" {
-  project = var.project_id
-  role    = "roles/logging.logWriter"
-  member  = "serviceAccount:${google_service_account.build.email}"
+# The roles Google lists for a custom build account (Cloud Run, "build service account"): build
+# logs, the image in Artifact Registry, the source object and build cache in Cloud Storage. Not
+# roles/cloudbuild.builds.builder: broader, and checkov (CKV_GCP_49) counts it as impersonating.
+resource "google_project_iam_member" "build" {
+  for_each = toset(["roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectAdmin"])
+  project  = var.project_id
+  role     = each.value
+  member   = "serviceAccount:${google_service_account.build.email}"
 }
 
 # Firestore: profiles (read), dead letters and idempotency records (write).
@@ -275,7 +272,7 @@ resource "google_cloudfunctions2_function" "events" {
     google_project_service.apis,
     google_secret_manager_secret_iam_member.runtime_access,
     google_project_iam_member.runtime_datastore,
-    google_project_iam_member.build_builder,
+    google_project_iam_member.build,
   ]
 
   lifecycle {
@@ -327,7 +324,7 @@ resource "google_cloudfunctions2_function" "replay" {
     google_project_service.apis,
     google_secret_manager_secret_iam_member.runtime_access,
     google_project_iam_member.runtime_datastore,
-    google_project_iam_member.build_builder,
+    google_project_iam_member.build,
   ]
 }
 
@@ -366,7 +363,7 @@ resource "google_cloudfunctions2_function" "quality" {
   depends_on = [
     google_project_service.apis,
     google_secret_manager_secret_iam_member.runtime_access,
-    google_project_iam_member.build_builder,
+    google_project_iam_member.build,
   ]
 }
 

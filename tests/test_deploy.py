@@ -345,3 +345,25 @@ def run_dry(settings: Settings) -> str:
     out = io.StringIO()
     deploy(settings, Runner(settings, out=out))
     return out.getvalue()
+
+
+def test_the_functions_build_as_their_own_account() -> None:
+    """A new project's default build account may lack the roles (or be disabled): the module brings one."""
+    main = load(ROOT / "terraform" / "main.tf")
+    functions = [
+        body
+        for block in main["resource"]
+        for kind, named in block.items()
+        if kind == "google_cloudfunctions2_function"
+        for body in named.values()
+    ]
+    assert len(functions) == 3
+    for function in functions:
+        assert function["build_config"][0]["service_account"] == "${google_service_account.build.id}"
+    roles = next(
+        named["build"]
+        for block in main["resource"]
+        for kind, named in block.items()
+        if "build" in named and kind == "google_project_iam_member"
+    )
+    assert "roles/logging.logWriter" in roles["for_each"] and "roles/artifactregistry.writer" in roles["for_each"]
