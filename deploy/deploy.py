@@ -107,11 +107,9 @@ FIXES: Sequence[tuple[str, str]] = (
         r"PERMISSION_DENIED|[Pp]ermission denied|does not have (the )?(required )?permission"
         r"|[Pp]ermission '[\w.]+' denied|AUTH_PERMISSION_DENIED|Error 403|status code 403|\b403\b.*[Ff]orbidden",
         "Your account lacks a permission this step needs (the line above names it). Ask a "
-        "project owner to grant you roles/owner on {project}, or at least: roles/editor, "
-        "roles/resourcemanager.projectIamAdmin, roles/secretmanager.admin, "
-        "roles/iam.serviceAccountUser, roles/run.admin and roles/serviceusage.serviceUsageAdmin "
-        "(`gcloud projects add-iam-policy-binding {project} --member=user:YOU --role=ROLE`), "
-        "then run make deploy again.",
+        "project owner to grant you roles/owner on {project}, or the roles docs/deploy.md lists "
+        "(Before you start): `gcloud projects add-iam-policy-binding {project} --member=user:YOU "
+        "--role=ROLE`. Then run make deploy again.",
     ),
     (
         r"You do not currently have an active account|gcloud auth login|Reauthentication required"
