@@ -9,7 +9,8 @@ What it does, in order (docs/deploy.md says why each step is here and not elsewh
 5. asks for the Meta token, when its secret has no version yet, at a hidden prompt (or reads it
    from stdin when stdin is not a terminal), before the long part, and keeps it in memory only;
 6. applies deploy/terraform/ (the capi module: accounts, roles, secrets, functions, Scheduler jobs,
-   metrics, alerts, dashboard), with gcloud's own access token in Terraform's environment;
+   metrics, alerts, dashboard), with gcloud's own access token in Terraform's environment, after
+   importing what an earlier deployment (release 2's gcloud recipe) made under the same names;
 7. adds the token to its secret, and a generated ingest key to its own when it has none;
 8. prints what the sGTM tag needs.
 
@@ -110,6 +111,12 @@ FIXES: Sequence[tuple[str, str]] = (
         "project owner to grant you roles/owner on {project}, or the roles docs/deploy.md lists "
         "(Before you start): `gcloud projects add-iam-policy-binding {project} --member=user:YOU "
         "--role=ROLE`. Then run make deploy again.",
+    ),
+    (
+        r"Error 409|[Aa]lready exists|ALREADY_EXISTS",
+        "A resource with capi's name exists but is not in make deploy's Terraform state, and is not "
+        "one it adopts by itself (docs/deploy.md, Upgrade). Import it (`terraform -chdir=deploy/terraform "
+        "import -var=... ADDRESS ID`), delete it, or deploy beside it with another NAME=.",
     ),
     (
         r"You do not currently have an active account|gcloud auth login|Reauthentication required"
@@ -333,6 +340,34 @@ def later_options(settings: Settings) -> list[str]:
     return args
 
 
+def adoptable(s: Settings) -> list[tuple[str, str, list[str]]]:
+    """What release 2's gcloud recipe (or the Terraform example, on a state of its own) created
+    under the names the module uses: Terraform would stop at "409 already exists", so each one
+    found outside the state is imported into it. (Terraform address, import id, describe command.)
+    """
+    p, r = s.project, s.region
+    where = f"projects/{p}/locations/{r}"
+    account = {who: f"{s.name}-{who}@{p}.iam.gserviceaccount.com" for who in ("runtime", "scheduler")}
+    found = []
+    for who, email in account.items():
+        describe = ["gcloud", "iam", "service-accounts", "describe", email, "--format=value(email)"]
+        found.append((f"google_service_account.{who}", f"projects/{p}/serviceAccounts/{email}", describe))
+    for key, secret in (("meta_token", s.token_secret), ("ingest_key", s.ingest_secret)):
+        describe = ["gcloud", "secrets", "describe", secret, "--format=value(name)"]
+        found.append((f'google_secret_manager_secret.capi["{key}"]', f"projects/{p}/secrets/{secret}", describe))
+    for key in ("events", "replay", "quality"):
+        name = f"{s.name}-{key}"
+        describe = ["gcloud", "functions", "describe", name, f"--region={r}", "--format=value(name)"]
+        found.append(
+            (f"google_cloudfunctions2_function.{key}", f"projects/{p}/locations/{r}/functions/{name}", describe)
+        )
+    for key in ("replay", "quality"):
+        name = f"{s.name}-{key}"
+        describe = ["gcloud", "scheduler", "jobs", "describe", name, f"--location={r}", "--format=value(name)"]
+        found.append((f"google_cloud_scheduler_job.{key}", f"{where}/jobs/{name}", describe))
+    return [(f"module.capi.{address}", import_id, describe) for address, import_id, describe in found]
+
+
 def has_version(run: Runner, secret: str, note: str) -> bool:
     return run.exists(
         [
@@ -449,6 +484,10 @@ def deploy(settings: Settings, run: Runner) -> None:
         f"-var=alert_email={s.alert_email}",
         *extra_vars,
     ]
+    in_state = set(run.capture([*tf, "state", "list"], env=tf_env, note="what Terraform manages already").split())
+    for address, import_id, describe in adoptable(s):
+        if address not in in_state and run.exists(describe, note="made before make deploy managed it?"):
+            run.act([*tf, "import", "-input=false", *variables, address, import_id], env=tf_env, note="adopted")
     run.act([*tf, "apply", "-input=false", "-auto-approve", *variables], env=tf_env, note="builds take minutes")
     outputs_text = run.capture([*tf, "output", "-json"], env=tf_env)
     outputs = {key: value.get("value") for key, value in json.loads(outputs_text or "{}").items()}

@@ -88,10 +88,18 @@ class Cloud:
 
 
 def command_name(argv: list[str]) -> str:
-    """`gcloud storage buckets create gs://b --location=x` -> `gcloud storage buckets create`."""
+    """`gcloud storage buckets create gs://b --location=x` -> `gcloud storage buckets create`
+    (the SDK's command tree says where the command ends); `terraform -chdir=d apply ...` -> `terraform apply`."""
     words = [w for w in argv if not w.startswith("-")]
-    size = 2 if words[0] == "terraform" else 4 if words[1] in {"secrets", "storage", "firestore"} else 3
-    return " ".join(words[:size])
+    if words[0] == "terraform":
+        return " ".join(words[:2])
+    node, path = cli_tree(), ["gcloud"]
+    for word in words[1:]:
+        if word not in node["commands"]:
+            break
+        node = node["commands"][word]
+        path.append(word)
+    return " ".join(path)
 
 
 @pytest.fixture
@@ -99,6 +107,18 @@ def cloud(tmp_path: Path) -> Cloud:
     return Cloud(tmp_path)
 
 
+# Made before make deploy managed them? (release 2's gcloud recipe, the Terraform example)
+ADOPTION_CHECKS = [
+    "gcloud iam service-accounts describe",
+    "gcloud iam service-accounts describe",
+    "gcloud secrets describe",
+    "gcloud secrets describe",
+    "gcloud functions describe",
+    "gcloud functions describe",
+    "gcloud functions describe",
+    "gcloud scheduler jobs describe",
+    "gcloud scheduler jobs describe",
+]
 FIRST_RUN = [
     "gcloud auth list",
     "gcloud projects describe",
@@ -112,6 +132,8 @@ FIRST_RUN = [
     "gcloud secrets versions list",
     "gcloud auth print-access-token",
     "terraform init",
+    "terraform state",
+    *ADOPTION_CHECKS,
     "terraform apply",
     "terraform output",
     "gcloud secrets versions add",
@@ -127,6 +149,7 @@ SECOND_RUN = [
     "gcloud secrets versions list",
     "gcloud auth print-access-token",
     "terraform init",
+    "terraform state",
     "terraform apply",
     "terraform output",
     "gcloud secrets versions list",
@@ -168,7 +191,7 @@ def test_an_empty_project_is_deployed_then_a_second_run_changes_nothing(cloud: C
     assert cloud.commands() == SECOND_RUN
     state = cloud.state()
     assert state["terraform"]["applied"] == applied  # the same variables: Terraform plans nothing
-    assert state["terraform"]["applies"] == [{"changed": True}, {"changed": False}]
+    assert state["terraform"]["applies"] == [{"changed": True, "created": 10}, {"changed": False, "created": 0}]
     assert cloud.secrets() == stored
     assert "capi-meta-token has a version" in second.stdout and "capi-ingest-key has a key" in second.stdout
 
@@ -367,3 +390,37 @@ def test_the_functions_build_as_their_own_account() -> None:
         if "build" in named and kind == "google_project_iam_member"
     )
     assert "roles/logging.logWriter" in roles["for_each"] and "roles/artifactregistry.writer" in roles["for_each"]
+
+
+def test_a_release_2_gcloud_deployment_is_adopted_and_upgraded(cloud: Cloud) -> None:
+    """A project deployed with release 2's README recipe: same names, no Terraform state, IAM-only."""
+    state = cloud.state()
+    where = f"projects/{PROJECT}/locations/{REGION}"
+    state["enabled"] += ["cloudfunctions.googleapis.com", "run.googleapis.com", "secretmanager.googleapis.com"]
+    state["firestore"] = "eur3"
+    state["resources"] = [
+        f"projects/{PROJECT}/serviceAccounts/capi-runtime@{PROJECT}.iam.gserviceaccount.com",
+        f"projects/{PROJECT}/serviceAccounts/capi-scheduler@{PROJECT}.iam.gserviceaccount.com",
+        f"projects/{PROJECT}/secrets/capi-meta-token",
+        f"{where}/functions/capi-events",
+        f"{where}/functions/capi-replay",
+        f"{where}/functions/capi-quality",
+        f"{where}/jobs/capi-replay",
+        f"{where}/jobs/capi-quality",
+    ]
+    cloud.write(state)
+    (cloud.home / "secrets.json").write_text(json.dumps({"capi-meta-token": ["EAAGreleaseTwoToken"]}))
+
+    upgraded = cloud.deploy()  # the token secret has a version: nothing is asked
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    imports = [call["argv"] for call in cloud.calls() if command_name(call["argv"]) == "terraform import"]
+    assert [argv[-1] for argv in imports] == state["resources"]
+    assert imports[0][-2] == "module.capi.google_service_account.runtime"
+    assert f"-var=project_id={PROJECT}" in imports[0]  # import needs the apply's variables
+    terraform = cloud.state()["terraform"]
+    assert terraform["applies"] == [{"changed": True, "created": 2}]  # the build account, the ingest-key secret
+    assert cloud.secrets()["capi-meta-token"] == ["EAAGreleaseTwoToken"]
+    assert len(cloud.secrets()["capi-ingest-key"]) == 1
+
+    again = cloud.deploy()
+    assert again.returncode == 0 and cloud.commands() == SECOND_RUN

@@ -51,8 +51,10 @@ def initial_state(project: str) -> dict[str, Any]:
         "enabled": ["logging.googleapis.com", "storage.googleapis.com"],
         "firestore": None,
         "buckets": {},
-        "secrets": [],
-        "terraform": {"initialized": None, "applied": None, "applies": []},
+        # What exists in the project, by the id `terraform import` takes (projects/P/secrets/S, ...).
+        "resources": [],
+        # Terraform's state: the addresses it manages, and the last apply's variables and code.
+        "terraform": {"initialized": None, "addresses": [], "applied": None, "applies": []},
         "faults": {},
     }
 
@@ -90,6 +92,7 @@ class Cloud:
         if flags.get("--project") != self.state["project"]:
             raise Fail(f"fake gcloud: --project={self.state['project']} missing from {argv}", 2)
         command = " ".join(words[:3])
+        project = f"projects/{self.state['project']}"
         if words[0] in NEEDS:
             self.need(NEEDS[words[0]])
         if command == "auth list":
@@ -137,21 +140,52 @@ class Cloud:
                 self.state["buckets"][bucket]["versioning"] = True
                 return f"Updating gs://{bucket}/..."
         if command == "secrets versions list":
-            if words[3] not in self.state["secrets"]:
+            if self.secret_id(words[3]) not in self.state["resources"]:
                 raise Fail(f"ERROR: (gcloud.secrets.versions.list) NOT_FOUND: Secret [{words[3]}] not found.")
             return str(len(self.secrets[words[3]])) if self.secrets.get(words[3]) else ""
         if command == "secrets versions add":
-            if words[3] not in self.state["secrets"]:
+            if self.secret_id(words[3]) not in self.state["resources"]:
                 raise Fail(f"ERROR: (gcloud.secrets.versions.add) NOT_FOUND: Secret [{words[3]}] not found.")
             if flags.get("--data-file") != "-" or not stdin:
                 raise Fail("fake gcloud: a secret version must come on stdin", 2)
             self.secrets.setdefault(words[3], []).append(stdin)
             return f"Created version [{len(self.secrets[words[3]])}] of the secret [{words[3]}]."
+        describe = {
+            "iam service-accounts describe": lambda: f"{project}/serviceAccounts/{words[3]}",
+            "secrets describe": lambda: self.secret_id(words[2]),
+            "functions describe": lambda: f"{project}/locations/{flags['--region']}/functions/{words[2]}",
+            "scheduler jobs describe": lambda: f"{project}/locations/{flags['--location']}/jobs/{words[3]}",
+        }
+        for prefix, resource_id in describe.items():
+            if command.startswith(prefix):
+                if resource_id() not in self.state["resources"]:
+                    raise Fail(f"ERROR: (gcloud.{prefix.replace(' ', '.')}) NOT_FOUND: {resource_id()} not found")
+                return resource_id()
         if command == "secrets versions access" and words[3] == "latest":
             return self.secrets[flags["--secret"]][-1]
         raise Fail(f"fake gcloud: unknown command {argv}", 2)
 
+    def secret_id(self, name: str) -> str:
+        return f"projects/{self.state['project']}/secrets/{name}"
+
     # -- terraform ------------------------------------------------------------------------------
+
+    def module_resources(self, variables: dict[str, str]) -> dict[str, str]:
+        """The module's resources that have a name of their own: Terraform address -> import id."""
+        project, name, region = variables["project_id"], variables["name"], variables["region"]
+        where = f"projects/{project}/locations/{region}"
+        email = "{}-{}@{}.iam.gserviceaccount.com"
+        found = {
+            f"google_service_account.{who}": f"projects/{project}/serviceAccounts/{email.format(name, who, project)}"
+            for who in ("runtime", "scheduler", "build")
+        }
+        for key in ("meta_token", "ingest_key"):
+            found[f'google_secret_manager_secret.capi["{key}"]'] = self.secret_id(f"{name}-{key.replace('_', '-')}")
+        for key in ("events", "replay", "quality"):
+            found[f"google_cloudfunctions2_function.{key}"] = f"{where}/functions/{name}-{key}"
+        for key in ("replay", "quality"):
+            found[f"google_cloud_scheduler_job.{key}"] = f"{where}/jobs/{name}-{key}"
+        return {f"module.capi.{address}": resource_id for address, resource_id in found.items()}
 
     def terraform(self, argv: list[str], env_token: bool) -> str:
         chdir = next(a.split("=", 1)[1] for a in argv if a.startswith("-chdir="))
@@ -176,16 +210,31 @@ class Cloud:
                 self.need(api)
             variables = dict(a.removeprefix("-var=").split("=", 1) for a in argv if a.startswith("-var="))
             applied = {"variables": variables, "code": code_hash(Path.cwd() / chdir / "../.."), "config": chdir}
-            name = variables["name"]
-            for secret in (f"{name}-meta-token", f"{name}-ingest-key"):
-                if secret not in self.state["secrets"]:
-                    self.state["secrets"].append(secret)
+            created = 0
+            for address, resource_id in self.module_resources(variables).items():
+                if address in tf["addresses"]:
+                    continue
+                if resource_id in self.state["resources"]:  # made outside this state
+                    raise Fail(f"Error: Error creating {address}: googleapi: Error 409: {resource_id} already exists")
+                self.state["resources"].append(resource_id)
+                tf["addresses"].append(address)
+                created += 1
             changed = applied != tf["applied"]
             tf["applied"] = applied
-            tf["applies"].append({"changed": changed})
+            tf["applies"].append({"changed": changed, "created": created})
             if changed:
-                return "Apply complete! Resources: 41 added, 0 changed, 0 destroyed."
+                return f"Apply complete! Resources: {created} added, 0 changed, 0 destroyed."
             return "No changes. Your infrastructure matches the configuration."
+        if words[0] == "state" and words[1] == "list":
+            return "\n".join(tf["addresses"])
+        if words[0] == "import":
+            address, resource_id = words[1], words[2]
+            if resource_id not in self.state["resources"]:
+                raise Fail(f"Error: Cannot import non-existent remote object {resource_id}")
+            if address in tf["addresses"]:
+                raise Fail(f"Error: Resource already managed by Terraform: {address}")
+            tf["addresses"].append(address)
+            return "Import successful!"
         if words[0] == "output":
             name = tf["applied"]["variables"]["name"]
             values = {
