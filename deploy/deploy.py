@@ -56,18 +56,53 @@ APIS = (
     "storage.googleapis.com",
 )
 
-# Options that features of the module add later (each a variable of deploy/terraform/): the
-# deploy passes one on only when deploy/terraform/variables.tf declares it, and otherwise says
-# so instead of failing inside Terraform. HOOK for DELIVERY=queue (Pub/Sub topic, push
-# subscription to capi_deliver, dead-letter topic: issue 24), BROWSER_COLLECTION (with its
-# Firestore TTL policy: issue 22) and the shop webhooks' signing-key secrets (issue 23): to wire
-# one, declare the variable in deploy/terraform/variables.tf and pass it to the module there.
-LATER_OPTIONS: Mapping[str, str] = {
-    "DELIVERY": "delivery",
-    "BROWSER_COLLECTION": "browser_collection",
-    "SHOPIFY_SIGNING_KEY_SECRET": "shopify_signing_key_secret",
-    "WOOCOMMERCE_SIGNING_KEY_SECRET": "woocommerce_signing_key_secret",
-}
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """A make deploy variable that turns on a feature of the module (docs/deploy.md, Options).
+
+    It is passed to Terraform as `variable` only when deploy/terraform/variables.tf declares it
+    (and passes it to the module); otherwise the deploy says so before running anything. A
+    feature that needs a secret of its own names it (`{NAME}-{secret}`, the module's name for
+    it): the deploy asks for its value with the token, at a hidden prompt, while it has none.
+    """
+
+    env: str
+    variable: str
+    boolean: bool = False
+    secret: str = ""
+    prompt: str = ""
+
+
+OPTIONS = (
+    # Enhanced event coverage; the module adds the Firestore TTL policy on its expire_at field.
+    Option("BROWSER_COLLECTION", "browser_collection"),
+    Option("BROWSER_TTL_DAYS", "browser_ttl_days"),
+    # Signed shop webhooks (POST /webhooks/shopify, /webhooks/woocommerce).
+    Option(
+        "SHOPIFY",
+        "create_shopify_signing_key",
+        boolean=True,
+        secret="shopify-signing-key",
+        prompt="Shopify webhook signing key (Shopify admin > Settings > Notifications > Webhooks:"
+        " 'Your webhooks will be signed with ...'; typing is hidden): ",
+    ),
+    Option(
+        "WOOCOMMERCE",
+        "create_woocommerce_signing_key",
+        boolean=True,
+        secret="woocommerce-signing-key",
+        prompt="WooCommerce webhook secret (WooCommerce > Settings > Advanced > Webhooks > your"
+        " webhook: Secret; typing is hidden): ",
+    ),
+    # HOOK, issue 24: queued delivery (Pub/Sub topic, push subscription with OIDC to
+    # capi_deliver, dead-letter topic), once the module has its variable.
+    Option("DELIVERY", "delivery"),
+)
+TOKEN_PROMPT = (
+    "Meta access token (Events Manager > your dataset > Settings > Conversions API >"
+    " Generate access token; typing is hidden): "
+)
 
 
 class DeployError(Exception):
@@ -149,7 +184,7 @@ class Settings:
     dry_run: bool = False
     show_key: bool = False
     new_token: bool = False
-    later: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    options: Mapping[str, str] = dataclasses.field(default_factory=dict)  # Option.env -> value
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -177,7 +212,12 @@ class Settings:
         country = get("DEFAULT_COUNTRY").upper()
         if country and not re.fullmatch(r"[A-Z]{2}", country):
             raise DeployError(f"DEFAULT_COUNTRY={country!r} is not a 2-letter code.", "e.g. DEFAULT_COUNTRY=DE")
-        later = {key: get(key) for key in LATER_OPTIONS if get(key)}
+        options = {}
+        for option in OPTIONS:
+            if option.boolean and flag(option.env):
+                options[option.env] = "true"
+            elif not option.boolean and get(option.env):
+                options[option.env] = get(option.env)
         return cls(
             project=project,
             region=region,
@@ -190,7 +230,7 @@ class Settings:
             dry_run=flag("DRY_RUN"),
             show_key=flag("SHOW_KEY"),
             new_token=flag("NEW_TOKEN"),
-            later=later,
+            options=options,
         )
 
     @property
@@ -302,41 +342,40 @@ class Runner:
             raise DeployError(f"{shlex.join(argv[:4])} failed.", diagnose("".join(lines), self.settings.project))
 
 
-def read_token(settings: Settings) -> str:
-    """The Meta token: from a hidden prompt in a terminal, else from stdin's first line."""
-    if sys.stdin.isatty():
-        token = getpass.getpass(
-            "Meta access token (Events Manager > your dataset > Settings > Conversions API >"
-            " Generate access token; typing is hidden): "
-        )
-    else:
-        token = sys.stdin.readline()
-    token = token.strip()
-    if not token:
+def read_secret(secret: str, prompt: str) -> str:
+    """A secret's value: from a hidden prompt in a terminal, else from the next line of stdin."""
+    value = (getpass.getpass(prompt) if sys.stdin.isatty() else sys.stdin.readline()).strip()
+    if not value:
         raise DeployError(
-            f"No Meta access token given for secret {settings.token_secret}.",
-            "Run make deploy in a terminal and paste it at the prompt, or pipe it on stdin: "
-            "`printf '%s' \"$TOKEN\" | make deploy ...` is not recommended (your shell history); "
-            "`make deploy ... < token.txt` from a file you delete is.",
+            f"No value given for secret {secret}.",
+            "Run make deploy in a terminal and paste it at the prompt, or give it on stdin, one "
+            "line per secret asked for (`make deploy ... < file`, then delete the file): never "
+            "on the command line, where your shell history keeps it.",
         )
-    if re.search(r"\s", token):
-        raise DeployError("The Meta access token holds a space or line break.", "Paste the token alone.")
-    return token
+    if re.search(r"\s", value):
+        raise DeployError(f"The value for {secret} holds a space or line break.", "Paste it alone.")
+    return value
 
 
-def later_options(settings: Settings) -> list[str]:
-    """-var arguments of the later options the user set; an error for one not wired yet."""
-    declared = set(re.findall(r'variable\s+"(\w+)"', (ROOT / TF_DIR / "variables.tf").read_text()))
+def root_variables() -> set[str]:
+    """The variables deploy/terraform declares: an option is passed on only when it is one."""
+    return set(re.findall(r'variable\s+"(\w+)"', (ROOT / TF_DIR / "variables.tf").read_text()))
+
+
+def option_vars(settings: Settings) -> list[str]:
+    """-var arguments of the options the user set; an error for one not wired yet."""
+    declared = root_variables()
     args = []
-    for key, value in settings.later.items():
-        variable = LATER_OPTIONS[key]
-        if variable not in declared:
+    for option in OPTIONS:
+        if option.env not in settings.options:
+            continue
+        if option.variable not in declared:
             raise DeployError(
-                f"{key} is not supported by this version of make deploy yet.",
-                f"Remove {key}=..., or use the Terraform module once it has `{variable}` "
-                "(docs/deploy.md, Options to come).",
+                f"{option.env} is not supported by this version of make deploy yet.",
+                f"Remove {option.env}=..., or use the Terraform module once it has `{option.variable}` "
+                "(docs/deploy.md, Options).",
             )
-        args.append(f"-var={variable}={value}")
+        args.append(f"-var={option.variable}={settings.options[option.env]}")
     return args
 
 
@@ -386,7 +425,7 @@ def has_version(run: Runner, secret: str, note: str) -> bool:
 
 def deploy(settings: Settings, run: Runner) -> None:
     s = settings
-    extra_vars = later_options(s)
+    extra_vars = option_vars(s)
     if s.dry_run:
         run.say("DRY_RUN=1: every command is printed, none is run; every check answers 'missing'.")
     else:
@@ -446,15 +485,18 @@ def deploy(settings: Settings, run: Runner) -> None:
         )
         run.act(["gcloud", "storage", "buckets", "update", bucket, "--versioning"], note="old states are kept")
 
-    run.say("== the Meta access token")
-    token = ""
-    if s.new_token or not has_version(run, s.token_secret, "does the token secret have a version?"):
-        if s.dry_run:
-            run.say("(the token would be read here, at a hidden prompt or from stdin)")
+    run.say("== secrets to ask for (read now, before the long part; added once their secrets exist)")
+    wanted = [(s.token_secret, TOKEN_PROMPT, s.new_token)]
+    wanted += [(f"{s.name}-{o.secret}", o.prompt, False) for o in OPTIONS if o.secret and o.env in s.options]
+    asked: list[tuple[str, str]] = []  # (secret, value), in memory only
+    for secret, prompt, again in wanted:
+        if not again and has_version(run, secret, "does it have a version?"):
+            run.say(f"{secret} has a version" + (" (NEW_TOKEN=1 replaces it)" if secret == s.token_secret else ""))
+        elif s.dry_run:
+            run.say(f"(the value of {secret} would be read here, at a hidden prompt or from stdin)")
+            asked.append((secret, ""))
         else:
-            token = read_token(s)
-    else:
-        run.say(f"{s.token_secret} has a version (NEW_TOKEN=1 replaces it)")
+            asked.append((secret, read_secret(secret, prompt)))
 
     run.say("== Terraform: accounts, roles, secrets, functions, Scheduler jobs, metrics, alerts, dashboard")
     access_token = run.capture(
@@ -497,8 +539,8 @@ def deploy(settings: Settings, run: Runner) -> None:
 
     run.say("== secrets")
     add = ["gcloud", "secrets", "versions", "add"]
-    if token or s.dry_run:
-        run.act([*add, s.token_secret, "--data-file=-"], stdin=token, note="stdin: the token")
+    for secret, value in asked:
+        run.act([*add, secret, "--data-file=-"], stdin=value, note="stdin: the value you gave")
     key = ""
     if has_version(run, s.ingest_secret, "does the ingest key secret have a version?"):
         run.say(f"{s.ingest_secret} has a key")
@@ -530,6 +572,9 @@ def deploy(settings: Settings, run: Runner) -> None:
         '"page_location": "https://shop.example.com/thanks", "user_agent": "Mozilla/5.0", "value": 1, '
         '"currency": "USD", "user_data": {"email_address": "check@example.com"}}\''
     )
+    for option, path in (("SHOPIFY", "/webhooks/shopify"), ("WOOCOMMERCE", "/webhooks/woocommerce")):
+        if option in s.options:
+            run.say(f"{option.title()} webhook (order payment / order updated, JSON): {url}{path}")
     channel = f"to {s.alert_email}" if s.alert_email else "without a channel (ALERT_EMAIL=you@example.com adds one)"
     run.say(f"Alerts: Cloud Monitoring > Alerting, {channel}; dashboard: Monitoring > Dashboards > capi.")
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from deploy import deploy as script
 from deploy.deploy import APIS, DeployError, Runner, Settings, deploy, diagnose
 from tests.conftest import ROOT
 from tests.fakes.cloud import ACCESS_TOKEN, EVENTS_URL, initial_state
@@ -296,7 +297,7 @@ def test_a_run_that_stopped_goes_on_where_it_stopped(cloud: Cloud) -> None:
 
 def test_no_token_on_stdin_stops_before_terraform(cloud: Cloud) -> None:
     failed = cloud.deploy(stdin="")
-    assert failed.returncode != 0 and "No Meta access token" in failed.stderr
+    assert failed.returncode != 0 and "No value given for secret capi-meta-token" in failed.stderr
     assert "terraform apply" not in cloud.commands()
 
 
@@ -308,6 +309,7 @@ def test_no_token_on_stdin_stops_before_terraform(cloud: Cloud) -> None:
         ({"PIXEL_ID": "px-1"}, "PIXEL_ID"),
         ({"DEFAULT_COUNTRY": "Germany"}, "DEFAULT_COUNTRY"),
         ({"DELIVERY": "queue"}, "DELIVERY is not supported by this version of make deploy yet"),
+        ({"SHOPIFY": "1"}, "SHOPIFY is not supported by this version of make deploy yet"),
     ],
 )
 def test_bad_variables_are_named_before_any_command(cloud: Cloud, variables: dict[str, str], named: str) -> None:
@@ -424,3 +426,37 @@ def test_a_release_2_gcloud_deployment_is_adopted_and_upgraded(cloud: Cloud) -> 
 
     again = cloud.deploy()
     assert again.returncode == 0 and cloud.commands() == SECOND_RUN
+
+
+def test_options_pass_their_variables_and_ask_for_their_secrets(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHOPIFY, WOOCOMMERCE and BROWSER_COLLECTION, as they work once deploy/terraform wires the
+    module's variables (create_shopify_signing_key, ... from the shop and browser features)."""
+    wired = {"create_shopify_signing_key", "create_woocommerce_signing_key", "browser_collection"}
+    monkeypatch.setattr(script, "root_variables", lambda: load_root_variables() | wired)
+    monkeypatch.setenv("PATH", f"{cloud.bin}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_CLOUD", str(cloud.home))
+    env = {"PROJECT": PROJECT, "REGION": REGION, "PIXEL_ID": PIXEL, "SHOPIFY": "1", "WOOCOMMERCE": "yes"}
+    settings = Settings.from_env({**env, "BROWSER_COLLECTION": "browsers"})
+    # Not a terminal: one line per secret, in the order asked (token, Shopify, WooCommerce).
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{META_TOKEN}\nshpss_shopkey123\nwc_secret_456\n"))
+    out = io.StringIO()
+    deploy(settings, Runner(settings, out=out))
+    applied = cloud.state()["terraform"]["applied"]["variables"]
+    assert applied["create_shopify_signing_key"] == applied["create_woocommerce_signing_key"] == "true"
+    assert applied["browser_collection"] == "browsers"
+    stored = cloud.secrets()
+    assert stored["capi-shopify-signing-key"] == ["shpss_shopkey123"]
+    assert stored["capi-woocommerce-signing-key"] == ["wc_secret_456"]
+    assert "shpss_shopkey123" not in out.getvalue() and "wc_secret_456" not in out.getvalue()
+    assert f"Shopify webhook (order payment / order updated, JSON): {EVENTS_URL}/webhooks/shopify" in out.getvalue()
+    assert f"{EVENTS_URL}/webhooks/woocommerce" in out.getvalue()
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # a second run asks for nothing
+    again = io.StringIO()
+    deploy(settings, Runner(settings, out=again))
+    assert "capi-shopify-signing-key has a version" in again.getvalue()
+    assert cloud.secrets() == stored
+
+
+def load_root_variables() -> set[str]:
+    return {name for block in load(ROOT / "deploy" / "terraform" / "variables.tf")["variable"] for name in block}

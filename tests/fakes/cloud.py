@@ -179,7 +179,11 @@ class Cloud:
             f"google_service_account.{who}": f"projects/{project}/serviceAccounts/{email.format(name, who, project)}"
             for who in ("runtime", "scheduler", "build")
         }
-        for key in ("meta_token", "ingest_key"):
+        secrets = ["meta_token", "ingest_key"]
+        secrets += [
+            k for k in ("shopify_signing_key", "woocommerce_signing_key") if variables.get(f"create_{k}") == "true"
+        ]
+        for key in secrets:
             found[f'google_secret_manager_secret.capi["{key}"]'] = self.secret_id(f"{name}-{key.replace('_', '-')}")
         for key in ("events", "replay", "quality"):
             found[f"google_cloudfunctions2_function.{key}"] = f"{where}/functions/{name}-{key}"
