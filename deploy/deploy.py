@@ -6,12 +6,13 @@ What it does, in order (docs/deploy.md says why each step is here and not elsewh
 2. enables the APIs the project lacks (billing off is caught here);
 3. creates the Firestore database when the project has none;
 4. creates the bucket that keeps Terraform's state (versioned, never public);
-5. asks for the Meta token, when its secret has no version yet, at a hidden prompt (or reads it
-   from stdin when stdin is not a terminal), before the long part, and keeps it in memory only;
+5. asks for the Meta token (and a shop's signing key, with SHOPIFY=1 / WOOCOMMERCE=1) while its
+   secret has no version, at a hidden prompt (or from stdin when stdin is not a terminal),
+   before the long part, and keeps it in memory only;
 6. applies deploy/terraform/ (the capi module: accounts, roles, secrets, functions, Scheduler jobs,
    metrics, alerts, dashboard), with gcloud's own access token in Terraform's environment, after
    importing what an earlier deployment (release 2's gcloud recipe) made under the same names;
-7. adds the token to its secret, and a generated ingest key to its own when it has none;
+7. adds what it asked for to the secrets, and a generated ingest key to its own when it has none;
 8. prints what the sGTM tag needs.
 
 Every step first looks, then acts only when something is missing, so a second run changes
@@ -34,12 +35,13 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 TF_DIR = "deploy/terraform"  # relative to ROOT, where every command runs
 
-# Every API the deployment uses, enabled before Terraform runs: Terraform itself needs iam,
-# cloudresourcemanager and serviceusage-visible APIs before it can create anything.
+# Every API the deployment uses, enabled before Terraform runs (Terraform itself needs iam,
+# cloudresourcemanager and storage before it can plan). terraform/main.tf enables the same list.
 APIS = (
     "iam.googleapis.com",
     "cloudresourcemanager.googleapis.com",
@@ -254,9 +256,9 @@ def firestore_location_for(region: str) -> str:
 class Runner:
     """Runs (or, in a dry run, only prints) each command, and turns a failure into a DeployError."""
 
-    def __init__(self, settings: Settings, out=sys.stdout) -> None:
+    def __init__(self, settings: Settings, out: TextIO | None = None) -> None:
         self.settings = settings
-        self.out = out
+        self.out = out or sys.stdout
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -423,25 +425,37 @@ def has_version(run: Runner, secret: str, note: str) -> bool:
     )
 
 
-def deploy(settings: Settings, run: Runner) -> None:
-    s = settings
+def deploy(s: Settings, run: Runner) -> None:
+    """Every step, in order; each looks first and acts only on what is missing."""
     extra_vars = option_vars(s)
     if s.dry_run:
         run.say("DRY_RUN=1: every command is printed, none is run; every check answers 'missing'.")
-    else:
+    check_account_and_project(s, run)
+    enable_apis(run)
+    create_database(s, run)
+    create_state_bucket(s, run)
+    asked = ask_secrets(s, run)
+    outputs = apply_terraform(s, run, extra_vars)
+    key = fill_secrets(s, run, asked)
+    print_settings(s, run, outputs.get("events_url"), key)
+
+
+def check_account_and_project(s: Settings, run: Runner) -> None:
+    if not s.dry_run:
         for tool, how in (
             ("gcloud", "https://cloud.google.com/sdk/docs/install (Cloud Shell has it)"),
             ("terraform", "https://developer.hashicorp.com/terraform/install, 1.5 or later (Cloud Shell has it)"),
         ):
             if shutil.which(tool) is None:
                 raise DeployError(f"{tool} is not installed.", f"Install it: {how}.")
-
     run.say("== who deploys, and where")
     account = run.capture(["gcloud", "auth", "list", "--filter=status:ACTIVE", "--format=value(account)"])
     if not s.dry_run and not account:
         raise DeployError("gcloud has no active account.", "Run `gcloud auth login`, then make deploy again.")
     run.capture(["gcloud", "projects", "describe", s.project, "--format=value(projectId)"])
 
+
+def enable_apis(run: Runner) -> None:
     run.say("== APIs")
     enabled = run.capture(["gcloud", "services", "list", "--enabled", "--format=value(config.name)"]).split()
     missing = [api for api in APIS if api not in enabled]
@@ -450,45 +464,38 @@ def deploy(settings: Settings, run: Runner) -> None:
     else:
         run.say("all enabled")
 
+
+def create_database(s: Settings, run: Runner) -> None:
     run.say("== Firestore")
     database = ["gcloud", "firestore", "databases"]
     if run.exists([*database, "describe", "--database=(default)", "--format=value(name)"]):
         run.say("the (default) database exists")
-    else:
-        run.act(
-            [
-                *database,
-                "create",
-                f"--location={s.firestore_location}",
-                "--type=firestore-native",
-                "--delete-protection",
-            ],
-            note="its location cannot change later",
-        )
+        return
+    location = f"--location={s.firestore_location}"
+    run.act(
+        [*database, "create", location, "--type=firestore-native", "--delete-protection"],
+        note="its location cannot change later",
+    )
 
+
+def create_state_bucket(s: Settings, run: Runner) -> None:
     run.say("== Terraform state bucket")
     bucket = f"gs://{s.state_bucket}"
     if run.exists(["gcloud", "storage", "buckets", "describe", bucket, "--format=value(name)"]):
         run.say(f"{bucket} exists")
-    else:
-        run.act(
-            [
-                "gcloud",
-                "storage",
-                "buckets",
-                "create",
-                bucket,
-                f"--location={s.region}",
-                "--uniform-bucket-level-access",
-                "--public-access-prevention",
-            ]
-        )
-        run.act(["gcloud", "storage", "buckets", "update", bucket, "--versioning"], note="old states are kept")
+        return
+    access = ["--uniform-bucket-level-access", "--public-access-prevention"]
+    run.act(["gcloud", "storage", "buckets", "create", bucket, f"--location={s.region}", *access])
+    run.act(["gcloud", "storage", "buckets", "update", bucket, "--versioning"], note="old states are kept")
 
-    run.say("== secrets to ask for (read now, before the long part; added once their secrets exist)")
+
+def ask_secrets(s: Settings, run: Runner) -> list[tuple[str, str]]:
+    """(secret, value) of each secret without a version: read now, before the long part, and
+    added once Terraform has created the secrets. In memory only."""
+    run.say("== secrets to ask for")
     wanted = [(s.token_secret, TOKEN_PROMPT, s.new_token)]
     wanted += [(f"{s.name}-{o.secret}", o.prompt, False) for o in OPTIONS if o.secret and o.env in s.options]
-    asked: list[tuple[str, str]] = []  # (secret, value), in memory only
+    asked = []
     for secret, prompt, again in wanted:
         if not again and has_version(run, secret, "does it have a version?"):
             run.say(f"{secret} has a version" + (" (NEW_TOKEN=1 replaces it)" if secret == s.token_secret else ""))
@@ -497,24 +504,22 @@ def deploy(settings: Settings, run: Runner) -> None:
             asked.append((secret, ""))
         else:
             asked.append((secret, read_secret(secret, prompt)))
+    return asked
 
+
+def apply_terraform(s: Settings, run: Runner, extra_vars: list[str]) -> dict[str, str]:
+    """Init on the state bucket, adopt what exists under capi's names, apply; the outputs."""
     run.say("== Terraform: accounts, roles, secrets, functions, Scheduler jobs, metrics, alerts, dashboard")
     access_token = run.capture(
         ["gcloud", "auth", "print-access-token"],
         note="passed to Terraform as GOOGLE_OAUTH_ACCESS_TOKEN, never printed",
     )
-    tf_env = {"GOOGLE_OAUTH_ACCESS_TOKEN": access_token, "TF_IN_AUTOMATION": "1"}
+    env = {"GOOGLE_OAUTH_ACCESS_TOKEN": access_token, "TF_IN_AUTOMATION": "1"}
     tf = ["terraform", f"-chdir={TF_DIR}"]
+    backend = [f"-backend-config=bucket={s.state_bucket}", f"-backend-config=prefix={s.name}"]
     run.act(
-        [
-            *tf,
-            "init",
-            "-input=false",
-            "-reconfigure",
-            f"-backend-config=bucket={s.state_bucket}",
-            f"-backend-config=prefix={s.name}",
-        ],
-        env=tf_env,
+        [*tf, "init", "-input=false", "-reconfigure", *backend],
+        env=env,
         note="Terraform's commands get GOOGLE_OAUTH_ACCESS_TOKEN in their environment",
     )
     variables = [
@@ -526,40 +531,46 @@ def deploy(settings: Settings, run: Runner) -> None:
         f"-var=alert_email={s.alert_email}",
         *extra_vars,
     ]
-    in_state = set(run.capture([*tf, "state", "list"], env=tf_env, note="what Terraform manages already").split())
+    in_state = set(run.capture([*tf, "state", "list"], env=env, note="what Terraform manages already").split())
     for address, import_id, describe in adoptable(s):
         if address not in in_state and run.exists(describe, note="made before make deploy managed it?"):
-            run.act([*tf, "import", "-input=false", *variables, address, import_id], env=tf_env, note="adopted")
-    run.act([*tf, "apply", "-input=false", "-auto-approve", *variables], env=tf_env, note="builds take minutes")
-    outputs_text = run.capture([*tf, "output", "-json"], env=tf_env)
-    outputs = {key: value.get("value") for key, value in json.loads(outputs_text or "{}").items()}
+            run.act([*tf, "import", "-input=false", *variables, address, import_id], env=env, note="adopted")
+    run.act([*tf, "apply", "-input=false", "-auto-approve", *variables], env=env, note="builds take minutes")
+    printed = json.loads(run.capture([*tf, "output", "-json"], env=env) or "{}")
+    outputs = {key: value.get("value") for key, value in printed.items()}
     for key, expected in (("meta_token_secret", s.token_secret), ("ingest_key_secret", s.ingest_secret)):
         if not s.dry_run and outputs.get(key) != expected:
             raise DeployError(f"Terraform's {key} is {outputs.get(key)!r}, not {expected!r}.", "Report this: a bug.")
+    return outputs
 
+
+def fill_secrets(s: Settings, run: Runner, asked: list[tuple[str, str]]) -> str:
+    """Adds the values asked for, and a new ingest key when there is none; the key when it is
+    to be shown (new, or SHOW_KEY=1), else ""."""
     run.say("== secrets")
     add = ["gcloud", "secrets", "versions", "add"]
     for secret, value in asked:
         run.act([*add, secret, "--data-file=-"], stdin=value, note="stdin: the value you gave")
-    key = ""
     if has_version(run, s.ingest_secret, "does the ingest key secret have a version?"):
         run.say(f"{s.ingest_secret} has a key")
-    else:
-        key = secrets.token_hex(32)
-        run.act([*add, s.ingest_secret, "--data-file=-"], stdin=key, note="stdin: a new random key")
-    if s.show_key and not key and not s.dry_run:
-        key = run.capture(
-            ["gcloud", "secrets", "versions", "access", "latest", f"--secret={s.ingest_secret}"],
-            note="SHOW_KEY=1",
-        )
+        if not s.show_key or s.dry_run:
+            return ""
+        access = ["gcloud", "secrets", "versions", "access", "latest", f"--secret={s.ingest_secret}"]
+        return run.capture(access, note="SHOW_KEY=1")
+    key = secrets.token_hex(32)
+    run.act([*add, s.ingest_secret, "--data-file=-"], stdin=key, note="stdin: a new random key")
+    return key
 
-    url = outputs.get("events_url") or "<events_url: printed here after a real run>"
+
+def print_settings(s: Settings, run: Runner, events_url: str | None, key: str) -> None:
+    """What the sGTM tag needs, and how to check it."""
+    url = events_url or "<events_url: printed here after a real run>"
     read_key = shlex.join(
         ["gcloud", "secrets", "versions", "access", "latest", f"--secret={s.ingest_secret}", f"--project={s.project}"]
     )
     run.say("")
     done = "DRY_RUN=1: nothing was run. After a real run" if s.dry_run else "capi is deployed"
-    run.say(f"{done}, the sGTM tag (sgtm/capi-tag.tpl, docs/deploy.md: The tag's settings) needs:")
+    run.say(f"{done}, the capi tag of the server container (sgtm/; docs/deploy.md, The tag's settings) needs:")
     run.say(f"  url        {url}")
     run.say(f"  ingestKey  in Secret Manager, secret {s.ingest_secret}; print it with:")
     run.say(f"             {read_key}")
