@@ -452,7 +452,14 @@ def check_account_and_project(s: Settings, run: Runner) -> None:
     account = run.capture(["gcloud", "auth", "list", "--filter=status:ACTIVE", "--format=value(account)"])
     if not s.dry_run and not account:
         raise DeployError("gcloud has no active account.", "Run `gcloud auth login`, then make deploy again.")
-    run.capture(["gcloud", "projects", "describe", s.project, "--format=value(projectId)"])
+    try:
+        run.capture(["gcloud", "projects", "describe", s.project, "--format=value(projectId)"])
+    except DeployError as error:  # Google answers 403 for a project that does not exist, too
+        raise DeployError(
+            f"Project {s.project} does not exist, or {account} cannot see it.",
+            "Check PROJECT (`gcloud projects list` shows yours), or ask an owner of the project "
+            f"for access. {error.fix}",
+        ) from error
 
 
 def enable_apis(run: Runner) -> None:
@@ -481,7 +488,14 @@ def create_database(s: Settings, run: Runner) -> None:
 def create_state_bucket(s: Settings, run: Runner) -> None:
     run.say("== Terraform state bucket")
     bucket = f"gs://{s.state_bucket}"
-    if run.exists(["gcloud", "storage", "buckets", "describe", bucket, "--format=value(name)"]):
+    try:
+        found = run.exists(["gcloud", "storage", "buckets", "describe", bucket, "--format=value(name)"])
+    except DeployError as error:  # bucket names are global: another project may own this one
+        raise DeployError(
+            f"{bucket} cannot be read: another project may own this name.",
+            f"Choose a name of your own: STATE_BUCKET=<globally unique name>. {error.fix}",
+        ) from error
+    if found:
         run.say(f"{bucket} exists")
         return
     access = ["--uniform-bucket-level-access", "--public-access-prevention"]

@@ -250,6 +250,8 @@ def test_dry_run_prints_every_command_and_runs_none(cloud: Cloud) -> None:
         ("org_policy", "gcloud org-policies reset iam.allowedPolicyMemberDomains --project=shop-prod-1"),
         ("permission", "roles/owner on shop-prod-1"),
         ("api_not_ready", "Wait two minutes and run make deploy again"),
+        ("no_project", "Check PROJECT (`gcloud projects list` shows yours)"),
+        ("bucket_taken", "STATE_BUCKET=<globally unique name>"),
     ],
 )
 def test_first_deploy_errors_are_answered_with_their_fix(cloud: Cloud, fault: str, expected: str) -> None:
@@ -267,6 +269,17 @@ def test_first_deploy_errors_are_answered_with_their_fix(cloud: Cloud, fault: st
         state["faults"]["gcloud storage buckets create"] = (
             "ERROR: (gcloud.storage.buckets.create) HTTPError 403: owner@example.com does not have "
             "storage.buckets.create access to the Google Cloud project. Permission 'storage.buckets.create' denied"
+        )
+    elif fault == "no_project":
+        state["faults"]["gcloud projects describe"] = (
+            "ERROR: (gcloud.projects.describe) [owner@example.com] does not have permission to access "
+            "projects instance [shop-prod-1] (or it may not exist): The caller does not have permission."
+        )
+    elif fault == "bucket_taken":
+        state["faults"]["gcloud storage buckets describe"] = (
+            "ERROR: (gcloud.storage.buckets.describe) HTTPError 403: owner@example.com does not have "
+            "storage.buckets.get access to the Google Cloud Storage bucket. Permission 'storage.buckets.get' "
+            "denied on resource (or it may not exist)."
         )
     else:
         state["faults"]["terraform apply"] = (
