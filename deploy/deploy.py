@@ -33,6 +33,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -110,11 +111,19 @@ TOKEN_PROMPT = (
 class DeployError(Exception):
     """A step failed: what happened, and what to do about it."""
 
-    def __init__(self, what: str, fix: str) -> None:
+    def __init__(self, what: str, fix: str, output: str = "") -> None:
         super().__init__(what)
         self.what = what
         self.fix = fix
+        self.output = output  # what the failed command printed
 
+
+# An API enabled moments ago, or an account created moments ago, that has not reached every
+# Google service yet: the same apply works a minute later.
+NOT_READY = (
+    r"SERVICE_DISABLED|has not been used in project|API has not been used|[Ss]ervice agent"
+    r"|[Ss]ervice account .* does not exist"
+)
 
 # What a first deploy meets, recognised in gcloud's or Terraform's error text, most specific
 # first. {project} is filled in. The texts are Google's error messages (their stable parts).
@@ -186,6 +195,7 @@ class Settings:
     dry_run: bool = False
     show_key: bool = False
     new_token: bool = False
+    retry_wait: int = 60  # seconds before an apply that met NOT_READY runs again (twice at most)
     options: Mapping[str, str] = dataclasses.field(default_factory=dict)  # Option.env -> value
 
     @classmethod
@@ -214,6 +224,9 @@ class Settings:
         country = get("DEFAULT_COUNTRY").upper()
         if country and not re.fullmatch(r"[A-Z]{2}", country):
             raise DeployError(f"DEFAULT_COUNTRY={country!r} is not a 2-letter code.", "e.g. DEFAULT_COUNTRY=DE")
+        retry_wait = get("RETRY_WAIT", "60")
+        if not retry_wait.isdigit():
+            raise DeployError(f"RETRY_WAIT={retry_wait!r} is not a number of seconds.", "e.g. RETRY_WAIT=120")
         options = {}
         for option in OPTIONS:
             if option.boolean and flag(option.env):
@@ -232,6 +245,7 @@ class Settings:
             dry_run=flag("DRY_RUN"),
             show_key=flag("SHOW_KEY"),
             new_token=flag("NEW_TOKEN"),
+            retry_wait=int(retry_wait),
             options=options,
         )
 
@@ -341,7 +355,8 @@ class Runner:
             self.out.write(line)
             self.out.flush()
         if process.wait() != 0:
-            raise DeployError(f"{shlex.join(argv[:4])} failed.", diagnose("".join(lines), self.settings.project))
+            output = "".join(lines)
+            raise DeployError(f"{shlex.join(argv[:4])} failed.", diagnose(output, self.settings.project), output)
 
 
 def read_secret(secret: str, prompt: str) -> str:
@@ -549,7 +564,15 @@ def apply_terraform(s: Settings, run: Runner, extra_vars: list[str]) -> dict[str
     for address, import_id, describe in adoptable(s):
         if address not in in_state and run.exists(describe, note="made before make deploy managed it?"):
             run.act([*tf, "import", "-input=false", *variables, address, import_id], env=env, note="adopted")
-    run.act([*tf, "apply", "-input=false", "-auto-approve", *variables], env=env, note="builds take minutes")
+    for attempt in range(3):
+        try:
+            run.act([*tf, "apply", "-input=false", "-auto-approve", *variables], env=env, note="builds take minutes")
+            break
+        except DeployError as error:
+            if attempt == 2 or not re.search(NOT_READY, error.output):
+                raise
+            run.say(f"Google has not finished enabling an API or account yet: trying again in {s.retry_wait} s.")
+            time.sleep(s.retry_wait)
     printed = json.loads(run.capture([*tf, "output", "-json"], env=env) or "{}")
     outputs = {key: value.get("value") for key, value in printed.items()}
     for key, expected in (("meta_token_secret", s.token_secret), ("ingest_key_secret", s.ingest_secret)):

@@ -8,7 +8,8 @@ a second run sees it. Every call is appended to `$FAKE_CLOUD/calls.jsonl`: its a
 got stdin, and whether Terraform got gcloud's access token in its environment (never the value).
 
 Errors are Google's own texts (their stable parts), injected with state["faults"]: a command
-prefix such as "gcloud services enable" -> the error text it prints, exit status 1. Only what
+prefix such as "gcloud services enable" -> the error text it prints, exit status 1 (every time;
+state["faults_once"]: the first time only). Only what
 `make deploy` runs is implemented; anything else exits 2, so a new command fails the test until
 the fake learns it.
 """
@@ -257,6 +258,10 @@ class Cloud:
             command = " ".join([tool, *(a for a in argv if not a.startswith("-"))])
             for prefix, text in self.state["faults"].items():
                 if command.startswith(prefix):
+                    raise Fail(text)
+            for prefix, text in list(self.state.get("faults_once", {}).items()):
+                if command.startswith(prefix):
+                    del self.state["faults_once"][prefix]
                     raise Fail(text)
             output = self.gcloud(argv, stdin) if tool == "gcloud" else self.terraform(argv, env_token)
         except Fail as failure:
