@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -234,6 +236,31 @@ def test_every_command_has_the_project_and_real_flags(cloud: Cloud) -> None:
         check(tree, shlex.join(argv))
 
 
+def test_every_terraform_flag_exists(cloud: Cloud) -> None:
+    assert cloud.deploy(stdin=META_TOKEN).returncode == 0
+    assert terraform_commands_checked(cloud) == {"init", "state list", "apply", "output"}
+
+
+def terraform_commands_checked(cloud: Cloud) -> set[str]:
+    """Each flag of each Terraform command the deploy ran is one `terraform <command> -help` lists."""
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform is not installed")
+    env = {**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null"}
+    seen = set()
+    for call in cloud.calls():
+        argv = call["argv"]
+        if argv[0] != "terraform":
+            continue
+        assert argv[1] == "-chdir=deploy/terraform"  # a global option: terraform -help lists it
+        command = [w for w in argv[2:] if not w.startswith("-")][: 2 if argv[2] == "state" else 1]
+        usage = subprocess.run([terraform, *command, "-help"], capture_output=True, text=True, env=env).stdout
+        for flag in (w.split("=")[0] for w in argv[2:] if w.startswith("-")):
+            assert re.search(rf"^\s+{re.escape(flag)}\b", usage, re.M), f"terraform {' '.join(command)}: no {flag}"
+        seen.add(" ".join(command))
+    return seen
+
+
 def test_dry_run_prints_every_command_and_runs_none(cloud: Cloud) -> None:
     dry = cloud.deploy(DRY_RUN="1")
     assert dry.returncode == 0, dry.stderr
@@ -455,6 +482,7 @@ def test_a_release_2_gcloud_deployment_is_adopted_and_upgraded(cloud: Cloud) -> 
     assert cloud.secrets()["capi-meta-token"] == ["EAAGreleaseTwoToken"]
     assert len(cloud.secrets()["capi-ingest-key"]) == 1
 
+    assert "import" in terraform_commands_checked(cloud)
     again = cloud.deploy()
     assert again.returncode == 0 and cloud.commands() == SECOND_RUN
 
