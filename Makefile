@@ -52,7 +52,7 @@ run: $(STAMP)
 # one to this version: make deploy PROJECT=<id> REGION=<region> PIXEL_ID=<id> [DRY_RUN=1]
 # (docs/deploy.md has every option). Python's standard library only: no virtualenv needed.
 deploy:
-	@$(PYTHON) deploy/deploy.py
+	@$(PYTHON) -m deploy
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -21,7 +21,10 @@ from typing import Any
 import pytest
 
 from deploy import deploy as script
-from deploy.deploy import APIS, DeployError, Runner, Settings, deploy, diagnose
+from deploy.deploy import deploy
+from deploy.errors import DeployError, diagnose
+from deploy.runner import Runner
+from deploy.settings import APIS, Settings
 from tests.conftest import ROOT
 from tests.fakes.cloud import ACCESS_TOKEN, EVENTS_URL, initial_state
 from tests.test_readme_commands import check, cli_tree

@@ -88,7 +88,7 @@ def deploy_commands() -> list[str]:
     """Every command `make deploy DRY_RUN=1` prints, with the variables of the docs' example."""
     env = {**os.environ, "DRY_RUN": "1", "PROJECT": "my-shop-prod", "REGION": "europe-west1", "PIXEL_ID": "1"}
     printed = subprocess.run(
-        [sys.executable, str(ROOT / "deploy" / "deploy.py")], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "deploy"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     ).stdout
     commands = [line[2:].split("    # ")[0] for line in printed.splitlines() if line.startswith("$ gcloud ")]
     # ... and the ones it tells the user to run (reading the key, the /validate check).

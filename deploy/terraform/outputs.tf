@@ -1,4 +1,4 @@
-# What deploy.py prints at the end: the tag's settings and where the secrets are.
+# What make deploy prints at the end: the tag's settings and where the secrets are.
 output "events_url" {
   description = "URL of capi_events: the sGTM tag's url field."
   value       = module.capi.events_url
