@@ -119,6 +119,10 @@ class Settings:
         country = get("DEFAULT_COUNTRY").upper()
         if country and not re.fullmatch(r"[A-Z]{2}", country):
             raise DeployError(f"DEFAULT_COUNTRY={country!r} is not a 2-letter code.", "e.g. DEFAULT_COUNTRY=DE")
+        if get("ALERT_EMAIL") and not re.fullmatch(r"[^@\s]+@[^@\s]+", get("ALERT_EMAIL")):
+            raise DeployError(
+                f"ALERT_EMAIL={get('ALERT_EMAIL')!r} is not an email address.", "e.g. ALERT_EMAIL=ops@example.com"
+            )
         retry_wait = get("RETRY_WAIT", "60")
         if not retry_wait.isdigit():
             raise DeployError(f"RETRY_WAIT={retry_wait!r} is not a number of seconds.", "e.g. RETRY_WAIT=120")

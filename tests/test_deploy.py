@@ -369,6 +369,8 @@ def test_no_token_on_stdin_stops_before_terraform(cloud: Cloud) -> None:
         ({"REGION": "europe"}, "REGION"),
         ({"PIXEL_ID": "px-1"}, "PIXEL_ID"),
         ({"DEFAULT_COUNTRY": "Germany"}, "DEFAULT_COUNTRY"),
+        ({"ALERT_EMAIL": "ops"}, "ALERT_EMAIL"),
+        ({"RETRY_WAIT": "soon"}, "RETRY_WAIT"),
         ({"DELIVERY": "queue"}, "DELIVERY is not supported by this version of make deploy yet"),
         ({"SHOPIFY": "1"}, "SHOPIFY is not supported by this version of make deploy yet"),
     ],
