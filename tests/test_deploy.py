@@ -392,6 +392,34 @@ def test_settings_defaults() -> None:
         Settings.from_env({"PROJECT": "p", "REGION": "us-central1", "PIXEL_ID": "1", "NAME": "Shop"})
 
 
+@pytest.mark.parametrize(
+    ("text", "fix"),
+    [
+        # The stable parts of Google's own answers, as gcloud and Terraform print them.
+        (
+            "ERROR: (gcloud.auth.print-access-token) You do not currently have an active account selected.",
+            "gcloud auth login",
+        ),
+        (
+            "Error: Error creating Secret: googleapi: Error 409: Secret [capi-meta-token] already exists.",
+            "another NAME",
+        ),
+        (
+            "Error 403: This API method requires billing to be enabled. reason: BILLING_DISABLED",
+            "billing projects link",
+        ),
+        ("Error 403: Cloud Run Admin API has not been used in project 1 before or it is disabled.", "Wait two minutes"),
+        ("Error 403: Permission 'iam.serviceAccounts.create' denied on resource (or it may not exist).", "roles/owner"),
+        (
+            "Error 400: One or more users named in the policy do not belong to a permitted customer.",
+            "org-policies reset",
+        ),
+    ],
+)
+def test_each_known_error_has_its_fix(text: str, fix: str) -> None:
+    assert fix in diagnose(text, "p")
+
+
 def test_an_unknown_error_points_at_the_output() -> None:
     assert diagnose("Error: something new", "p").startswith("The output above says why")
 
