@@ -63,6 +63,17 @@ FIXES: Sequence[tuple[str, str]] = (
         "import -var=... ADDRESS ID`), delete it, or deploy beside it with another NAME=.",
     ),
     (
+        r"does not match configured version constraint|[Ii]nconsistent dependency lock file",
+        "The providers Terraform downloaded for an earlier version do not fit this one: run "
+        "`terraform -chdir=deploy/terraform init -upgrade -backend=false`, then make deploy again.",
+    ),
+    (
+        r"Error acquiring the state lock|state lock",
+        "Another make deploy (or terraform) is running on this deployment's state; wait for it to "
+        "finish. If none is, the lock is stale: `terraform -chdir=deploy/terraform force-unlock ID` "
+        "with the ID printed above.",
+    ),
+    (
         r"You do not currently have an active account|gcloud auth login|Reauthentication required"
         r"|invalid_grant|credentials .* (invalid|expired)",
         "gcloud has no valid login: run `gcloud auth login`, then make deploy again.",

@@ -414,6 +414,11 @@ def test_settings_defaults() -> None:
             "Error 400: One or more users named in the policy do not belong to a permitted customer.",
             "org-policies reset",
         ),
+        (
+            "Error: locked provider hashicorp/google 5.40.0 does not match configured version constraint",
+            "-upgrade",
+        ),
+        ("Error: Error acquiring the state lock", "force-unlock"),
     ],
 )
 def test_each_known_error_has_its_fix(text: str, fix: str) -> None:
