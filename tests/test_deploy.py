@@ -1,8 +1,10 @@
 """`make deploy`, run for real against a recording fake of gcloud and Terraform (tests/fakes/cloud.py).
 
 The fakes are first on PATH and keep state, so the second run finds what the first created.
-Each test runs the Makefile target itself, as a user does; every gcloud command it ran is also
-checked against the installed Cloud SDK's command tree (tests/test_readme_commands.py).
+The tests run the Makefile target itself, as a user does (the options test alone runs the
+steps in-process, to wire module variables other features bring); the gcloud commands it ran
+are checked against the installed Cloud SDK's command tree (tests/test_readme_commands.py),
+its Terraform flags against the installed terraform's help.
 """
 
 from __future__ import annotations
