@@ -12,7 +12,7 @@ EXTRA_PYTHONS ?= 3.12 3.13
 EXTRA_STAMPS  := $(foreach v,$(EXTRA_PYTHONS),$(VENV)-py$(v)/.installed)
 PYENV_ROOT    ?= $(HOME)/.pyenv
 
-.PHONY: install run test unit lint tf-check bench clean
+.PHONY: install run test unit lint tf-check bench clean deploy
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,13 +48,20 @@ run: $(STAMP)
 	DEFAULT_COUNTRY=$${DEFAULT_COUNTRY:-US} \
 	$(VENV)/bin/functions-framework --target=capi_events --source=main.py --host=127.0.0.1 --port=$(PORT)
 
+# Google Cloud, from an empty project with billing to the sGTM-ready deployment, or an existing
+# one to this version: make deploy PROJECT=<id> REGION=<region> PIXEL_ID=<id> [DRY_RUN=1]
+# (docs/deploy.md has every option). Python's standard library only: no virtualenv needed.
+deploy:
+	@$(PYTHON) -m deploy
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 tf-check: $(TOOLS_STAMP)
 	TF_CLI_CONFIG_FILE=/dev/null terraform fmt -check -recursive terraform/
-	$(TOOLS)/bin/checkov --quiet --compact --skip-download -d terraform/ --framework terraform
+	TF_CLI_CONFIG_FILE=/dev/null terraform fmt -check -recursive deploy/terraform/
+	$(TOOLS)/bin/checkov --quiet --compact --skip-download -d terraform/ -d deploy/terraform/ --framework terraform
 
 # Lint and the Terraform checks once; pytest on every supported version, one after the other.
 test: $(STAMP) $(EXTRA_STAMPS) lint tf-check

@@ -78,7 +78,11 @@ locals {
     local.secret_env,
   )
 
+  # iam and cloudresourcemanager: the service accounts and the project's IAM bindings;
+  # pubsub: Cloud Run functions' event plumbing (and queued delivery).
   apis = [
+    "iam.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
     "cloudfunctions.googleapis.com",
     "run.googleapis.com",
     "cloudbuild.googleapis.com",
@@ -89,6 +93,7 @@ locals {
     "storage.googleapis.com",
     "logging.googleapis.com",
     "monitoring.googleapis.com",
+    "pubsub.googleapis.com",
   ]
 }
 
@@ -111,6 +116,24 @@ resource "google_service_account" "scheduler" {
   project      = var.project_id
   account_id   = "${var.name}-scheduler"
   display_name = "capi scheduler (invokes capi_replay and capi_quality with OIDC)"
+}
+
+# Cloud Build builds the functions as this account: since 2024 new projects' default build
+# account (Compute Engine's) may lack the roles, and an organization may have disabled it.
+resource "google_service_account" "build" {
+  project      = var.project_id
+  account_id   = "${var.name}-build"
+  display_name = "capi functions build (Cloud Build)"
+}
+
+# The roles Google lists for a custom build account (Cloud Run, "build service account"): build
+# logs, the image in Artifact Registry, the source object and build cache in Cloud Storage. Not
+# roles/cloudbuild.builds.builder: broader, and checkov (CKV_GCP_49) counts it as impersonating.
+resource "google_project_iam_member" "build" {
+  for_each = toset(["roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectAdmin"])
+  project  = var.project_id
+  role     = each.value
+  member   = "serviceAccount:${google_service_account.build.email}"
 }
 
 # Firestore: profiles (read), dead letters and idempotency records (write).
@@ -245,8 +268,9 @@ resource "google_cloudfunctions2_function" "events" {
   labels      = local.labels
 
   build_config {
-    runtime     = "python312"
-    entry_point = "capi_events"
+    runtime         = "python312"
+    entry_point     = "capi_events"
+    service_account = google_service_account.build.id
     source {
       storage_source {
         bucket = google_storage_bucket.source.name
@@ -272,6 +296,7 @@ resource "google_cloudfunctions2_function" "events" {
     google_project_service.apis,
     google_secret_manager_secret_iam_member.runtime_access,
     google_project_iam_member.runtime_datastore,
+    google_project_iam_member.build,
   ]
 
   lifecycle {
@@ -294,8 +319,9 @@ resource "google_cloudfunctions2_function" "replay" {
   labels      = local.labels
 
   build_config {
-    runtime     = "python312"
-    entry_point = "capi_replay"
+    runtime         = "python312"
+    entry_point     = "capi_replay"
+    service_account = google_service_account.build.id
     source {
       storage_source {
         bucket = google_storage_bucket.source.name
@@ -322,6 +348,7 @@ resource "google_cloudfunctions2_function" "replay" {
     google_project_service.apis,
     google_secret_manager_secret_iam_member.runtime_access,
     google_project_iam_member.runtime_datastore,
+    google_project_iam_member.build,
   ]
 }
 
@@ -333,8 +360,9 @@ resource "google_cloudfunctions2_function" "quality" {
   labels      = local.labels
 
   build_config {
-    runtime     = "python312"
-    entry_point = "capi_quality"
+    runtime         = "python312"
+    entry_point     = "capi_quality"
+    service_account = google_service_account.build.id
     source {
       storage_source {
         bucket = google_storage_bucket.source.name
@@ -359,6 +387,7 @@ resource "google_cloudfunctions2_function" "quality" {
   depends_on = [
     google_project_service.apis,
     google_secret_manager_secret_iam_member.runtime_access,
+    google_project_iam_member.build,
   ]
 }
 

@@ -14,12 +14,12 @@ output "quality_url" {
 }
 
 output "replay_job" {
-  description = "Cloud Scheduler job of the replay: run it by hand with gcloud scheduler jobs run <name> --location=<region>."
+  description = "Cloud Scheduler job of the replay: run it by hand with gcloud scheduler jobs run <name> --location=<region> --project=<project>."
   value       = google_cloud_scheduler_job.replay.name
 }
 
 output "quality_job" {
-  description = "Cloud Scheduler job of capi_quality: run it by hand with gcloud scheduler jobs run <name> --location=<region>."
+  description = "Cloud Scheduler job of capi_quality: run it by hand with gcloud scheduler jobs run <name> --location=<region> --project=<project>."
   value       = google_cloud_scheduler_job.quality.name
 }
 
@@ -33,13 +33,18 @@ output "runtime_service_account" {
   value       = google_service_account.runtime.email
 }
 
+output "build_service_account" {
+  description = "Email of the service account Cloud Build builds the functions as."
+  value       = google_service_account.build.email
+}
+
 output "scheduler_service_account" {
   description = "Email of the service account Cloud Scheduler uses to invoke capi_replay."
   value       = google_service_account.scheduler.email
 }
 
 output "meta_token_secret" {
-  description = "Secret to add the Meta access token to: gcloud secrets versions add <id> --data-file=- (null with destinations: see destination_token_secrets)."
+  description = "Secret to add the Meta access token to: gcloud secrets versions add <id> --project=<project> --data-file=- (null with destinations: see destination_token_secrets)."
   value       = try(google_secret_manager_secret.capi["meta_token"].secret_id, null)
 }
 

@@ -1,17 +1,23 @@
-"""Every gcloud command the README and the Terraform example print names a real command and real flags.
+"""Every gcloud command capi shows a user names a real command and real flags.
 
-Checked offline against the installed Cloud SDK's own command tree
+Where they come from: what `make deploy DRY_RUN=1` prints (every command it runs), the README
+and the docs/ pages (```sh blocks and inline `gcloud ...`), and the values and descriptions
+of every Terraform output. Checked offline against the installed Cloud SDK's own command tree
 (`data/cli/gcloud_completions.py`, the data `gcloud <group> <command> --help` and completion
 are generated from), so a typo or a renamed flag fails here instead of in a user's shell.
+tests/test_deploy.py checks the commands make deploy actually ran the same way.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -58,17 +64,42 @@ def segments(line: str) -> list[str]:
     return found
 
 
-def readme_commands() -> list[str]:
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    text = "\n".join(page.read_text() for page in pages)
+def page_commands(path: Path) -> list[str]:
+    """The gcloud commands of a Markdown page: its ```sh blocks and its inline `gcloud ...`."""
+    text = path.read_text()
     lines: list[str] = []
     for block in re.findall(r"```sh\n(.*?)```", text, re.S):
         joined = re.sub(r"\\\n\s*", " ", block)
         lines.extend(line.split(" #")[0] for line in joined.splitlines())
     lines.extend(re.findall(r"`(gcloud [^`]+)`", text))
-    outputs = (ROOT / "terraform/examples/basic/outputs.tf").read_text()
-    lines.extend(re.sub(r"\$\{[^}]+\}", "X", value) for value in re.findall(r'"([^"]*gcloud [^"]*)"', outputs))
-    return sorted({command for line in lines for command in segments(line)})
+    return [command for line in lines for command in segments(line)]
+
+
+def output_commands() -> list[str]:
+    """The gcloud commands in Terraform outputs (values and descriptions), ${...} replaced by X."""
+    found = []
+    for path in [*sorted((ROOT / "terraform").rglob("outputs.tf")), ROOT / "deploy" / "terraform" / "outputs.tf"]:
+        for value in re.findall(r'"([^"]*gcloud [^"]*)"', path.read_text()):
+            found.extend(segments(re.sub(r"\$\{[^}]+\}", "X", value)))
+    return found
+
+
+def deploy_commands() -> list[str]:
+    """Every command `make deploy DRY_RUN=1` prints, with the variables of the docs' example."""
+    env = {**os.environ, "DRY_RUN": "1", "PROJECT": "my-shop-prod", "REGION": "europe-west1", "PIXEL_ID": "1"}
+    printed = subprocess.run(
+        [sys.executable, "-m", "deploy"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout
+    commands = [line[2:].split("    # ")[0] for line in printed.splitlines() if line.startswith("$ gcloud ")]
+    # ... and the ones it tells the user to run (reading the key, the /validate check).
+    commands += [c for line in printed.splitlines() if not line.startswith("$ ") for c in segments(line)]
+    return commands
+
+
+def all_commands() -> list[str]:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    found = [command for page in pages for command in page_commands(page)]
+    return sorted({*found, *output_commands(), *deploy_commands()})
 
 
 def check(tree: dict[str, Any], command: str) -> None:
@@ -86,20 +117,31 @@ def check(tree: dict[str, Any], command: str) -> None:
             assert flag in known or flag.replace("--no-", "--", 1) in known, f"{command}: no flag {flag}"
 
 
-COMMANDS = readme_commands()
+COMMANDS = all_commands()
 
 
-def test_the_readme_has_the_runbook_commands() -> None:
+def test_the_commands_users_run_are_all_checked() -> None:
     text = " ".join(COMMANDS)
     for expected in (
-        "gcloud scheduler jobs run capi-replay",
+        "gcloud scheduler jobs run capi-replay",  # the runbook
         "gcloud scheduler jobs run capi-quality",
-        "gcloud secrets versions add capi-meta-token",
-        "gcloud secrets versions access latest --secret=capi-ingest-key",
         "gcloud logging read",
+        "gcloud services enable iam.googleapis.com",  # make deploy
+        "gcloud secrets versions add capi-meta-token --data-file=- --project=my-shop-prod",
+        "gcloud secrets versions access latest --secret=capi-ingest-key --project=my-shop-prod",
+        "gcloud secrets versions add X --project=X --data-file=-",  # the Terraform example's outputs
     ):
         assert expected in text, expected
     assert len(COMMANDS) > 20
+
+
+def test_terraform_outputs_name_the_project() -> None:
+    """A command printed for copy and paste runs against the deployment's project, not gcloud's default."""
+    commands = [command for command in output_commands() if " X" in command or "--project" in command]
+    assert commands
+    for command in commands:
+        if "<" not in command:  # descriptions show the shape (<name>, <region>), not a runnable line
+            assert "--project=X" in command, command
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -8,6 +8,11 @@ output "meta_token_secret" {
   value       = module.capi.meta_token_secret
 }
 
+output "add_meta_token_command" {
+  description = "The command that reads the Meta access token at a silent prompt and adds it to its secret: eval \"$(terraform output -raw add_meta_token_command)\"."
+  value       = module.capi.meta_token_secret == null ? null : "read -rs META_TOKEN && printf '%s' \"$META_TOKEN\" | gcloud secrets versions add ${module.capi.meta_token_secret} --project=${var.project_id} --data-file=- && unset META_TOKEN"
+}
+
 output "destination_token_secrets" {
   description = "With destinations: the secret to add each destination's token to, by name."
   value       = module.capi.destination_token_secrets

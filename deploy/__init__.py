@@ -1,0 +1,1 @@
+"""make deploy: capi on Google Cloud in one command (docs/deploy.md)."""

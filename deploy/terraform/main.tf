@@ -1,0 +1,58 @@
+# What `make deploy` applies (deploy/): the capi module for the sGTM path, its state in
+# a Cloud Storage bucket the deploy creates (`terraform init -backend-config=bucket=...`).
+# Public function + ingest key, every alert of the module. The deploy itself creates the
+# Firestore database when missing and enables the APIs (before Terraform can run), and puts
+# the token and the ingest key into their secrets: no secret ever passes through Terraform.
+
+terraform {
+  required_version = ">= 1.5, < 2.0"
+  backend "gcs" {}
+
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = ">= 5.40, < 7.0"
+    }
+    archive = {
+      source  = "hashicorp/archive"
+      version = ">= 2.4, < 3.0"
+    }
+  }
+}
+
+provider "google" {
+  project = var.project_id
+  region  = var.region
+}
+
+module "capi" {
+  source = "../../terraform"
+
+  project_id      = var.project_id
+  region          = var.region
+  name            = var.name
+  pixel_id        = var.pixel_id
+  default_country = var.default_country
+  alert_email     = var.alert_email
+
+  # The sGTM path: a tag template cannot mint Google ID tokens, so capi_events is public and
+  # checks the ingest key.
+  public_access     = true
+  create_ingest_key = true
+
+  # make deploy creates the database when missing (outside Terraform, so that a second run,
+  # finding it, does not plan to destroy it) and enables the APIs before Terraform runs.
+  create_firestore_database = false
+  firestore_database        = "(default)"
+  enable_apis               = false
+
+  # HOOK: make deploy's options (deploy/settings.py, OPTIONS). Once terraform/variables.tf has the
+  # variable (browser_collection: issue 22; create_*_signing_key: issue 23; delivery: issue 24),
+  # pass it here and declare it in variables.tf with the same default as the module's:
+  #   browser_collection             = var.browser_collection
+  #   browser_ttl_days               = var.browser_ttl_days
+  #   create_shopify_signing_key     = var.create_shopify_signing_key
+  #   create_woocommerce_signing_key = var.create_woocommerce_signing_key
+  # make deploy then passes BROWSER_COLLECTION=..., SHOPIFY=1, ... on, and asks for the shops'
+  # signing keys. Until then it refuses these options before running anything.
+}
