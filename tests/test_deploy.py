@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from deploy import deploy as script
 from deploy.deploy import deploy
 from deploy.errors import DeployError, diagnose
 from deploy.runner import Runner
@@ -374,7 +373,6 @@ def test_no_token_on_stdin_stops_before_terraform(cloud: Cloud) -> None:
         ({"ALERT_EMAIL": "ops"}, "ALERT_EMAIL"),
         ({"RETRY_WAIT": "soon"}, "RETRY_WAIT"),
         ({"DELIVERY": "queue"}, "DELIVERY is not supported by this version of make deploy yet"),
-        ({"SHOPIFY": "1"}, "SHOPIFY is not supported by this version of make deploy yet"),
     ],
 )
 def test_bad_variables_are_named_before_any_command(cloud: Cloud, variables: dict[str, str], named: str) -> None:
@@ -529,10 +527,14 @@ def test_a_release_2_gcloud_deployment_is_adopted_and_upgraded(cloud: Cloud) -> 
 
 
 def test_options_pass_their_variables_and_ask_for_their_secrets(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SHOPIFY, WOOCOMMERCE and BROWSER_COLLECTION, as they work once deploy/terraform wires the
-    module's variables (create_shopify_signing_key, ... from the shop and browser features)."""
+    """SHOPIFY, WOOCOMMERCE and BROWSER_COLLECTION: deploy/terraform passes the module's variables
+    on (create_shopify_signing_key, ...), and the shops' signing keys are read like the token."""
     wired = {"create_shopify_signing_key", "create_woocommerce_signing_key", "browser_collection"}
-    monkeypatch.setattr(script, "root_variables", lambda: load_root_variables() | wired)
+    assert wired <= load_root_variables()
+        "create_shopify_signing_key",
+        "create_woocommerce_signing_key",
+        "browser_collection",
+    } <= load_root_variables()
     monkeypatch.setenv("PATH", f"{cloud.bin}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_CLOUD", str(cloud.home))
     env = {"PROJECT": PROJECT, "REGION": REGION, "PIXEL_ID": PIXEL, "SHOPIFY": "1", "WOOCOMMERCE": "yes"}

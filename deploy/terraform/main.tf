@@ -46,13 +46,9 @@ module "capi" {
   firestore_database        = "(default)"
   enable_apis               = false
 
-  # HOOK: make deploy's options (deploy/settings.py, OPTIONS). Once terraform/variables.tf has the
-  # variable (browser_collection: issue 22; create_*_signing_key: issue 23; delivery: issue 24),
-  # pass it here and declare it in variables.tf with the same default as the module's:
-  #   browser_collection             = var.browser_collection
-  #   browser_ttl_days               = var.browser_ttl_days
-  #   create_shopify_signing_key     = var.create_shopify_signing_key
-  #   create_woocommerce_signing_key = var.create_woocommerce_signing_key
-  # make deploy then passes BROWSER_COLLECTION=..., SHOPIFY=1, ... on, and asks for the shops'
-  # signing keys. Until then it refuses these options before running anything.
+  # make deploy's options (deploy/settings.py, OPTIONS), with the module's defaults when unset.
+  browser_collection             = var.browser_collection
+  browser_ttl_days               = var.browser_ttl_days
+  create_shopify_signing_key     = var.create_shopify_signing_key
+  create_woocommerce_signing_key = var.create_woocommerce_signing_key
 }

@@ -30,3 +30,27 @@ variable "alert_email" {
   type        = string
   default     = ""
 }
+
+variable "browser_collection" {
+  description = "BROWSER_COLLECTION=...: enhanced event coverage's Firestore collection (empty: off)."
+  type        = string
+  default     = ""
+}
+
+variable "browser_ttl_days" {
+  description = "BROWSER_TTL_DAYS=...: days a browser's remembered keys live after their last change."
+  type        = number
+  default     = 90
+}
+
+variable "create_shopify_signing_key" {
+  description = "SHOPIFY=1: a secret for Shopify's webhook signing key (POST /webhooks/shopify)."
+  type        = bool
+  default     = false
+}
+
+variable "create_woocommerce_signing_key" {
+  description = "WOOCOMMERCE=1: a secret for WooCommerce's webhook secret (POST /webhooks/woocommerce)."
+  type        = bool
+  default     = false
+}
