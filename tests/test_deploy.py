@@ -531,10 +531,6 @@ def test_options_pass_their_variables_and_ask_for_their_secrets(cloud: Cloud, mo
     on (create_shopify_signing_key, ...), and the shops' signing keys are read like the token."""
     wired = {"create_shopify_signing_key", "create_woocommerce_signing_key", "browser_collection"}
     assert wired <= load_root_variables()
-        "create_shopify_signing_key",
-        "create_woocommerce_signing_key",
-        "browser_collection",
-    } <= load_root_variables()
     monkeypatch.setenv("PATH", f"{cloud.bin}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_CLOUD", str(cloud.home))
     env = {"PROJECT": PROJECT, "REGION": REGION, "PIXEL_ID": PIXEL, "SHOPIFY": "1", "WOOCOMMERCE": "yes"}
