@@ -445,7 +445,9 @@ class EventService:
             else:
                 batch.rejected.append(result)
         profiles = self._profiles(drafts, batch) if enrich and drafts else {}
-        sent: set[tuple[str, str]] = set()  # (event_name, event_id): each goes once per request
+        # (event_name, event_id) -> the destinations it goes to already: each pair goes once per
+        # request and destination (two shops' orders may share a transaction_id).
+        sent: dict[tuple[str, str], set[str]] = {}
         for draft in drafts:
             self._finish(batch, draft, profiles.get(draft.user_id) if draft.user_id else None, sent)
         return batch
@@ -477,7 +479,7 @@ class EventService:
         return replace(rejection, problems=(*problems, ("destinations", found.problem)))
 
     def _finish(
-        self, batch: _Batch, draft: Draft, profile: Mapping[str, Any] | None, sent: set[tuple[str, str]]
+        self, batch: _Batch, draft: Draft, profile: Mapping[str, Any] | None, sent: dict[tuple[str, str], set[str]]
     ) -> None:
         done = finish(draft, profile, self.config.default_country)
         if draft.notes:
@@ -486,11 +488,16 @@ class EventService:
             batch.rejected.append(done)
             return
         # Checked once finished: a first copy that was rejected must not make a valid repeat a duplicate.
+        # A repeat is judged per destination: it is a duplicate only where the pair goes already.
         key = (done.event["event_name"], done.event["event_id"])
-        if key in sent:
+        taken = sent.setdefault(key, set())
+        names = batch.targets[draft.index]  # set by _route for every draft
+        fresh = tuple(name for name in names if name not in taken)
+        if not fresh:
             batch.skipped.append(Skip(draft.index, key[1], "duplicate", event_name=key[0]))
             return
-        sent.add(key)
+        batch.targets[draft.index] = fresh
+        taken.update(fresh)
         batch.finished.append(done)
 
     def _profiles(self, drafts: list[Draft], batch: _Batch) -> Mapping[str, dict[str, Any]]:
