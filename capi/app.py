@@ -104,6 +104,9 @@ class Application:
             pool_size=max(16, config.threads),
             destination=destination.name,
             from_destinations=not destination.implicit,
+            # The fix of a refused token names the setting it came from (the secret wins).
+            literal_token=not destination.access_token_secret,
+            literal_app_secret=not destination.app_secret_secret,
             **retry,
         )
 

@@ -351,8 +351,8 @@ def test_refused_token_stores_for_that_destination_and_replay_sends_to_it_alone(
     assert delivered_ids(graph, "222") == []
     assert (body["forwarded"], body["stored"], body["error"], body["meta_code"]) == (4, 2, "meta_config", 190)
     assert body["message"].startswith("destination brand_b: Meta refused capi's configuration")
-    assert body["fix"] == (
-        "rotate the token: add a new version to access_token_secret of destination 'brand_b' (META_DESTINATIONS)"
+    assert body["fix"] == (  # brand_b's token is a literal `access_token`: that key is named (issue 20 item 4)
+        "rotate the token: set access_token of destination 'brand_b' (META_DESTINATIONS) to a new token"
         " (Meta says it is invalid or expired)"
     )
     assert body["event_ids"] == ["R0", "R1", "R2"]

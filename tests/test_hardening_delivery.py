@@ -80,3 +80,49 @@ def test_f5_same_transaction_id_for_two_destinations_reaches_both(graph: GraphSe
     again = client.post("/events", json=[order("shop-a.example.com", "1002"), order("shop-a.example.com", "1002")])
     assert again.get_json()["skipped"] == [{"index": 1, "event_id": "1002", "reason": "duplicate"}]
     assert graph.fake.delivered_by_pixel["111"][("Purchase", "1002")] == 1
+
+
+# -- F21: Meta counting fewer events than it was sent ---------------------------------------
+
+
+@pytest.mark.emulator
+def test_f21_events_received_below_sent_is_kept_for_replay(firestore_db: Any, graph: GraphServer) -> None:
+    from tests.conftest import make_app, purchase
+
+    graph.fake.fail_next("short_count")
+    client = serve(make_app(graph, firestore=firestore_db))
+    response = client.post("/events", json={"events": [purchase(f"C{n}") for n in range(5)]})
+    body = response.get_json()
+    assert response.status_code == 202, body
+    assert (body["forwarded"], body["stored"], body["error"]) == (0, 5, "meta_unreadable")
+    assert "events_received 0 for 5 events" in body["message"]
+    assert graph.fake.requests == 1  # not retried: Meta may have taken them
+    assert sorted(d.to_dict()["event_id"] for d in firestore_db.collection("capi_deadletter").stream()) == [
+        f"C{n}" for n in range(5)
+    ]
+    # The replay sends them again; Meta deduplicates by event_id.
+    assert client.post("/replay").get_json()["delivered"] == 5
+
+
+# -- issue 20 item 4: the fix names the setting actually used --------------------------------
+
+
+def test_token_fix_names_the_setting_used(graph: GraphServer, secret_manager: Any) -> None:
+    from capi.delivery.graph import FIX_TOKEN
+    from capi.errors import MetaError
+    from capi.payload import request_body
+    from tests.conftest import make_app
+
+    graph.fake.down = "code:190"
+    body = request_body([{"event_name": "Purchase", "event_id": "T1"}], None)
+    with pytest.raises(MetaError) as literal:
+        make_app(graph).graph.send(body)  # the token came from META_ACCESS_TOKEN
+    assert literal.value.fix is not None
+    assert "set META_ACCESS_TOKEN to a new token" in literal.value.fix and "_SECRET" not in literal.value.fix
+    secret_manager.fake.add_version(f"projects/{EMULATOR_PROJECT}/secrets/meta-token", "stale-token")
+    from_secret = make_app(
+        graph, secret_client=secret_manager.client(), META_ACCESS_TOKEN="", META_ACCESS_TOKEN_SECRET="meta-token"
+    )
+    with pytest.raises(MetaError) as secret:
+        from_secret.graph.send(body)
+    assert secret.value.fix == FIX_TOKEN

@@ -45,19 +45,40 @@ FIX_PIXEL = "check META_PIXEL_ID: Meta knows no such pixel, or this token cannot
 FIX_APP_SECRET = "check META_APP_SECRET_SECRET: it must be the secret of the token's app"
 
 
+# A literal token or app secret (local runs) is fixed in its own variable, not in a secret.
+_LITERAL_FIXES = {
+    "token": ("add a new version to META_ACCESS_TOKEN_SECRET", "set META_ACCESS_TOKEN to a new token"),
+    "app_secret": ("META_APP_SECRET_SECRET", "META_APP_SECRET"),
+}
+
 # With META_DESTINATIONS, what to fix is a key of one destination, not a variable.
 _DESTINATION_KEYS = {
     "META_ACCESS_TOKEN_SECRET": "access_token_secret",
+    "META_ACCESS_TOKEN": "access_token",
     "META_PIXEL_ID": "pixel_id",
     "META_APP_SECRET_SECRET": "app_secret_secret",
+    "META_APP_SECRET": "app_secret",
 }
+_VARIABLE = re.compile(r"\bMETA_[A-Z_]+\b")
+
+
+def literal_fix(fix: str, *, token: bool, app_secret: bool) -> str:
+    """`fix` naming the setting actually used: META_ACCESS_TOKEN (META_APP_SECRET) when the
+    value came from that variable rather than from a Secret Manager secret."""
+    for used, (secret_text, literal_text) in _LITERAL_FIXES.items():
+        if token if used == "token" else app_secret:
+            fix = fix.replace(secret_text, literal_text)
+    return fix
 
 
 def destination_fix(fix: str, destination: str) -> str:
     """`fix` for one destination of META_DESTINATIONS: its own key named instead of the variable."""
-    for variable, key in _DESTINATION_KEYS.items():
-        fix = fix.replace(variable, f"{key} of destination {destination!r} (META_DESTINATIONS)")
-    return fix
+
+    def key(match: re.Match[str]) -> str:
+        name = _DESTINATION_KEYS.get(match.group(0))
+        return f"{name} of destination {destination!r} (META_DESTINATIONS)" if name else match.group(0)
+
+    return _VARIABLE.sub(key, fix)
 
 
 def _config_fix(code: int | None, subcode: int | None, message: str) -> str | None:
@@ -253,10 +274,13 @@ class GraphClient:
         stopping: Callable[[], bool] = shutdown.stopping,
         destination: str = DEFAULT,
         from_destinations: bool = False,
+        literal_token: bool = False,
+        literal_app_secret: bool = False,
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/{api_version}/{pixel_id}/events"
         self.destination = destination
         self._from_destinations = from_destinations  # configured in META_DESTINATIONS
+        self._literal = {"token": literal_token, "app_secret": literal_app_secret}  # not Secret Manager
         self._token = token
         self._app_secret = app_secret
         self._session = Lazy(lambda: session or _new_pool(self.url, pool_size))
@@ -317,7 +341,7 @@ class GraphClient:
                 if raw is None:
                     response.close()  # the rest is not read: this connection cannot be reused
                 response.release_conn()
-                error = self._answer(response, raw, state.attempts + 1)
+                error = self._answer(response, raw, state.attempts + 1, len(body.get("data") or ()))
                 retry_after = _retry_after(response)
             if isinstance(error, GraphResult):
                 return error
@@ -337,6 +361,8 @@ class GraphClient:
                 error, now=self._clock(), retry_after=retry_after, rng=self._rng, stopping=self._stopping()
             )
             if next_state is None:
+                if error.fix:
+                    error.fix = literal_fix(error.fix, **self._literal)
                 if error.fix and self._from_destinations:
                     error.fix = destination_fix(error.fix, self.destination)
                 raise error
@@ -345,7 +371,9 @@ class GraphClient:
                 self._sleep(state.wait)
 
     @staticmethod
-    def _answer(response: urllib3.BaseHTTPResponse, raw: bytes | None, attempt: int) -> GraphResult | MetaError:
+    def _answer(
+        response: urllib3.BaseHTTPResponse, raw: bytes | None, attempt: int, sent: int
+    ) -> GraphResult | MetaError:
         status = response.status
         if raw is None:
             return MetaError(
@@ -359,6 +387,16 @@ class GraphClient:
             payload = None
         if 200 <= status < 300:
             result = _accepted(payload, attempt)
+            if result is not None and result.events_received is not None and result.events_received < sent:
+                # Meta says it took fewer events than it was sent and not which: the outcome of
+                # each is unknown, so all are kept for replay (Meta deduplicates a second copy).
+                return MetaError(
+                    f"Meta answered events_received {result.events_received} for {sent} events sent:"
+                    " unknown which it took",
+                    kind="unreadable",
+                    http_status=status,
+                    fbtrace_id=result.fbtrace_id,
+                )
             if result is not None:
                 return result
             if not (isinstance(payload, dict) and isinstance(payload.get("error"), dict)):

@@ -103,7 +103,7 @@ class Script:
     """One scripted answer: `kind` is ok, 500, 503, 429, code:<n>[:<subcode>], hang, drop, html
     (a 502 page); garbage, html200, no_count (Meta took the events, the 200 answer is unreadable);
     huge_trace (a 200 whose fbtrace_id is `huge_bytes` long), bad_trace (a short but malformed
-    fbtrace_id)."""
+    fbtrace_id); short_count (Meta took the events but answers `events_received: 0`)."""
 
     kind: str
     retry_after: str | None = None
@@ -218,7 +218,8 @@ class FakeGraph:
             trace = "A" * self.huge_bytes
         elif kind == "bad_trace":
             trace = "<script>alert(1)</script>"
-        return 200, {"events_received": len(data), "messages": [], "fbtrace_id": trace}, {}
+        received = 0 if kind == "short_count" else len(data)
+        return 200, {"events_received": received, "messages": [], "fbtrace_id": trace}, {}
 
     @property
     def duplicates(self) -> int:
