@@ -126,3 +126,24 @@ def test_token_fix_names_the_setting_used(graph: GraphServer, secret_manager: An
     with pytest.raises(MetaError) as secret:
         from_secret.graph.send(body)
     assert secret.value.fix == FIX_TOKEN
+
+
+# -- F8: a dripping answer is bounded in total time ------------------------------------------
+
+
+def test_f8_dripping_answer_is_cut_within_the_retry_budget(graph: GraphServer) -> None:
+    from capi.errors import MetaError
+    from capi.payload import request_body
+    from tests.conftest import make_app
+
+    # One byte every 0.2 s: each read is far inside the 1 s read timeout, so before the fix
+    # one call lasted the whole answer (about 40 s) and every retry again.
+    graph.fake.drip = 0.2
+    app = make_app(graph, META_TIMEOUT_SECONDS="1", META_RETRY_BUDGET_SECONDS="3")
+    started = time.monotonic()
+    with pytest.raises(MetaError) as failed:
+        app.graph.send(request_body([{"event_name": "Purchase", "event_id": "D1"}], None))
+    elapsed = time.monotonic() - started
+    assert failed.value.kind == "transient" and "in total" in failed.value.message
+    assert elapsed < 3.8, elapsed  # the retry budget (3 s) and one call's slack, not the drip
+    assert graph.fake.requests >= 2  # cut calls are retried inside the budget

@@ -24,6 +24,7 @@ import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_environ_proxies
 
 from capi import shutdown
+from capi.delivery.watchdog import bounded_call, guarded_pool
 from capi.destinations import DEFAULT
 from capi.errors import MetaAuthError, MetaError
 from capi.lazy import Lazy
@@ -246,7 +247,7 @@ def _new_pool(url: str, pool_size: int) -> urllib3.PoolManager:
     proxies = get_environ_proxies(url)
     proxy = proxies.get(url.split(":", 1)[0]) or proxies.get("all")
     options: dict[str, Any] = {"maxsize": pool_size, "retries": False, "ca_certs": ca_certs}
-    return urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+    return guarded_pool(urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options))
 
 
 class GraphClient:
@@ -319,30 +320,39 @@ class GraphClient:
         while True:
             wire = self._wire(body, state.refresh)
             remaining = max(0.05, state.remaining(self._clock()))
-            read_by = self._clock() + min(self._timeout, remaining)  # the answer, headers and body
+            # The whole call (connecting, sending, the answer's headers and body) ends by
+            # `read_by`: socket timeouts bound each read only, so a watchdog cuts a dripping answer.
+            bound = min(self._timeout, remaining)
+            read_by = self._clock() + bound
             retry_after: float | None = None
-            try:
-                response = self.session.request(
-                    "POST",
-                    self.url,
-                    body=wire,
-                    headers={"Content-Type": "application/json"},
-                    timeout=urllib3.Timeout(
-                        connect=min(CONNECT_TIMEOUT, remaining), read=min(self._timeout, remaining)
-                    ),
-                    preload_content=False,  # read a bounded answer, never a whole unbounded one
-                    retries=False,
-                    redirect=False,
+            with bounded_call(time.monotonic() + bound) as call:
+                try:
+                    response = self.session.request(
+                        "POST",
+                        self.url,
+                        body=wire,
+                        headers={"Content-Type": "application/json"},
+                        timeout=urllib3.Timeout(connect=min(CONNECT_TIMEOUT, remaining), read=bound),
+                        preload_content=False,  # read a bounded answer, never a whole unbounded one
+                        retries=False,
+                        redirect=False,
+                    )
+                except (urllib3.exceptions.HTTPError, OSError) as exc:
+                    error = MetaError(f"could not reach Meta ({type(exc).__name__})", kind="transient")
+                else:
+                    raw = _read_bounded(response, read_by, self._clock)
+                    if raw is None:
+                        response.close()  # the rest is not read: this connection cannot be reused
+                    response.release_conn()
+                    error = self._answer(response, raw, state.attempts + 1, len(body.get("data") or ()))
+                    retry_after = _retry_after(response)
+            if call.cut and not isinstance(error, GraphResult):
+                # Cut by the watchdog: Meta's answer took longer than the call's total bound.
+                error = MetaError(
+                    f"Meta's answer took over {bound:.1f} s in total (the bound of one call); cut",
+                    kind="transient",
+                    http_status=error.http_status,
                 )
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
-                error = MetaError(f"could not reach Meta ({type(exc).__name__})", kind="transient")
-            else:
-                raw = _read_bounded(response, read_by, self._clock)
-                if raw is None:
-                    response.close()  # the rest is not read: this connection cannot be reused
-                response.release_conn()
-                error = self._answer(response, raw, state.attempts + 1, len(body.get("data") or ()))
-                retry_after = _retry_after(response)
             if isinstance(error, GraphResult):
                 return error
             log(
