@@ -10,12 +10,12 @@ arm the watchdog when a request starts; the caller disarms it once the answer is
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import urllib3
@@ -75,10 +75,8 @@ def _cut(connection: HTTPConnection) -> None:
     sock = getattr(connection, "sock", None)
     if sock is None:
         return
-    try:
+    with contextlib.suppress(OSError):  # closed already
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass  # closed already
 
 
 WATCHDOG = Watchdog()
@@ -93,7 +91,7 @@ class Call:
         self.cut = False
 
 
-@contextmanager
+@contextlib.contextmanager
 def bounded_call(at: float, watchdog: Watchdog = WATCHDOG) -> Iterator[Call]:
     """Bound every request the current thread starts inside this block to end by `at`
     (monotonic): past it, the watchdog shuts the request's socket down."""
