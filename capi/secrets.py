@@ -128,4 +128,4 @@ class SecretManagerSecret:
 
     def _unavailable(self, what: str, fix: str) -> SecretUnavailable:
         log(logging.ERROR, "secret unavailable", secret=self.name, problem=what, fix=fix)
-        return SecretUnavailable(f"Secret Manager secret {self.name}: {what}", secret=self.name)
+        return SecretUnavailable(f"Secret Manager secret {self.name}: {what}", secret=self.name, fix=fix)

@@ -20,7 +20,7 @@ from capi import shutdown
 from capi.config import Config
 from capi.delivery import Sender, Sent, log_config_refusal, send_split
 from capi.destinations import Destination, Inherit, route
-from capi.errors import CapiError, MetaError, StoreUnavailable, UnavailableError
+from capi.errors import CapiError, MetaError, StoreUnavailable, TokenUnreadable
 from capi.events import Draft, Finished, Rejection, Skip, finish, prepare
 from capi.inputs import Envelope
 from capi.inputs import read as read_envelope
@@ -641,19 +641,8 @@ class EventService:
             for f in events:
                 delivery.states[f.index] = "forwarded"
             return delivery
-        try:
+        try:  # an unreadable token comes back as kept events (TokenUnreadable), stored below
             sent = send_split(target.sender, [f.event for f in events], code, stopping=self.stopping)
-        except UnavailableError as exc:
-            self._release(target.idempotency, claims)
-            if not self._named:
-                raise  # one destination: the request itself failed (capi.http answers it)
-            # Its token could not be read: nothing was sent to it; the caller retries.
-            for f in events:
-                delivery.states[f.index] = "unsent"
-            delivery.error = exc
-            delivery.message = f"{exc.message}: nothing was sent to this destination; retry the request"
-            log(logging.ERROR, "destination unavailable; nothing sent", destination=destination.name, error=exc.code)
-            return delivery
         except Exception:
             self._release(target.idempotency, claims)
             raise
@@ -759,7 +748,11 @@ class EventService:
             return
         if error.kind == "config":
             log_config_refusal(error, delivery.stored, delivery.name)
-            delivery.message = f"Meta refused capi's configuration ({error.message}); events stored for replay"
+            delivery.message = (
+                f"{error.message[0].upper()}{error.message[1:]}; events stored for replay"
+                if isinstance(error, TokenUnreadable)
+                else f"Meta refused capi's configuration ({error.message}); events stored for replay"
+            )
         elif error.kind == "transient":
             delivery.message = f"Meta is unavailable ({error.message}); events stored for replay"
         elif error.kind == "unreadable":

@@ -535,7 +535,10 @@ def test_quality_reads_every_destination(graph: GraphServer) -> None:
     ]
 
 
-def test_a_destinations_unreadable_token_holds_back_no_other(graph: GraphServer, secret_manager: Any) -> None:
+@pytest.mark.emulator
+def test_a_destinations_unreadable_token_holds_back_no_other(
+    graph: GraphServer, secret_manager: Any, firestore_db: Any
+) -> None:
     # brand_a's token is in Secret Manager; agency's secret has no version yet: nothing can be sent to it.
     secret_manager.fake.add_version(f"projects/{EMULATOR_PROJECT}/secrets/tok-a", "tok-a")
     entries = [
@@ -544,16 +547,19 @@ def test_a_destinations_unreadable_token_holds_back_no_other(graph: GraphServer,
     ]
     graph.fake.tokens.update({"111": "tok-a", "333": "tok-agency"})
     app = Application(
-        load_config(env_for(graph, entries)), secret_client=secret_manager.client(), firestore_client=lambda: None
+        load_config(env_for(graph, entries)),
+        secret_client=secret_manager.client(),
+        firestore_client=lambda: firestore_db,
     )
     response = serve(app).post("/events", json={"events": [purchase("S0")]})
-    assert response.status_code == 503
+    # Issue 19 F18: agency's events are stored for replay, as for a token Meta refused.
+    assert response.status_code == 202
     body = response.get_json()
     assert delivered_ids(graph, "111") == ["S0"] and graph.fake.requests_by_pixel == {"111": 1}
     assert body["error"] == "secret_unavailable" and body["message"].startswith("destination agency: ")
-    assert [(d["name"], d["forwarded"], d["error"]) for d in body["destinations"]] == [
-        ("brand_a", 1, None),
-        ("agency", 0, "secret_unavailable"),
+    assert [(d["name"], d["forwarded"], d["stored"], d["error"]) for d in body["destinations"]] == [
+        ("brand_a", 1, 0, None),
+        ("agency", 0, 1, "secret_unavailable"),
     ]
 
 

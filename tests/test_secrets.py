@@ -117,19 +117,21 @@ def test_190_rereads_the_secret_once_and_retries_once(secret_manager: Any, graph
         ),
     ],
 )
-def test_secret_errors_are_503_naming_the_resource_never_the_value(
-    secret_manager: Any, graph: Any, capsys: Any, setup: str, problem: str, fix: str
+@pytest.mark.emulator
+def test_unreadable_token_secret_stores_for_replay_naming_the_resource_never_the_value(
+    secret_manager: Any, graph: Any, firestore_db: Any, capsys: Any, setup: str, problem: str, fix: str
 ) -> None:
+    # Issue 19 F18: sGTM does not retry a 503, so an unreadable token stores like a refused one.
     if setup == "denied":
         secret_manager.fake.add_version(TOKEN_SECRET, "s3cr3t-value")
         secret_manager.fake.denied.add(TOKEN_SECRET)
-    client = serve(build(secret_manager, graph))
+    client = serve(build(secret_manager, graph, firestore=firestore_db))
     response = client.post("/events", json=lead())
-    assert response.status_code == 503
+    assert response.status_code == 202
     body = response.get_json()
-    assert body["error"] == "secret_unavailable"
-    assert body["secret"] == f"{TOKEN_SECRET}/versions/latest"
-    assert problem in body["message"]
+    assert (body["error"], body["stored"], body["fix"]) == ("secret_unavailable", 1, fix)
+    assert f"{TOKEN_SECRET}/versions/latest" in body["message"] and problem in body["message"]
+    assert [d.to_dict()["event_id"] for d in firestore_db.collection("capi_deadletter").stream()] == ["L-1"]
     logged = capsys.readouterr().out
     assert "s3cr3t-value" not in logged and "s3cr3t-value" not in response.get_data(as_text=True)
     [line] = log_lines(logged, "secret unavailable")
@@ -139,7 +141,14 @@ def test_secret_errors_are_503_naming_the_resource_never_the_value(
         problem,
         fix,
     )
+    [stored] = log_lines(logged, "the token could not be read; events stored for replay")
+    assert (stored["severity"], stored["fix"], stored["stored"]) == ("ERROR", fix, 1)
     assert graph.fake.requests == 0
+    # Once the secret is readable again, the replay delivers the event.
+    secret_manager.fake.denied.clear()
+    secret_manager.fake.add_version(TOKEN_SECRET, graph.fake.token)
+    assert client.post("/replay").get_json()["delivered"] == 1
+    assert graph.fake.delivered == {("Lead", "L-1"): 1}
 
 
 def test_app_secret_from_secret_manager(secret_manager: Any, graph: Any) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from capi import shutdown
-from capi.errors import MetaError
+from capi.errors import MetaError, SecretUnavailable, TokenUnreadable
 from capi.log import log
 from capi.payload import GraphResult, request_body
 
@@ -88,7 +88,10 @@ def send_split(
         # SPLIT_SECONDS, so a split request ends about when an unsplit one would.
         body = request_body([events[i] for i in group], test_event_code)
         try:
-            sent.results.append(sender.send(body) if sent.calls == 1 else sender.send(body, deadline=deadline))
+            try:
+                sent.results.append(sender.send(body) if sent.calls == 1 else sender.send(body, deadline=deadline))
+            except SecretUnavailable as unreadable:
+                raise TokenUnreadable(unreadable) from None  # nothing sent: kept like a refused token
         except MetaError as error:
             if error.kept:
                 sent.kept.append((group, error))
@@ -105,11 +108,14 @@ def send_split(
 
 
 def log_config_refusal(error: MetaError, stored: int, destination: str) -> None:
-    """The one ERROR line that says what to fix when Meta refuses capi's configuration."""
+    """The one ERROR line that says what to fix when Meta refuses capi's configuration (or
+    its token cannot be read)."""
     if error.kind == "config":
         log(
             logging.ERROR,
-            "Meta refused capi's configuration",
+            "the token could not be read; events stored for replay"
+            if isinstance(error, TokenUnreadable)
+            else "Meta refused capi's configuration",
             destination=destination,
             error=error.code,
             meta_code=error.meta_code,
