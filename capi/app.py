@@ -72,8 +72,15 @@ class Application:
         self.service = EventService(config, profiles=profiles, targets=targets)
         # A dry run sends nothing, dead letters included.
         live = {} if config.dry_run else {name: sender for name, sender in self.senders.items() if sender is not None}
+        guards = {t.destination.name: t.idempotency for t in targets}
         self.replayer = (
-            Replayer(firestore, config.deadletter_collection, live, max_attempts=config.replay_max_attempts)
+            Replayer(
+                firestore,
+                config.deadletter_collection,
+                live,
+                guards=guards,
+                max_attempts=config.replay_max_attempts,
+            )
             if live
             else None
         )
@@ -128,7 +135,11 @@ class Application:
             else None
         )
         deadletter = FirestoreDeadLetter(
-            firestore, config.deadletter_collection, destination.pixel_id, destination=destination.name
+            firestore,
+            config.deadletter_collection,
+            destination.pixel_id,
+            destination=destination.name,
+            deployment=os.environ.get("K_SERVICE"),  # the Cloud Run service: which deployment wrote it
         )
         return Target(destination, sender, deadletter, idempotency)
 

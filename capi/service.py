@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from capi import shutdown
 from capi.config import Config
 from capi.delivery import Sender, Sent, log_config_refusal, send_split
+from capi.delivery.deadletter import MAX_EVENT_BYTES
 from capi.destinations import Destination, Inherit, route
 from capi.errors import CapiError, MetaError, StoreUnavailable, TokenUnreadable
 from capi.events import Draft, Finished, Rejection, Skip, finish, prepare
@@ -35,8 +36,9 @@ class ProfileStore(Protocol):
 
 
 class DeadLetterStore(Protocol):
-    def store(self, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None) -> int:
-        """Keep events for replay; returns how many were stored. Raises StoreUnavailable."""
+    def store(self, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None) -> list[int]:
+        """Keep events for replay; returns the positions of those too large to keep (each
+        reported alone, the others stored). Raises StoreUnavailable."""
         ...
 
 
@@ -120,6 +122,7 @@ class Delivery:
     message: str | None = None
     meta_messages: list[str] = field(default_factory=list)  # Meta's own `messages`
     held: int = 0  # events the idempotency guard held back (duplicate or in flight)
+    too_large: int = 0  # kept events too large for a dead letter (unsent, the others stored)
     dry_run: bool = False
 
     def count(self, state: str) -> int:
@@ -706,20 +709,25 @@ class EventService:
         for positions, error in sent.kept:
             group = [events[p] for p in positions]
             # Once a write failed, Firestore is down: do not spend another deadline on it.
-            reachable = reachable and self._store(target, [f.event for f in group], error, test_event_code)
-            for f in group:
-                delivery.states[f.index] = "stored" if reachable else "unsent"
-            (stored if reachable else released).extend(_key(f) for f in group)
+            too_large = self._store(target, [f.event for f in group], error, test_event_code) if reachable else None
+            reachable = too_large is not None
+            for i, f in enumerate(group):
+                kept = reachable and i not in (too_large or ())
+                delivery.states[f.index] = "stored" if kept else "unsent"
+                (stored if kept else released).append(_key(f))
+            delivery.too_large += len(too_large or ())
         self._report(delivery, sent)
         self._bookkeep(target.idempotency, [_key(events[p]) for p in sent.delivered], stored, released)
 
     def _store(
         self, target: Target, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None
-    ) -> bool:
+    ) -> set[int] | None:
+        """The positions of events too large to store (the others are stored); None when
+        Firestore could not store them."""
         try:
             if target.deadletter is None:
                 raise StoreUnavailable("no dead-letter store configured")
-            target.deadletter.store(events, error, test_event_code)
+            return set(target.deadletter.store(events, error, test_event_code))
         except StoreUnavailable as exc:
             log(
                 logging.ERROR,
@@ -729,8 +737,7 @@ class EventService:
                 error=exc.code,
                 detail=exc.message,
             )
-            return False
-        return True
+            return None
 
     def _report(self, delivery: Delivery, sent: Sent) -> None:
         """The destination's error and message, and the configuration ERROR line when due."""
@@ -744,6 +751,9 @@ class EventService:
             delivery.message = (
                 f"Meta did not take the events ({error.message}) and they could not be stored for replay:"
                 " retry the request"
+                if delivery.unsent > delivery.too_large
+                else f"Meta did not take the events ({error.message}); {delivery.too_large} of them too large"
+                f" to store for replay (over {MAX_EVENT_BYTES} bytes), the others stored: retry the request"
             )
             return
         if error.kind == "config":

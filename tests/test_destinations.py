@@ -445,7 +445,9 @@ def test_replay_sends_old_dead_letters_to_the_only_destination_and_keeps_unknown
     firestore_db: Any, graph: GraphServer
 ) -> None:
     app = application(graph, [AGENCY], firestore_db)
-    old = FirestoreDeadLetter(lambda: firestore_db, "capi_deadletter", "999")  # written before destinations
+    # Written before destinations, for the pixel agency sends to (issue 19 F6: a dead letter of
+    # another pixel is another configuration's and is left alone, as the removed one is).
+    old = FirestoreDeadLetter(lambda: firestore_db, "capi_deadletter", "333")
     gone = FirestoreDeadLetter(lambda: firestore_db, "capi_deadletter", "444", destination="removed")
     event = {"event_name": "Purchase", "event_id": "OLD", "event_time": NOW, "action_source": "website",
              "event_source_url": "https://shop.example/", "user_data": {"client_user_agent": UA}}  # fmt: skip

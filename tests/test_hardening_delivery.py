@@ -147,3 +147,146 @@ def test_f8_dripping_answer_is_cut_within_the_retry_budget(graph: GraphServer) -
     assert failed.value.kind == "transient" and "in total" in failed.value.message
     assert elapsed < 3.8, elapsed  # the retry budget (3 s) and one call's slack, not the drip
     assert graph.fake.requests >= 2  # cut calls are retried inside the budget
+
+
+# -- F6, F14: replay takes only its own pixels' dead letters, and reaches all of them --------
+
+
+def _letters(db: Any) -> list[dict[str, Any]]:
+    return [d.to_dict() for d in db.collection("capi_deadletter").stream()]
+
+
+def _dead_event(event_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "event_name": "Purchase",
+        "event_id": event_id,
+        "event_time": NOW - 60,
+        "action_source": "website",
+        "event_source_url": "https://shop.example.com/",
+        "user_data": {"client_user_agent": UA},
+        **extra,
+    }
+
+
+@pytest.mark.emulator
+def test_f6_replay_leaves_another_deployments_dead_letters(firestore_db: Any, graph: GraphServer) -> None:
+    from tests.conftest import make_app, purchase
+
+    # Two single-pixel deployments in one project, both on the default DEADLETTER_COLLECTION.
+    first = serve(make_app(graph, firestore=firestore_db, META_PIXEL_ID="111"))
+    second = serve(make_app(graph, firestore=firestore_db, META_PIXEL_ID="222"))
+    graph.fake.down = "503"
+    assert first.post("/events", json={"events": [purchase("P1")]}).status_code == 202
+    graph.fake.down = None
+    counts = second.post("/replay").get_json()
+    assert (counts["found"], counts["delivered"], counts["unrouted"]) == (0, 0, 1)
+    assert graph.fake.delivered_by_pixel == {} and [d["event_id"] for d in _letters(firestore_db)] == ["P1"]
+    [letter] = _letters(firestore_db)
+    assert letter["pixel_id"] == "111"
+    # Its own deployment delivers it, to its own pixel.
+    assert first.post("/replay").get_json()["delivered"] == 1
+    assert delivered_ids(graph, "111") == ["P1"] and _letters(firestore_db) == []
+
+
+@pytest.mark.emulator
+def test_f14_unrouted_dead_letters_do_not_starve_routable_ones(firestore_db: Any, graph: GraphServer) -> None:
+    from capi.delivery.deadletter import FirestoreDeadLetter
+    from capi.delivery.replay import Replayer
+    from capi.errors import MetaError
+    from tests.conftest import make_app
+
+    down = MetaError("down", kind="transient")
+    removed = FirestoreDeadLetter(lambda: firestore_db, "capi_deadletter", "999", destination="removed")
+    removed.store([_dead_event(f"GONE-{n}") for n in range(300)], down, None)
+    ours = FirestoreDeadLetter(lambda: firestore_db, "capi_deadletter", "111")
+    ours.store([_dead_event(f"OURS-{n}") for n in range(40)], down, None)
+    app = make_app(graph, firestore=firestore_db, META_PIXEL_ID="111")
+    # A run reading at most 100 documents: before the fix, in document-id order, mostly the
+    # 300 it cannot route, so most of ours waited (and would expire).
+    counts = Replayer(lambda: firestore_db, "capi_deadletter", app.senders).run(limit=100)
+    assert (counts["delivered"], counts["unrouted"]) == (40, 300)
+    assert len(delivered_ids(graph, "111")) == 40 and len(_letters(firestore_db)) == 300
+
+
+# -- F7: replay attrition: attempts count only what Meta said about the event ---------------
+
+
+@pytest.mark.emulator
+def test_f7_good_dead_letters_survive_bad_neighbours_across_runs(firestore_db: Any, graph: GraphServer) -> None:
+    from tests.conftest import make_app, purchase
+
+    client = serve(make_app(graph, firestore=firestore_db, REPLAY_MAX_ATTEMPTS="3"))
+    graph.fake.down = "503"
+    ids = [f"A{n:03}" for n in range(300)]
+    assert client.post("/events", json={"events": [purchase(i) for i in ids]}).get_json()["stored"] == 300
+    graph.fake.down = None
+    bad = set(ids[::10])  # 30 events Meta refuses, spread through the batch
+    graph.fake.poison = bad
+    runs = []
+    while _letters(firestore_db) and len(runs) < 12:
+        runs.append(client.post("/replay").get_json())
+    assert sum(r["gave_up"] for r in runs) == 0, runs
+    assert sum(r["rejected"] for r in runs) == 30 and sum(r["delivered"] for r in runs) == 270
+    assert {event_id for (_, event_id) in graph.fake.delivered} == set(ids) - bad
+    assert graph.fake.duplicates == 0 and _letters(firestore_db) == []
+    assert len(runs) <= 4, len(runs)  # progress is kept: each run splits on from where the last stopped
+
+
+# -- F20: a dead letter dropped as refused releases its idempotency claim ---------------------
+
+
+@pytest.mark.emulator
+def test_f20_refused_dead_letter_releases_the_idempotency_claim(firestore_db: Any, graph: GraphServer) -> None:
+    from tests.conftest import make_app, purchase
+
+    client = serve(make_app(graph, firestore=firestore_db, IDEMPOTENCY_COLLECTION="capi_sent"))
+    graph.fake.down = "503"
+    assert client.post("/events", json={"events": [purchase("G1")]}).status_code == 202
+    graph.fake.down = None
+    graph.fake.poison = {"G1"}
+    assert client.post("/replay").get_json()["rejected"] == 1
+    graph.fake.poison = set()
+    # The corrected resend goes through instead of being skipped as a duplicate for 48 h.
+    resend = client.post("/events", json={"events": [purchase("G1")]}).get_json()
+    assert (resend["forwarded"], resend["skipped"]) == (1, [])
+    assert graph.fake.delivered == {("Purchase", "G1"): 1}
+
+
+# -- F13: a dead letter within Firestore's document limit by construction ---------------------
+
+
+@pytest.mark.emulator
+def test_f13_large_event_is_stored_compactly_and_its_neighbours_always(firestore_db: Any, graph: GraphServer) -> None:
+    from tests.conftest import make_app, purchase
+
+    # 1,850 items of 510-character ids (a 1.0 MB request): stored with content_ids twice it
+    # was 1.9 MB, over Firestore's 1 MiB limit, and the whole write failed (503, none stored).
+    items = [{"item_id": f"{n:04}" + "x" * 506, "quantity": 1} for n in range(1850)]
+    big = purchase("BIG", items=items)
+    client = serve(make_app(graph, firestore=firestore_db))
+    graph.fake.down = "503"
+    response = client.post("/events", json={"events": [purchase(f"N{n}") for n in range(5)] + [big]})
+    body = response.get_json()
+    assert response.status_code == 202, body.get("message")
+    assert body["stored"] == 6
+    letters = {d["event_id"]: d for d in _letters(firestore_db)}
+    assert len(letters) == 6 and letters["BIG"]["content_ids_from_contents"] is True
+    assert len(letters["BIG"]["event_json"].encode()) < 1_000_000
+    graph.fake.down = None
+    assert client.post("/replay").get_json()["delivered"] == 6
+    [sent] = [e for body in graph.fake.bodies for e in body["data"] if e["event_id"] == "BIG"]
+    assert sent["custom_data"]["content_ids"] == [item["item_id"] for item in items]  # rebuilt as first sent
+
+
+@pytest.mark.emulator
+def test_f13_event_too_large_to_store_is_reported_alone(firestore_db: Any, capsys: Any) -> None:
+    from capi.delivery.deadletter import MAX_EVENT_BYTES, FirestoreDeadLetter
+    from capi.errors import MetaError
+
+    store = FirestoreDeadLetter(lambda: firestore_db, "capi_deadletter", "111")
+    huge = _dead_event("HUGE", custom_data={"contents": [{"id": "y" * 500, "quantity": n} for n in range(2100)]})
+    too_large = store.store([_dead_event("OK1"), huge, _dead_event("OK2")], MetaError("down", kind="transient"), None)
+    assert too_large == [1]
+    assert sorted(d["event_id"] for d in _letters(firestore_db)) == ["OK1", "OK2"]
+    [line] = log_lines(capsys.readouterr().out, "event too large to store for replay")
+    assert (line["severity"], line["event_id"], line["limit"]) == ("ERROR", "HUGE", MAX_EVENT_BYTES)

@@ -279,6 +279,7 @@ class GraphClient:
         literal_app_secret: bool = False,
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/{api_version}/{pixel_id}/events"
+        self.pixel_id = pixel_id
         self.destination = destination
         self._from_destinations = from_destinations  # configured in META_DESTINATIONS
         self._literal = {"token": literal_token, "app_secret": literal_app_secret}  # not Secret Manager

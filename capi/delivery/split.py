@@ -29,6 +29,24 @@ MAX_SPLIT_CALLS = 32  # enough to isolate one bad event in 1000 (about 20 calls)
 SPLIT_SECONDS = 10.0
 
 
+class Unresolved(MetaError):
+    """Events kept without Meta saying anything about any of them alone: a refused batch
+    whose splitting stopped at a bound, or a part not sent (out of time, SIGTERM). Replay
+    counts no attempt against them and carries on splitting where this stopped."""
+
+    @classmethod
+    def of(cls, error: MetaError) -> Unresolved:
+        return cls(
+            error.message,
+            kind=error.kind,
+            http_status=error.http_status,
+            meta_code=error.meta_code,
+            meta_subcode=error.meta_subcode,
+            fbtrace_id=error.fbtrace_id,
+            fix=error.fix,
+        )
+
+
 class Sender(Protocol):
     def send(self, body: dict[str, Any], *, deadline: float | None = None) -> GraphResult: ...
 
@@ -78,10 +96,10 @@ def send_split(
     while pending:
         group = pending.pop(0)
         if stopping():  # SIGTERM: no new call; what is left is kept and the caller answered
-            sent.kept.append((group, MetaError("the instance is stopping; kept for replay", kind="transient")))
+            sent.kept.append((group, Unresolved("the instance is stopping; kept for replay", kind="transient")))
             continue
         if sent.calls and clock() > deadline:  # out of time: the parts not sent yet wait for replay
-            sent.kept.append((group, MetaError("no time left to split the batch; kept for replay", kind="transient")))
+            sent.kept.append((group, Unresolved("no time left to split the batch; kept for replay", kind="transient")))
             continue
         sent.calls += 1
         # The first call has the whole retry budget; the parts of a split share what is left of
@@ -98,7 +116,7 @@ def send_split(
             elif len(group) == 1:
                 sent.refused.append((group[0], error))
             elif sent.calls + len(pending) + 2 > MAX_SPLIT_CALLS or clock() > deadline or stopping():
-                sent.kept.append((group, error))  # replay splits further
+                sent.kept.append((group, Unresolved.of(error)))  # replay splits further
             else:
                 half = len(group) // 2
                 pending[:0] = [group[:half], group[half:]]
