@@ -290,3 +290,22 @@ def test_f13_event_too_large_to_store_is_reported_alone(firestore_db: Any, capsy
     assert sorted(d["event_id"] for d in _letters(firestore_db)) == ["OK1", "OK2"]
     [line] = log_lines(capsys.readouterr().out, "event too large to store for replay")
     assert (line["severity"], line["event_id"], line["limit"]) == ("ERROR", "HUGE", MAX_EVENT_BYTES)
+
+
+@pytest.mark.emulator
+def test_f13_unstorable_event_is_the_only_one_unsent(
+    firestore_db: Any, graph: GraphServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from capi.delivery import deadletter
+    from tests.conftest import make_app, purchase
+
+    monkeypatch.setattr(deadletter, "MAX_EVENT_BYTES", 5_000)  # the bound, scaled down to a small request
+    client = serve(make_app(graph, firestore=firestore_db))
+    graph.fake.down = "503"
+    items = [{"item_id": f"{n:02}" + "z" * 400, "quantity": 1} for n in range(20)]
+    response = client.post("/events", json={"events": [purchase("K1"), purchase("WIDE", items=items), purchase("K2")]})
+    body = response.get_json()
+    assert response.status_code == 503  # that one event must be sent again; the others are safe
+    assert (body["stored"], body["error"]) == (2, "store_unavailable")
+    assert "1 of them too large to store for replay" in body["message"]
+    assert sorted(d["event_id"] for d in _letters(firestore_db)) == ["K1", "K2"]
