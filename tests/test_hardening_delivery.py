@@ -309,3 +309,52 @@ def test_f13_unstorable_event_is_the_only_one_unsent(
     assert (body["stored"], body["error"]) == (2, "store_unavailable")
     assert "1 of them too large to store for replay" in body["message"]
     assert sorted(d["event_id"] for d in _letters(firestore_db)) == ["K1", "K2"]
+
+
+# -- F17: secret reads never serialize callers -------------------------------------------------
+
+
+def test_f17_one_failing_read_answers_every_waiter_at_once(secret_manager: Any) -> None:
+    from capi.errors import SecretUnavailable
+    from capi.secrets import SecretManagerSecret
+    from tests.conftest import at_once
+
+    name = f"projects/{EMULATOR_PROJECT}/secrets/keys"
+    secret_manager.fake.add_version(name, "k1")
+    secret_manager.fake.delay = 1.5  # Secret Manager answers after the read's 0.5 s timeout
+    secret = SecretManagerSecret(f"{name}/versions/latest", client=secret_manager.client, timeout=0.5)
+    failures: list[float] = []
+    started = time.monotonic()
+
+    def call() -> None:
+        with pytest.raises(SecretUnavailable):
+            secret.get()
+        failures.append(time.monotonic() - started)
+
+    at_once(*[call] * 8)
+    # Before: the lock was held during the read and a failure was not kept, so the callers
+    # read one after another (answered at 0.5, 1.0, ... 4.0 s).
+    assert len(failures) == 8 and max(failures) < 1.4, failures
+    assert secret_manager.fake.accesses[name] == 1
+
+
+def test_f17_stale_value_served_while_one_read_refreshes(secret_manager: Any) -> None:
+    from capi.secrets import SecretManagerSecret
+    from tests.conftest import at_once
+
+    name = f"projects/{EMULATOR_PROJECT}/secrets/keys"
+    secret_manager.fake.add_version(name, "k1")
+    now = [0.0]
+    secret = SecretManagerSecret(f"{name}/versions/latest", client=secret_manager.client, clock=lambda: now[0], ttl=60)
+    assert secret.get() == "k1"
+    secret_manager.fake.add_version(name, "k2")
+    secret_manager.fake.delay = 1.0
+    now[0] = 61  # expired: eight requests at once
+    answers: list[tuple[str, float]] = []
+    started = time.monotonic()
+    at_once(*[lambda: answers.append((secret.get(), time.monotonic() - started))] * 8)
+    assert [a for a, _ in answers] == ["k1"] * 8 and max(t for _, t in answers) < 0.5, answers
+    deadline = time.monotonic() + 5
+    while secret.get() != "k2" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert secret.get() == "k2" and secret_manager.fake.accesses[name] == 2  # one refresh for all
