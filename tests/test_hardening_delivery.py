@@ -358,3 +358,66 @@ def test_f17_stale_value_served_while_one_read_refreshes(secret_manager: Any) ->
     while secret.get() != "k2" and time.monotonic() < deadline:
         time.sleep(0.02)
     assert secret.get() == "k2" and secret_manager.fake.accesses[name] == 2  # one refresh for all
+
+
+# -- F15: capi_quality type-checks Meta's answer, reports each destination alone, ends in time --
+
+
+def test_f15_odd_field_types_in_metas_quality_answer(graph: GraphServer) -> None:
+    from capi.quality import DatasetQualityClient, Destination, QualityReport
+    from capi.secrets import StaticSecret
+    from tests.conftest import TOKEN
+
+    graph.fake.quality.web["111"] = [
+        {"event_name": "Purchase", "event_match_quality": {"composite_score": 7, "match_key_feedback": 5,
+         "diagnostics": True}, "dedupe_key_feedback": 1},
+        {"event_name": ["Lead"], "event_match_quality": {"diagnostics": [{"name": {"x": 1}, "percentage": "9"}]},
+         "data_freshness": {"upload_frequency": 3}},
+    ]  # fmt: skip
+    client = DatasetQualityClient(base_url=graph.base_url, api_version="v26.0")
+    status, body = QualityReport(client, [Destination("shop", "111", StaticSecret(TOKEN))], 6.0).run()
+    assert status == 200
+    unnamed, purchase = body["destinations"][0]["events"]
+    assert (purchase["score"], purchase["match_keys"], purchase["dedupe"], purchase["diagnostics"]) == (7, {}, {}, [])
+    assert unnamed["event_name"] == "" and unnamed["data_freshness"] is None
+    assert unnamed["diagnostics"] == [
+        {"name": None, "solution": None, "percentage": None, "affected_event_count": None, "total_event_count": None}
+    ]
+
+
+def test_f15_one_destinations_failure_is_reported_alone(graph: GraphServer) -> None:
+    from capi.quality import DatasetQualityClient, Destination, QualityReport
+    from capi.secrets import StaticSecret
+    from tests.conftest import TOKEN
+
+    class Broken:
+        name = "broken"
+
+        def get(self, *, refresh: bool = False) -> str:
+            raise RuntimeError("a bug, not Meta")
+
+    graph.fake.quality.web["111"] = [{"event_name": "Purchase"}]
+    client = DatasetQualityClient(base_url=graph.base_url, api_version="v26.0")
+    report = QualityReport(
+        client, [Destination("odd", "222", Broken()), Destination("shop", "111", StaticSecret(TOKEN))], 6.0
+    )
+    status, body = report.run()
+    odd, shop = body["destinations"]
+    assert status == 502 and odd["error"] == "internal" and "RuntimeError" in odd["message"]
+    assert [e["event_name"] for e in shop["events"]] == ["Purchase"]
+
+
+def test_f15_dripped_quality_answer_is_cut_in_total_time(graph: GraphServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from capi import quality
+    from capi.secrets import StaticSecret
+    from tests.conftest import TOKEN
+
+    monkeypatch.setattr(quality, "FETCH_SECONDS", 1.0)  # 30 s in production; each read here takes 50 ms
+    graph.fake.quality.mode = "drip"
+    client = quality.DatasetQualityClient(base_url=graph.base_url, api_version="v26.0", timeout=0.3)
+    report = quality.QualityReport(client, [quality.Destination("shop", "111", StaticSecret(TOKEN))], 6.0)
+    started = time.monotonic()
+    status, body = report.run()
+    assert time.monotonic() - started < 2.0
+    assert status == 502 and body["destinations"][0]["error"] == "meta_unavailable"
+    assert "in total" in body["destinations"][0]["message"]
