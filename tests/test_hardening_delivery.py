@@ -421,3 +421,39 @@ def test_f15_dripped_quality_answer_is_cut_in_total_time(graph: GraphServer, mon
     assert time.monotonic() - started < 2.0
     assert status == 502 and body["destinations"][0]["error"] == "meta_unavailable"
     assert "in total" in body["destinations"][0]["message"]
+
+
+# -- F19: hosts parsed as browsers parse them -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        # A backslash ends an http(s) host (WHATWG URL Standard), so a browser goes to evil.example.
+        ("https://evil.example\\@shop-b.example.com/", "evil.example"),
+        ("https://shop-b.example.com@evil.example/", "evil.example"),  # credentials end at the last "@"
+        ("HTTPS://SHOP-A.Example.COM.:443/x", "shop-a.example.com"),
+        ("https:shop-a.example.com/", "shop-a.example.com"),  # a special scheme needs no slashes
+        (" https://sh\top-a.example.com/\n", "shop-a.example.com"),  # tabs and newlines dropped
+        ("https://%73hop-a.example.com/", "shop-a.example.com"),  # percent-decoded
+        ("https://bücher.example/", "xn--bcher-kva.example"),
+        ("https://x.example#@shop-b.example.com", "x.example"),
+        ("ftp://shop-b.example.com/", None),
+        ("https://a b.example/", None),
+        ("javascript:alert(1)//shop-b.example.com", None),
+    ],
+)
+def test_f19_event_host_as_a_browser_reads_it(url: str, host: str | None) -> None:
+    from capi.destinations import event_host
+
+    assert event_host(url) == host
+
+
+def test_f19_backslash_url_does_not_route_to_the_shop_it_spells(graph: GraphServer) -> None:
+    client = serve(application(graph, [SHOP_A, SHOP_B]))
+    body = client.post(
+        "/events",
+        json=[order("shop-a.example.com", "2001", page_location="https://evil.example\\@shop-b.example.com/")],
+    ).get_json()
+    assert body["skipped"] == [{"index": 0, "event_id": "2001", "reason": "no destination"}]
+    assert graph.fake.delivered_by_pixel == {}
