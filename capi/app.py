@@ -84,7 +84,7 @@ class Application:
             if live
             else None
         )
-        self.authenticator = Authenticator(self._keys(), config.allow_unauthenticated)
+        self.authenticator = Authenticator(self._keys(), config.allow_unauthenticated, self._bound_keys())
         self.quality_report = (
             QualityReport(
                 DatasetQualityClient(base_url=config.api_base_url, api_version=config.api_version),
@@ -179,16 +179,30 @@ class Application:
 
         return keys
 
+    def _bound_keys(self) -> Callable[[], list[tuple[str, frozenset[str]]]] | None:
+        """INGEST_KEYS: each key (a secret may hold several, for rotation) with its destinations."""
+        sources = [
+            (StaticSecret(bound.key) if bound.key else self._secret(None, bound.secret), bound.destinations)
+            for bound in self.config.ingest_keys
+        ]
+        if not sources:
+            return None
+
+        def keys() -> list[tuple[str, frozenset[str]]]:
+            return [(key, names) for source, names in sources if source for key in split_keys(source.get())]
+
+        return keys
+
     def _events(self, request: flask.Request) -> flask.Response:
         set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)
         endpoint = route(request)
         if endpoint == "health":
             return health()
-        self.authenticator.check(request.headers)
+        allowed = self.authenticator.check(request.headers)  # None: every destination
         payload = read_json(request)
         if endpoint == "validate":
-            return json_response(200, self.service.validate(payload).body)
-        outcome = self.service.forward(payload)
+            return json_response(200, self.service.validate(payload, allowed).body)
+        outcome = self.service.forward(payload, allowed)
         status = outcome_status(outcome)
         severity = {200: logging.INFO, 202: logging.WARNING}.get(status, logging.ERROR)
         fields, keys_by_name = outcome.log_summary()

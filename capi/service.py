@@ -422,7 +422,7 @@ class EventService:
 
     # -- building ---------------------------------------------------------------------
 
-    def _build(self, envelope: Envelope) -> _Batch:
+    def _build(self, envelope: Envelope, allowed: frozenset[str] | None = None) -> _Batch:
         batch = _Batch(received=len(envelope.events), dialects=envelope.dialects)
         batch.messages.extend(envelope.messages)
         now = self.clock()
@@ -436,7 +436,7 @@ class EventService:
             if isinstance(result, Draft):
                 result.dialect = dialect
                 batch.count_consent(result.consent_signal, "granted")
-                result = self._route(batch, raw, result)
+                result = self._route(batch, raw, result, allowed)
             elif isinstance(result, Rejection) and isinstance(raw, dict) and raw.get("destinations") is not None:
                 result = self._route_problem(raw, result)
             if isinstance(result, Draft):
@@ -455,10 +455,13 @@ class EventService:
             self._finish(batch, draft, profiles.get(draft.user_id) if draft.user_id else None, sent)
         return batch
 
-    def _route(self, batch: _Batch, raw: dict[str, Any], draft: Draft) -> Draft | Skip | Rejection:
+    def _route(
+        self, batch: _Batch, raw: dict[str, Any], draft: Draft, allowed: frozenset[str] | None = None
+    ) -> Draft | Skip | Rejection:
         """Record the destinations of a valid event; or skip it (no destination takes it),
-        or reject it (its own `destinations` names one that does not exist)."""
-        if self._only is not None and raw.get("destinations") is None:
+        or reject it (its own `destinations` names one that does not exist, or it would go
+        only where the request's ingest key may not send: INGEST_KEYS)."""
+        if self._only is not None and raw.get("destinations") is None and allowed is None:
             batch.targets[draft.index] = self._only  # prepare() applied its FORWARD_EVENTS already
             return draft
         meta_name = draft.event["event_name"]
@@ -470,7 +473,12 @@ class EventService:
             return Rejection(draft.index, draft.given_id, "destinations", found.problem, event_name=meta_name)
         if found.skip:
             return Skip(draft.index, draft.given_id, found.skip, event_name=meta_name)
-        batch.targets[draft.index] = found.names
+        names = found.names if allowed is None else tuple(n for n in found.names if n in allowed)
+        # An event that names a destination itself names only those its key may send to.
+        if not names or (names != found.names and raw.get("destinations") is not None):
+            problem = f"the ingest key may send only to {', '.join(sorted(allowed or ()))} (INGEST_KEYS)"
+            return Rejection(draft.index, draft.given_id, "destinations", problem, event_name=meta_name)
+        batch.targets[draft.index] = names
         return draft
 
     def _route_problem(self, raw: dict[str, Any], rejection: Rejection) -> Rejection:
@@ -521,7 +529,7 @@ class EventService:
 
     # -- entry points -----------------------------------------------------------------
 
-    def validate(self, payload: Any) -> Outcome:
+    def validate(self, payload: Any, allowed: frozenset[str] | None = None) -> Outcome:
         """Run the whole pipeline and return the exact body that would be sent; send nothing.
 
         Values a Firestore profile filled are replaced by a placeholder: no endpoint returns
@@ -529,7 +537,7 @@ class EventService:
         who can enumerate, e.g., phone numbers).
         """
         events, code = parse_envelope(payload)
-        batch = self._build(events)
+        batch = self._build(events, allowed)
         shown = []
         hidden = False
         for f in batch.finished:
@@ -562,9 +570,10 @@ class EventService:
         ]
         return Outcome(batch, extra={"payload": body, "match_keys": match_keys, "dialect": batch.dialect})
 
-    def forward(self, payload: Any) -> Outcome:
+    def forward(self, payload: Any, allowed: frozenset[str] | None = None) -> Outcome:
+        """`allowed`: the destinations the request's ingest key may send to (None: every one)."""
         events, code = parse_envelope(payload)
-        batch = self._build(events)
+        batch = self._build(events, allowed)
         if len(self.targets) == 1:  # every event kept is routed to it
             jobs = [(self.targets[0], batch.finished)]
         else:

@@ -457,3 +457,39 @@ def test_f19_backslash_url_does_not_route_to_the_shop_it_spells(graph: GraphServ
     ).get_json()
     assert body["skipped"] == [{"index": 0, "event_id": "2001", "reason": "no destination"}]
     assert graph.fake.delivered_by_pixel == {}
+
+
+def test_f19_ingest_keys_bound_to_destinations(graph: GraphServer, secret_manager: Any) -> None:
+    secret_manager.fake.add_version(f"projects/{EMULATOR_PROJECT}/secrets/key-b", "key-b-old,key-b-new")
+    bound = [{"key": "key-a", "destinations": ["shop_a"]}, {"secret": "key-b", "destinations": ["shop_b"]}]
+    graph.fake.tokens.update({"111": "tok-a", "222": "tok-b"})
+    app = Application(
+        load_config(
+            env_for(
+                graph,
+                [SHOP_A, SHOP_B],
+                ALLOW_UNAUTHENTICATED="false",
+                INGEST_API_KEY="agency-key",
+                INGEST_KEYS=json.dumps(bound),
+            )
+        ),
+        secret_client=secret_manager.client(),
+        sleep=lambda s: None,
+    )
+    client = serve(app)
+
+    def post(key: str, *events: dict[str, Any]) -> Any:
+        return client.post("/events", json=list(events), headers={"Authorization": f"Bearer {key}"})
+
+    # shop_a's key cannot write into shop_b's pixel, by URL or by naming it.
+    refused = post(
+        "key-a", order("shop-b.example.com", "3001"), order("shop-a.example.com", "3002", destinations=["shop_b"])
+    ).get_json()
+    assert [(r["index"], r["field"]) for r in refused["rejected"]] == [(0, "destinations"), (1, "destinations")]
+    assert "may send only to shop_a (INGEST_KEYS)" in refused["rejected"][0]["message"]
+    assert graph.fake.delivered_by_pixel == {}
+    assert post("key-a", order("shop-a.example.com", "3003")).get_json()["forwarded"] == 1
+    assert post("key-b-new", order("shop-b.example.com", "3004")).get_json()["forwarded"] == 1  # from the secret
+    assert post("agency-key", order("shop-b.example.com", "3005")).get_json()["forwarded"] == 1  # unbound: any
+    assert post("no-such-key", order("shop-a.example.com", "3006")).status_code == 401
+    assert delivered_ids(graph, "111") == ["3003"] and delivered_ids(graph, "222") == ["3004", "3005"]

@@ -24,6 +24,7 @@ DELIBERATE_DEFAULTS = {
     "META_ACCESS_TOKEN": "a literal token is for local runs; the module uses META_ACCESS_TOKEN_SECRET",
     "META_APP_SECRET": "literal, local runs only; the module sets META_APP_SECRET_SECRET when asked",
     "INGEST_API_KEY": "literal, local runs only; the module sets INGEST_API_KEY_SECRET when asked",
+    "INGEST_KEYS": "keys bound to destinations are opt-in, named by the deployer (docs: several pixels)",
     "META_API_BASE_URL": "Meta's own Graph API host",
     "META_TIMEOUT_SECONDS": "5 s per call fits the default 60 s function timeout",
     "META_RETRY_BUDGET_SECONDS": "10 s of retries fits the default 60 s function timeout",
