@@ -493,3 +493,18 @@ def test_f19_ingest_keys_bound_to_destinations(graph: GraphServer, secret_manage
     assert post("agency-key", order("shop-b.example.com", "3005")).get_json()["forwarded"] == 1  # unbound: any
     assert post("no-such-key", order("shop-a.example.com", "3006")).status_code == 401
     assert delivered_ids(graph, "111") == ["3003"] and delivered_ids(graph, "222") == ["3004", "3005"]
+
+
+def test_f6_terraform_default_keeps_deployments_dead_letters_apart() -> None:
+    import re
+
+    from tests.test_terraform import TF, load
+
+    environment = load(TF / "main.tf")["locals"][0]["environment"]
+    [value] = re.findall(r"DEADLETTER_COLLECTION\s*=\s*(.+)", environment)
+    # Unset, the collection is named after the deployment (var.name): capi_deadletter for "capi".
+    assert 'coalesce(var.deadletter_collection, "${var.name}_deadletter")' in value
+    [variable] = [
+        v["deadletter_collection"] for v in load(TF / "variables.tf")["variable"] if "deadletter_collection" in v
+    ]
+    assert variable["default"] is None
