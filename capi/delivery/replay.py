@@ -15,11 +15,12 @@ from capi.events import MAX_AGE_SECONDS
 from capi.firestore import _chunks, _write_in_batches
 from capi.log import log
 
-# The cost of one run, whatever is stored: Graph calls, and the time after which no new
-# group is started (capi_replay's timeout is 540 s; a group takes at most SPLIT_SECONDS plus
-# one call's retry budget, and its Firestore writes 30 s each).
+# The cost of one run, whatever is stored: Graph calls (a chunk already started may add up
+# to MAX_SPLIT_CALLS), and the time after which no new chunk is started. A chunk takes at
+# most SPLIT_SECONDS plus one call's retry budget and two 30 s Firestore writes, so the run
+# ends inside the claims' 300 s lease and capi_replay's 540 s timeout.
 MAX_REPLAY_CALLS = 300
-REPLAY_SECONDS = 300.0
+REPLAY_SECONDS = 200.0
 
 
 class PixelSender(Sender, Protocol):
