@@ -501,7 +501,7 @@ def bench_single_instructions(count: int = 100) -> dict[str, Any]:
     Each side is the difference of a run with `count` requests and one with none, in-process
     (functions-framework's WSGI app, no gunicorn), forwarding to the fake Graph API in a process
     of its own, so only the function's own work is counted: deterministic, unlike CPU time on
-    a shared machine, which is what each change in README "Performance" is measured by.
+    a shared machine, which is what each change in docs/performance.md is measured by.
     """
     port = free_port()
     fake = subprocess.Popen(
@@ -682,7 +682,7 @@ def profile() -> None:
 
 
 # Components of a single-event request, by the first frame found in a py-spy stack (checked in
-# this order): README "Performance", "One event per request".
+# this order): docs/performance.md, "One event per request".
 SPY_COMPONENTS = (
     ("body read, JSON in", ("read_json", "get_json")),
     ("outbound call to Meta", ("GraphClient.send", "send_split", "forwarder (")),

@@ -15,6 +15,7 @@ from typing import Any
 import flask
 
 from capi.auth import Authenticator, split_keys
+from capi.browsers import FirestoreBrowserStore
 from capi.config import Config, load_config
 from capi.delivery.deadletter import FirestoreDeadLetter
 from capi.delivery.graph import GraphClient, RetryPolicy
@@ -23,14 +24,26 @@ from capi.destinations import Destination
 from capi.errors import ConfigError
 from capi.firestore import FirestoreIdempotency, FirestoreProfileStore
 from capi.firestore import new_client as new_firestore_client
-from capi.http import guarded, health, json_response, outcome_status, read_json, route, route_job
+from capi.http import (
+    guarded,
+    health,
+    json_response,
+    outcome_status,
+    read_body,
+    read_json,
+    route,
+    route_job,
+)
 from capi.lazy import Lazy
 from capi.log import log, set_trace, setup_logging
 from capi.quality import DatasetQualityClient, QualityReport
 from capi.quality import Destination as QualityDestination
 from capi.report import log_by_name
 from capi.secrets import SecretManagerSecret, SecretSource, StaticSecret, resource_name
-from capi.service import EventService, Target
+from capi.service import EventService, Outcome, Target
+from capi.webhooks import SHOPIFY, WOOCOMMERCE, SignedWebhooks, is_ping, shop_of
+from capi.webhooks import envelope as webhook_envelope
+from capi.webhooks import parse as parse_webhook
 
 
 class Application:
@@ -69,7 +82,12 @@ class Application:
             if config.profile_collection
             else None
         )
-        self.service = EventService(config, profiles=profiles, targets=targets)
+        browsers = (
+            FirestoreBrowserStore(firestore, config.browser_collection, int(config.browser_ttl_days))
+            if config.browser_collection
+            else None
+        )
+        self.service = EventService(config, profiles=profiles, browsers=browsers, targets=targets)
         # A dry run sends nothing, dead letters included.
         live = {} if config.dry_run else {name: sender for name, sender in self.senders.items() if sender is not None}
         guards = {t.destination.name: t.idempotency for t in targets}
@@ -85,11 +103,18 @@ class Application:
             else None
         )
         self.authenticator = Authenticator(self._keys(), config.allow_unauthenticated, self._bound_keys())
+        self.webhooks = SignedWebhooks(
+            {
+                SHOPIFY: self._key_source(config.shopify_signing_keys, config.shopify_signing_key_secret),
+                WOOCOMMERCE: self._key_source(config.woocommerce_signing_keys, config.woocommerce_signing_key_secret),
+            }
+        )
         self.quality_report = (
             QualityReport(
                 DatasetQualityClient(base_url=config.api_base_url, api_version=config.api_version),
                 tokens,
                 config.emq_alert_below,
+                config.dedup_alert_below,
             )
             if tokens
             else None
@@ -129,6 +154,7 @@ class Application:
                 config.idempotency_collection,
                 destination.pixel_id,
                 lease=lease,
+                order_ttl=config.order_dedup_hours * 3600,
                 destination=destination.name,
             )
             if config.idempotency_collection
@@ -160,14 +186,18 @@ class Application:
         return None
 
     def _keys(self) -> Callable[[], tuple[str, ...]] | None:
+        return self._key_source(self.config.ingest_api_keys, self.config.ingest_api_key_secret)
+
+    def _key_source(self, literal: tuple[str, ...], secrets: str | None) -> Callable[[], tuple[str, ...]] | None:
+        """The valid keys: the literal ones and those in the named secrets (comma-separated
+        names; several keys in one secret, comma or newline), each secret cached like the token."""
         config = self.config
         sources = [
             SecretManagerSecret(
                 resource_name(name, config.project), ttl=config.secret_cache_seconds, client=self._secret_manager
             )
-            for name in split_keys(config.ingest_api_key_secret or "")
+            for name in split_keys(secrets or "")
         ]
-        literal = config.ingest_api_keys
         if not sources and not literal:
             return None
 
@@ -198,14 +228,35 @@ class Application:
         endpoint = route(request)
         if endpoint == "health":
             return health()
+        if endpoint == "webhook":
+            return self._webhook(request)
         allowed = self.authenticator.check(request.headers)  # None: every destination
         payload = read_json(request)
         if endpoint == "validate":
             return json_response(200, self.service.validate(payload, allowed).body)
-        outcome = self.service.forward(payload, allowed)
+        # The sGTM tag asks for the cookies to set (sgtm/template.tpl, setCookies).
+        set_cookies = request.headers.get("X-Capi-Set-Cookies") == "1"
+        return self._answer(self.service.forward(payload, allowed, set_cookies=set_cookies))
+
+    def _webhook(self, request: flask.Request) -> flask.Response:
+        """A shop's signed webhook (capi.webhooks): verified on the raw body, then forwarded
+        as the shop's dialect; the signature stands in for the ingest key."""
+        shop = shop_of(request.path) or ""
+        body = read_body(request)
+        if is_ping(shop, request.headers, body):
+            log(logging.INFO, "webhook ping answered", source=shop)
+            return json_response(200, {"ping": True, "source": shop})
+        self.webhooks.verify(shop, request.headers, body)
+        events = webhook_envelope(shop, request.headers, parse_webhook(body))
+        return self._answer(self.service.forward(events), source=shop)
+
+    def _answer(self, outcome: Outcome, source: str | None = None) -> flask.Response:
+        """The answer to /events or a webhook, and its "events processed" line."""
         status = outcome_status(outcome)
         severity = {200: logging.INFO, 202: logging.WARNING}.get(status, logging.ERROR)
         fields, keys_by_name = outcome.log_summary()
+        if source is not None:
+            fields["source"] = source
         log(severity, "events processed", status=status, **fields)
         log_by_name(fields["by_event"], keys_by_name)
         return json_response(status, outcome.body)
@@ -256,7 +307,22 @@ def application_from_env(env: Mapping[str, str] | None = None, **clients: Any) -
             logging.WARNING,
             "both META_ACCESS_TOKEN and META_ACCESS_TOKEN_SECRET are set; the Secret Manager secret wins",
         )
+    testing = [d.name for d in config.destinations if d.test_event_code or config.test_event_code]
+    if testing:
+        # Meta does not drop test events (docs/meta-capi.md §11): say so where a code is set.
+        log(
+            logging.WARNING,
+            TEST_EVENT_CODE_WARNING,
+            destinations=testing,
+            fix="remove META_TEST_EVENT_CODE (or a destination's test_event_code) once testing is done",
+        )
     return application
+
+
+TEST_EVENT_CODE_WARNING = (
+    "a test event code is configured: every event goes to Events Manager's Test events, and Meta does"
+    " not drop test events: they still count for targeting and measurement"
+)
 
 
 def exit_on_config_error(build: Callable[[], Application]) -> Application:

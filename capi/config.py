@@ -128,6 +128,15 @@ def country(text: str) -> str | None:
     return text.lower()
 
 
+LIMITED_DATA_USE = ("off", "geo")
+
+
+def limited_data_use(text: str) -> str:
+    if text.lower() not in LIMITED_DATA_USE:
+        raise Invalid(f"must be one of {', '.join(LIMITED_DATA_USE)}")
+    return text.lower()
+
+
 def log_level(text: str) -> str:
     if text.upper() not in LOG_LEVELS:
         raise Invalid(f"must be one of {', '.join(LOG_LEVELS)}")
@@ -242,7 +251,23 @@ SETTINGS: tuple[Setting, ...] = (
         base_url,
         "for a proxy, a gateway or tests",
     ),
-    Setting("META_TEST_EVENT_CODE", "test_event_code", "", optional, "sends every event as a test event"),
+    Setting(
+        "META_TEST_EVENT_CODE",
+        "test_event_code",
+        "",
+        optional,
+        "sends every event as a test event (Meta does not drop test events: they count for targeting and"
+        " measurement; a WARNING at start-up says so)",
+    ),
+    Setting(
+        "LIMITED_DATA_USE",
+        "limited_data_use",
+        "off",
+        limited_data_use,
+        "`geo`: every event is sent with Meta's Limited Data Use, Meta geolocating the user"
+        ' (`data_processing_options` `["LDU"]`, country and state `0`); an event asks for it itself with'
+        " `restricted_data_processing: true` or its own `data_processing_options`",
+    ),
     Setting(
         "META_TIMEOUT_SECONDS",
         "timeout_seconds",
@@ -365,6 +390,60 @@ SETTINGS: tuple[Setting, ...] = (
         readme_default="(off)",
     ),
     Setting(
+        "BROWSER_COLLECTION",
+        "browser_collection",
+        "",
+        optional,
+        "Firestore collection of the hashed keys remembered per browser (`fbp`) for enhanced event"
+        " coverage, only with ad_user_data consent; its TTL field is `expire_at`",
+        readme_default="(off)",
+    ),
+    Setting(
+        "BROWSER_TTL_DAYS",
+        "browser_ttl_days",
+        "90",
+        number(minimum=1, maximum=400, whole=True),
+        "days a browser's remembered keys live after its last new key (the `expire_at` TTL field)",
+    ),
+    Setting(
+        "ORDER_DEDUP_HOURS",
+        "order_dedup_hours",
+        "48",
+        number(minimum=1, maximum=672),
+        "with `IDEMPOTENCY_COLLECTION`: a second Purchase for the same order (`transaction_id`) and pixel"
+        " within this many hours is skipped as `duplicate_order`, whatever its `event_id` (at most 672: 28 days)",
+    ),
+    Setting(
+        "SHOPIFY_SIGNING_KEY_SECRET",
+        "shopify_signing_key_secret",
+        "",
+        optional,
+        "Secret Manager secret holding the key Shopify signs webhooks with (`POST /webhooks/shopify`)",
+    ),
+    Setting(
+        "SHOPIFY_SIGNING_KEY",
+        "shopify_signing_keys",
+        "",
+        split_keys,
+        "the same as a literal, comma-separated for rotation (local runs)",
+        secret=True,
+    ),
+    Setting(
+        "WOOCOMMERCE_SIGNING_KEY_SECRET",
+        "woocommerce_signing_key_secret",
+        "",
+        optional,
+        "Secret Manager secret holding the webhook secret WooCommerce signs with (`POST /webhooks/woocommerce`)",
+    ),
+    Setting(
+        "WOOCOMMERCE_SIGNING_KEY",
+        "woocommerce_signing_keys",
+        "",
+        split_keys,
+        "the same as a literal, comma-separated for rotation (local runs)",
+        secret=True,
+    ),
+    Setting(
         "SECRET_CACHE_SECONDS",
         "secret_cache_seconds",
         "300",
@@ -377,6 +456,14 @@ SETTINGS: tuple[Setting, ...] = (
         "6.0",
         number(minimum=0, maximum=10),
         "`capi_quality` logs a WARNING for an event name whose Event Match Quality is below this",
+    ),
+    Setting(
+        "DEDUP_ALERT_BELOW",
+        "dedup_alert_below",
+        "50",
+        number(minimum=0, maximum=100),
+        "`capi_quality` logs a WARNING for an event name whose browser events Meta deduplicated against"
+        " the server's are below this percentage",
     ),
     Setting(
         "DRY_RUN",
@@ -522,6 +609,8 @@ def _check_together(config: Config) -> None:
         # Several ingest-key secrets may be listed, comma-separated, for rotation.
         *(("INGEST_API_KEY_SECRET", part) for part in split_keys(config.ingest_api_key_secret or "")),
         *(("INGEST_KEYS", bound.secret) for bound in config.ingest_keys),
+        ("SHOPIFY_SIGNING_KEY_SECRET", config.shopify_signing_key_secret),
+        ("WOOCOMMERCE_SIGNING_KEY_SECRET", config.woocommerce_signing_key_secret),
     ]
     names = {d.name for d in config.destinations}
     for bound in config.ingest_keys:

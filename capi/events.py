@@ -28,9 +28,17 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pycountry
 
-from capi import consent
+from capi import clientip, consent
 from capi.config import Config
-from capi.normalize import HASHED_KEYS, Dropped, FieldContext, hash_value, normalize_country, normalize_ip
+from capi.normalize import (
+    HASHED_KEYS,
+    Dropped,
+    FieldContext,
+    hash_value,
+    is_sha256,
+    normalize_country,
+    normalize_ip,
+)
 
 MAX_AGE_SECONDS = 7 * 24 * 3600  # Meta rejects the whole request for an older event
 MAX_FUTURE_SECONDS = 60
@@ -58,6 +66,34 @@ MAX_PLAIN_CHARS: Mapping[str, int] = {
     "fbp": 512,
 }
 MAX_ID_CHARS = 512  # event_id, order ids, and the never-hashed Meta ids
+
+# Meta's values (docs/meta-capi.md §6, §11). Anything else is dropped with a message: Meta
+# refuses the request for an unknown one.
+DELIVERY_CATEGORIES = frozenset({"in_store", "curbside", "home_delivery"})
+CUSTOMER_SEGMENTS = frozenset(
+    {"new_customer_to_business", "new_customer_to_business_line", "new_customer_to_product_area",
+     "new_customer_to_medium", "existing_customer_to_business", "existing_customer_to_business_line",
+     "existing_customer_to_product_area", "existing_customer_to_medium", "customer_in_loyalty_program"}
+)  # fmt: skip
+# Limited Data Use (docs/meta-capi.md §11): country 1 (USA) or 0 (Meta geolocates); state 0
+# (geolocate) or one of the US states with a privacy law, 1000 (California) to 1013.
+LDU_COUNTRIES = frozenset({0, 1})
+LDU_STATES = frozenset({0, *range(1000, 1014)})
+# Customer information that Meta's best practices call invalid when it is all an event has
+# (docs/meta-capi.md §11): an event with two keys or more, all inside one of these, is refused.
+INVALID_COMBINATIONS: tuple[tuple[frozenset[str], str], ...] = tuple(
+    (frozenset(keys), "+".join(keys))
+    for keys in (
+        ("ct", "country", "st", "zp", "ge", "client_user_agent"),
+        ("db", "client_user_agent"),
+        ("fn", "ge"),
+        ("ln", "ge"),
+    )
+)
+_COMBINATION_KEYS = frozenset().union(*(keys for keys, _ in INVALID_COMBINATIONS))
+# Keys of the event (any dialect) that belong in custom_data, where Meta's example puts them.
+_CUSTOM_DATA_KEYS = ("net_revenue", "predicted_ltv", "customer_segmentation", "delivery_category")
+_CUSTOM_DATA_SET = frozenset(_CUSTOM_DATA_KEYS)
 
 ACTION_SOURCES = frozenset(
     {"email", "website", "app", "phone_call", "chat", "physical_store",
@@ -131,14 +167,15 @@ USED_KEYS = frozenset(
      "page_referrer", "referrer_url", "user_data", "value", "currency", "transaction_id", "items",
      "search_term", "ecommerce", "custom_data", "opt_out", "data_processing_options",
      "data_processing_options_country", "data_processing_options_state", "user_id", "external_id",
-     "messaging_channel", "destinations", "test_event_code", *PASSTHROUGH_OBJECTS, *consent.SIGNALS}
+     "messaging_channel", "destinations", "test_event_code", "restricted_data_processing",
+     clientip.COOKIE_KEY, *_CUSTOM_DATA_KEYS, *PASSTHROUGH_OBJECTS, *consent.SIGNALS}
     | {name for _, names in _PLAIN_SOURCES for name in names}
 )  # fmt: skip
 _USED_USER_KEYS = frozenset(
     {*_USER_NAMES, "address", *PASSTHROUGH_USER_KEYS} | {name for _, names in _PLAIN_SOURCES for name in names}
 )
 _USED_ECOMMERCE_KEYS = frozenset({"value", "currency", "transaction_id", "items"})
-_USED_ITEM_KEYS = frozenset({"item_id", "id", "item_name", "quantity", "price", "item_price"})
+_USED_ITEM_KEYS = frozenset({"item_id", "id", "item_name", "quantity", "price", "item_price", "delivery_category"})
 _PASSTHROUGH_SET = frozenset(PASSTHROUGH_USER_KEYS)
 
 # fbc / fbp: fb.{subdomain index}.{creation ms}.{click id or random}, and param-builder's
@@ -414,16 +451,28 @@ def _passthrough(value: Any, name: str) -> dict[str, Any]:
     return value
 
 
-def _contents(items: Any, name: str, ignored: list[str]) -> list[dict[str, Any]]:
+NO_CONTENT_ID = "no id: Meta refuses contents without an id (since April 2026); this item is not sent"
+NO_ITEM_ID = "no item_id or item_name: Meta refuses contents without an id (since April 2026); this item is not sent"
+
+
+def _contents(items: Any, name: str, ignored: list[str], notes: list[tuple[str, str]]) -> list[dict[str, Any]]:
     if not isinstance(items, list):
         raise _Invalid(name, "must be a list of items")
     contents = []
     unused: dict[str, None] = {}
     for position, item in enumerate(items):
         try:
-            contents.append(_content(item))
+            content = _content(item)
         except _Invalid as exc:  # the item's own problem, named by its place in the list
             raise _Invalid(f"{name}[{position}]{exc.field}", exc.message) from None
+        if content is None:
+            notes.append((f"{name}[{position}]", NO_ITEM_ID))
+            continue
+        category = content.get("delivery_category")
+        if category is not None and not _one_of(category, DELIVERY_CATEGORIES):
+            del content["delivery_category"]
+            notes.append((f"{name}[{position}].delivery_category", _bad_category(category)))
+        contents.append(content)
         if not _USED_ITEM_KEYS.issuperset(item):  # one C-level test: items rarely carry other keys
             unused.update((key, None) for key in item if key not in _USED_ITEM_KEYS)
     if unused:
@@ -431,8 +480,18 @@ def _contents(items: Any, name: str, ignored: list[str]) -> list[dict[str, Any]]
     return contents
 
 
-def _content(item: Any) -> dict[str, Any]:
-    """One GA4 item -> one Meta content. Errors name the field relative to the item."""
+def _one_of(value: Any, allowed: frozenset[str]) -> bool:
+    """`value` is one of Meta's closed list (a list or an object is never, and is not hashable)."""
+    return isinstance(value, str) and value in allowed
+
+
+def _bad_category(value: Any) -> str:
+    shown = f"{value!r}"[:40]
+    return f"{shown} is not one of {', '.join(sorted(DELIVERY_CATEGORIES))}; not sent"
+
+
+def _content(item: Any) -> dict[str, Any] | None:
+    """One GA4 item -> one Meta content, None without an id. Errors name the field relative to the item."""
     if not isinstance(item, dict):
         raise _Invalid("", "must be an object")
     item_id = item.get("item_id")
@@ -440,7 +499,7 @@ def _content(item: Any) -> dict[str, Any]:
         item_id = _scalar_text(item_id) or _scalar_text(item.get("id")) or _scalar_text(item.get("item_name")) or ""
     item_id = item_id.strip()
     if not item_id:
-        raise _Invalid("", "needs item_id or item_name")
+        return None
     if len(item_id) > MAX_ID_CHARS:
         raise _Invalid(".item_id", f"longer than {MAX_ID_CHARS} characters")
     quantity = _count(item.get("quantity", 1), ".quantity", 1)
@@ -450,11 +509,16 @@ def _content(item: Any) -> dict[str, Any]:
         price = item.get("item_price")
     if price is not None:
         content["item_price"] = _money(price, ".price")
+    category = item.get("delivery_category")
+    if category is not None:
+        content["delivery_category"] = category  # checked by _contents, which notes a bad one
     return content
 
 
-def _explicit_custom_data(explicit: Any, problems: list[tuple[str, str]]) -> dict[str, Any] | None:
-    """Meta's own custom_data object: its numbers checked, the rest passed through."""
+def _explicit_custom_data(
+    explicit: Any, problems: list[tuple[str, str]], notes: list[tuple[str, str]]
+) -> dict[str, Any] | None:
+    """Meta's own custom_data object: its numbers and Meta's closed lists checked, the rest passed through."""
     if not isinstance(explicit, dict):
         problems.append(("custom_data", "must be an object"))
         return None
@@ -463,6 +527,7 @@ def _explicit_custom_data(explicit: Any, problems: list[tuple[str, str]]) -> dic
         ("value", _money),
         ("currency", _currency),
         ("predicted_ltv", _money),
+        ("net_revenue", _money),
         ("num_items", lambda v, n: _count(v, n, 0)),
     )
     for key, check in checks:
@@ -476,9 +541,19 @@ def _explicit_custom_data(explicit: Any, problems: list[tuple[str, str]]) -> dic
         try:
             if not isinstance(contents, list) or not all(isinstance(c, dict) for c in contents):
                 raise _Invalid("custom_data.contents", "must be a list of objects")
-            checked["contents"] = [_meta_content(c, f"custom_data.contents[{i}]") for i, c in enumerate(contents)]
+            kept = []
+            for i, content in enumerate(contents):
+                if not (_scalar_text(content.get("id")) or "").strip():
+                    notes.append((f"custom_data.contents[{i}]", NO_CONTENT_ID))
+                    continue
+                kept.append(_meta_content(content, f"custom_data.contents[{i}]", notes))
+            if kept:
+                checked["contents"] = kept
+            else:
+                del checked["contents"]
         except _Invalid as exc:
             problems.append((exc.field, exc.message))
+    _closed_lists(checked, "custom_data.", notes)
     try:
         return _passthrough(checked, "custom_data")
     except _Invalid as exc:
@@ -486,13 +561,30 @@ def _explicit_custom_data(explicit: Any, problems: list[tuple[str, str]]) -> dic
         return None
 
 
-def _meta_content(content: dict[str, Any], name: str) -> dict[str, Any]:
+def _meta_content(content: dict[str, Any], name: str, notes: list[tuple[str, str]]) -> dict[str, Any]:
     checked = dict(content)
     if checked.get("quantity") is not None:
         checked["quantity"] = _count(checked["quantity"], f"{name}.quantity", 1)
     if checked.get("item_price") is not None:
         checked["item_price"] = _money(checked["item_price"], f"{name}.item_price")
+    category = checked.get("delivery_category")
+    if category is not None and not _one_of(category, DELIVERY_CATEGORIES):
+        del checked["delivery_category"]
+        notes.append((f"{name}.delivery_category", _bad_category(category)))
     return checked
+
+
+def _closed_lists(data: dict[str, Any], prefix: str, notes: list[tuple[str, str]]) -> None:
+    """Drop, with a message, a delivery_category or customer_segmentation Meta does not know."""
+    category = data.get("delivery_category")
+    if category is not None and not _one_of(category, DELIVERY_CATEGORIES):
+        del data["delivery_category"]
+        notes.append((f"{prefix}delivery_category", _bad_category(category)))
+    segment = data.get("customer_segmentation")
+    if segment is not None and not _one_of(segment, CUSTOMER_SEGMENTS):
+        del data["customer_segmentation"]
+        shown = f"{segment!r}"[:60]
+        notes.append((f"{prefix}customer_segmentation", f"{shown} is not one of Meta's nine segments; not sent"))
 
 
 def _pick(raw: Mapping[str, Any], ecommerce: Mapping[str, Any], key: str) -> tuple[Any, str]:
@@ -506,7 +598,11 @@ def _pick(raw: Mapping[str, Any], ecommerce: Mapping[str, Any], key: str) -> tup
 
 
 def _custom_data(
-    raw: Mapping[str, Any], meta_name: str, problems: list[tuple[str, str]], ignored: list[str]
+    raw: Mapping[str, Any],
+    meta_name: str,
+    problems: list[tuple[str, str]],
+    ignored: list[str],
+    notes: list[tuple[str, str]],
 ) -> dict[str, Any] | None:
     ecommerce = raw.get("ecommerce")
     if ecommerce is not None and not isinstance(ecommerce, dict):
@@ -541,7 +637,7 @@ def _custom_data(
     items, where = _pick(raw, ecommerce, "items")
     if items is not None:
         try:
-            contents = _contents(items, where, ignored)
+            contents = _contents(items, where, ignored, notes)
         except _Invalid as exc:
             problems.append((exc.field, exc.message))
             contents = []
@@ -562,11 +658,29 @@ def _custom_data(
         else:
             data["search_string"] = search
 
+    # Meta's newer fields given on the event itself, in any dialect (Meta's parameter table puts
+    # customer_segmentation on the server event, its example in custom_data: capi sends it there).
+    if not _CUSTOM_DATA_SET.isdisjoint(raw):  # one C-level test: most events carry none of them
+        for key in _CUSTOM_DATA_KEYS:
+            extra = raw.get(key)
+            if extra is None:
+                continue
+            if key in ("net_revenue", "predicted_ltv"):
+                try:
+                    data[key] = _money(extra, key)
+                except _Invalid as exc:
+                    problems.append((exc.field, exc.message))
+            else:
+                data[key] = extra
+        _closed_lists(data, "", notes)
+
     explicit = raw.get("custom_data")
     if explicit is not None:
-        checked = _explicit_custom_data(explicit, problems)
+        checked = _explicit_custom_data(explicit, problems, notes)
         if checked:
             data.update(checked)
+    if "net_revenue" in data and "currency" not in data:
+        notes.append(("net_revenue", "Meta reads net_revenue in the event's currency: send currency too"))
 
     if (
         meta_name == "Purchase"
@@ -593,12 +707,48 @@ def _dpo(raw: Mapping[str, Any], event: dict[str, Any]) -> None:
     ):
         raise _Invalid("data_processing_options", 'must be a list such as ["LDU"] or [] (at most 4 short strings)')
     event["data_processing_options"] = options
-    for key in ("data_processing_options_country", "data_processing_options_state"):
+    for key, allowed, words in (
+        ("data_processing_options_country", LDU_COUNTRIES, "0 (Meta geolocates) or 1 (USA)"),
+        ("data_processing_options_state", LDU_STATES, "0 (Meta geolocates) or a state code from 1000 to 1013"),
+    ):
         if raw.get(key) is not None:
             value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
-                raise _Invalid(key, "must be an integer from 0 (0 lets Meta geolocate)")
+            if type(value) is not int or value not in allowed:
+                raise _Invalid(key, f"must be {words}")
             event[key] = value
+
+
+def _restricted(value: Any) -> bool | None:
+    """GA4's restricted_data_processing (true / false, or "1" / "0" as gtag sends it), else None."""
+    if isinstance(value, bool):
+        return value
+    if value in ("1", "true") or (type(value) is int and value == 1):
+        return True
+    if value in ("0", "false") or (type(value) is int and value == 0):
+        return False
+    return None
+
+
+def _limited_data_use(raw: Mapping[str, Any], event: dict[str, Any], setting: str) -> None:
+    """Limited Data Use with Meta geolocating the user (docs/meta-capi.md §11), asked by the event
+    (GA4's `restricted_data_processing`) or by LIMITED_DATA_USE=geo for every event.
+
+    An event's own ["LDU"] keeps its country and state; LIMITED_DATA_USE=geo is the site's
+    choice, so an event cannot turn it off (`[]` or `restricted_data_processing: false`).
+    """
+    options = event.get("data_processing_options")
+    if options is not None and "LDU" in options:
+        return
+    restricted = None
+    asked = raw.get("restricted_data_processing")
+    if asked is not None:
+        restricted = _restricted(asked)
+        if restricted is None:
+            raise _Invalid("restricted_data_processing", "must be true or false")
+    if restricted or setting == "geo":
+        event["data_processing_options"] = ["LDU"]
+        event["data_processing_options_country"] = 0
+        event["data_processing_options_state"] = 0
 
 
 def _values(value: Any) -> Iterable[Any]:
@@ -719,9 +869,25 @@ def _collect_user(raw: Mapping[str, Any], draft: Draft, ignored: list[str]) -> N
                 continue
             draft.plain[key] = value.strip()
             break
+    if raw.get(clientip.COOKIE_KEY) not in (None, ""):
+        _ip_from_cookie(raw[clientip.COOKIE_KEY], draft)
 
     user_id = _scalar_text(raw.get("user_id")) or _scalar_text(raw.get("external_id"))
     draft.user_id = user_id.strip() if user_id and user_id.strip() and len(user_id) <= MAX_ID_CHARS else None
+
+
+def _ip_from_cookie(value: Any, draft: Draft) -> None:
+    """Meta's Parameter Builder's `_fbi` (forwarded by the sGTM tag): its address, IPv6
+    preferred, becomes client_ip_address over the request's (capi.clientip)."""
+    name = clientip.COOKIE_KEY
+    if not isinstance(value, str) or len(value) > MAX_PLAIN_CHARS["client_ip_address"]:
+        draft.note(name, f"must be a string of at most {MAX_PLAIN_CHARS['client_ip_address']} characters; ignored")
+        return
+    address = clientip.from_cookie(value)
+    if address is None:
+        draft.note(name, "not the Parameter Builder's _fbi (an IP address and its appendix); ignored")
+        return
+    draft.plain["client_ip_address"] = clientip.prefer(address, draft.plain.get("client_ip_address"))
 
 
 MINTED = "minted: Meta cannot deduplicate it against the Pixel; send the Pixel's eventID as event_id"
@@ -800,7 +966,8 @@ def prepare(
     except _Invalid as exc:
         problems.append((exc.field, exc.message))
     event["user_data"] = None  # filled by finish(); its place keeps Meta's field order
-    custom = _custom_data(raw, meta_name or "", problems, unused)
+    notes: list[tuple[str, str]] = []  # (field, message) about values left out; the event goes on
+    custom = _custom_data(raw, meta_name or "", problems, unused, notes)
     if custom:
         event["custom_data"] = custom
     if raw.get("opt_out") is not None:
@@ -808,11 +975,13 @@ def prepare(
             problems.append(("opt_out", "must be true or false"))
         else:
             event["opt_out"] = raw["opt_out"]
-    if "data_processing_options" in raw:
-        try:
+    try:
+        if "data_processing_options" in raw:
             _dpo(raw, event)
-        except _Invalid as exc:
-            problems.append((exc.field, exc.message))
+        if config.limited_data_use == "geo" or "restricted_data_processing" in raw:
+            _limited_data_use(raw, event, config.limited_data_use)
+    except _Invalid as exc:
+        problems.append((exc.field, exc.message))
     for key in PASSTHROUGH_OBJECTS:
         if raw.get(key) is not None:
             try:
@@ -826,6 +995,8 @@ def prepare(
         else:
             event["messaging_channel"] = channel
     draft = Draft(index, event, None if minted else event_id, consent_signal=signal)
+    for field_name, message in notes:
+        draft.note(field_name, message)
     try:
         _collect_user(raw, draft, unused)
     except _Invalid as exc:
@@ -899,6 +1070,16 @@ def finish(draft: Draft, profile: Mapping[str, Any] | None, default_country: str
             draft.index, draft.given_id, "user_data", "no customer information left to match on",
             event_name=event["event_name"],
         )  # fmt: skip
+    # Two keys or more: a single key is no combination (capi already refuses an event with none).
+    # The first test fails at once for the common event, which has em, ph, fbp or an IP.
+    for keys, rule in INVALID_COMBINATIONS if len(user_data) > 1 and _COMBINATION_KEYS.issuperset(user_data) else ():
+        if keys.issuperset(user_data):
+            return Rejection(
+                draft.index, draft.given_id, "user_data",
+                f"customer information is only {'+'.join(user_data)}, inside the combination {rule} that"
+                " Meta's best practices call invalid: add em, ph, external_id, fbp, fbc or the client IP",
+                event_name=event["event_name"],
+            )  # fmt: skip
     event["user_data"] = user_data
     return Finished(draft.index, event, from_profile, draft.dialect)
 
@@ -914,7 +1095,8 @@ def _hash_into(digests: dict[str, list[str]], inputs: Iterable[Input], ctx: Fiel
                 full = (full or set()) | {key}
                 draft.note(path, f"more than {MAX_VALUES_PER_KEY} values for {key}; the rest not sent")
             continue
-        if len(text) > MAX_CHARS[key]:  # checked before normalizing: never into a cache
+        if len(text) > MAX_CHARS[key] and not is_sha256(text.strip()):  # before normalizing: never into a cache
+            # A digest with spaces around it is trimmed first (hash_value does), whatever the bound.
             draft.note(path, f"longer than {MAX_CHARS[key]} characters; not sent")
             continue
         try:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from capi.destinations import DEFAULT
 from capi.errors import StoreUnavailable
 from capi.events import PROFILE_FIELDS
+from capi.orders import is_order_key
 
 WRITE_CHUNK = 500  # writes per batch commit, Firestore's classic limit
 STORE_SECONDS = 3.0  # the whole time of one Firestore step on the request path, retries included
@@ -124,6 +125,10 @@ class FirestoreIdempotency:
     is "in flight" (the caller retries), and once its lease ends it can be claimed again. So a
     request that died or could not finish its bookkeeping never turns a retry into a
     silently dropped duplicate.
+
+    Order keys (`capi.orders`: one Purchase per order) are claimed, marked and released with
+    the pairs, in the same calls, and suppress a repeat for `order_ttl` (ORDER_DEDUP_HOURS)
+    instead of `ttl`. Their documents hold the order id (`event_id`) and `ORDER` as the name.
     """
 
     FINAL = ("delivered", "stored")
@@ -135,6 +140,7 @@ class FirestoreIdempotency:
         pixel_id: str,
         ttl: float = 48 * 3600,
         lease: float = 30.0,
+        order_ttl: float = 48 * 3600,
         clock: Callable[[], float] = time.time,
         *,
         destination: str = DEFAULT,
@@ -143,6 +149,7 @@ class FirestoreIdempotency:
         self._collection = collection
         self._scope = _scope(destination, pixel_id)
         self._ttl = ttl
+        self._order_ttl = order_ttl
         self._lease = lease
         self._clock = clock
 
@@ -213,12 +220,18 @@ class FirestoreIdempotency:
             raise StoreUnavailable(f"idempotency store failed ({type(exc).__name__})") from None
 
     def _mark(self, keys: list[tuple[str, str]], status: str) -> None:
-        expires = self._clock() + self._ttl
+        now = self._clock()
         _write_in_batches(
             self._client(),
             keys,
             lambda batch, key: batch.set(
-                self._ref(key), {"status": status, "expires": expires, "event_name": key[0], "event_id": key[1]}
+                self._ref(key),
+                {
+                    "status": status,
+                    "expires": now + (self._order_ttl if is_order_key(key) else self._ttl),
+                    "event_name": key[0],
+                    "event_id": key[1],
+                },
             ),
         )
 

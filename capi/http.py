@@ -23,6 +23,7 @@ from capi.errors import (
     UnsupportedMediaType,
 )
 from capi.log import log, set_trace
+from capi.webhooks import refuse_early, shop_of
 
 if TYPE_CHECKING:
     from capi.service import Outcome
@@ -55,16 +56,22 @@ def read_json(request: flask.Request) -> Any:
     mimetype = (request.mimetype or "").lower()
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType("send Content-Type: application/json", field="Content-Type")
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise PayloadTooLarge(TOO_LARGE, field="body")
-    data = request.stream.read(MAX_BODY_BYTES + 1)
-    if len(data) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(TOO_LARGE, field="body")
+    data = read_body(request)
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         problem = "not valid UTF-8" if "UTF-8" in str(exc) else "not valid JSON"
         raise RequestError(f"the body is {problem}", field="body") from None
+
+
+def read_body(request: flask.Request) -> bytes:
+    """The raw body, at most 1 MiB (413 beyond): what a webhook's signature is computed on."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise PayloadTooLarge(TOO_LARGE, field="body")
+    data = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(data) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(TOO_LARGE, field="body")
+    return data
 
 
 Handler = Callable[[flask.Request], flask.Response]
@@ -105,7 +112,8 @@ class EarlyRefusal:
 
     - 413 when `Content-Length` is over `max_bytes`;
     - 401 when the request carries a body and `check_key` refuses its headers (`capi_events`;
-      the jobs are IAM-only and pass None).
+      the jobs are IAM-only and pass None); on a shop's webhook path the shop's signature
+      stands in for the key, and a request without one is refused (`capi.webhooks.refuse_early`).
 
     Neither reads a byte of the body; the server then discards at most what it bounds itself
     (README "Protecting the function"). Every other request goes on with `wsgi.input` capped at
@@ -136,7 +144,11 @@ class EarlyRefusal:
             if length > self.max_bytes:
                 raise PayloadTooLarge(TOO_LARGE, field="body")
             if self.check_key is not None and (length > 0 or chunked):
-                self.check_key(headers)
+                path = environ.get("PATH_INFO", "")
+                if shop_of(path) is not None:
+                    refuse_early(path, headers, length if not chunked else self.max_bytes)
+                else:
+                    self.check_key(headers)
         except Exception as exc:  # noqa: BLE001 - answered as JSON, as the view would
             set_trace(headers.get("X-Cloud-Trace-Context"), self.project)
             return failure_response(exc)(environ, start_response)
@@ -177,7 +189,7 @@ class CappedInput:
 
 
 def route(request: flask.Request) -> str:
-    """The endpoint for the request's path and method: forward, validate or health."""
+    """The endpoint for the request's path and method: forward, validate, webhook or health."""
     path = request.path.rstrip("/") or "/"
     if path == "/healthz":
         if request.method not in ("GET", "HEAD"):
@@ -187,7 +199,15 @@ def route(request: flask.Request) -> str:
         if request.method != "POST":
             raise MethodNotAllowed(f"use POST {path}")
         return "validate" if path == "/validate" else "forward"
-    raise NotFound("unknown path: use POST /events, POST /validate or GET /healthz", field="path")
+    if shop_of(path) is not None:
+        if request.method != "POST":
+            raise MethodNotAllowed(f"use POST {path}")
+        return "webhook"
+    raise NotFound(
+        "unknown path: use POST /events, POST /validate, POST /webhooks/shopify, POST /webhooks/woocommerce"
+        " or GET /healthz",
+        field="path",
+    )
 
 
 # The status of each destination's result (capi.service.RESULTS, the mildest first).

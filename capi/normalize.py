@@ -65,13 +65,29 @@ def normalize_email(value: str) -> str:
         email = email[7:]
     if not _EMAIL_RE.fullmatch(email):
         raise Dropped("not an email address")
+    if "." in email and _BAD_DOTS.search(email):
+        # As Meta's Parameter Builder decides (emailUtil.js): a local part or domain that starts
+        # or ends with a dot, or has two in a row, is not an address.
+        raise Dropped("not an email address (a dot at the start or end of a part, or two dots in a row)")
+    if _SPECIALS.search(email):
+        # Nor is one with RFC 5322's specials outside quotes, or a domain that is not labels of
+        # letters, digits and hyphens (emailUtil.js); letters of every script stay allowed.
+        raise Dropped("not an email address (a character an address cannot hold)")
     return email
+
+
+_BAD_DOTS = re.compile(r"^\.|\.@|@\.|\.\.|\.$")
+_SPECIALS = re.compile(r'[()<>\[\]:;,\\"]|@.*[^\w.\-]|@.*_')
 
 
 def normalize_phone(value: str, region: str | None) -> tuple[str, str | None]:
     """Digits with the country code (E.164 without '+'), plus a note when unsure.
 
-    `region` is the alpha-2 country used to read a number written in national form.
+    `region` is the alpha-2 country used to read a number written in national form. Meta asks
+    for digits "without leading zeros, with the country code": international prefixes ("+",
+    "+00", "00" and more zeros, "011" where North American numbers are read), a national trunk
+    0 before a number that already carries its country code ("01 650 ..."), and zeros written
+    after the country code ("+44 000 20 ...") are all read as that.
     """
     text = value.strip()
     # Fast paths for the common shapes; libphonenumber gives the same digits for them
@@ -80,26 +96,55 @@ def normalize_phone(value: str, region: str | None) -> tuple[str, str | None]:
         return text[1:], None
     if region in _NANP_REGIONS and (nanp := _NANP_RE.fullmatch(text)):
         return "1" + nanp[1] + nanp[2] + nanp[3], None
-    if text.startswith("00"):
-        text = "+" + text[2:]
     digits = _NON_DIGITS.sub("", text)
-    if not digits:
-        raise Dropped("no digits in phone number")
-    international = text.startswith("+")
-    if not international and not region:
+    if not digits.strip("0"):
+        raise Dropped("no digits in phone number" if not digits else "only zeros: not a phone number")
+    prefix = _IDD_RE.match(text)
+    if prefix is None and region in _NANP_REGIONS:
+        prefix = _NANP_IDD_RE.match(text)  # 011: North America's international prefix
+    elif prefix is None and not region and (nanp_idd := _NANP_IDD_RE.match(text)):
+        # No country known: 011 is read as North America's prefix only when what follows is a
+        # possible international number ("011 44 20 ..."), not a national one ("0114 496 ...").
+        number = _parse_phone("+" + text[nanp_idd.end() :], None, quiet=True)
+        if number is not None and phonenumbers.is_possible_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:], None
+    if prefix is None and not region:
         return digits.lstrip("0") or digits, (
             "no country known to complete a national phone number; sent as digits only"
             " (set the event's country or DEFAULT_COUNTRY)"
         )
-    try:
-        number = phonenumbers.parse(text, None if international else region)
-    except phonenumbers.NumberParseException as exc:
-        raise Dropped(f"not a phone number ({exc.error_type!r})") from None
+    if prefix is not None:
+        number = _parse_phone("+" + text[prefix.end() :], None)
+    else:
+        number = _parse_phone(text, region)
+        if not phonenumbers.is_possible_number(number) and digits[0] == "0":
+            # A trunk 0 before a number that carries its own country code: "01 (650) 123-4567".
+            number = _parse_phone("+" + digits.lstrip("0"), None, quiet=True) or number
+    if not phonenumbers.is_possible_number(number) and number.italian_leading_zero:
+        # Zeros written after the country code ("+44 000 20 7946 0958") that do not belong to
+        # the number; a zero that does (Italy's 06 ...) leaves it possible and is kept.
+        number.italian_leading_zero = None
+        number.number_of_leading_zeros = None
     if not phonenumbers.is_possible_number(number):
         raise Dropped("not a possible phone number for its country")
     # E.164 keeps a leading zero that belongs to the number (Italy's 06 ...), which
     # country_code + national_number would lose.
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:], None
+
+
+# International prefixes before a country code: "+", "+00 ...", "00 ...", "000 ..." (separators
+# between the zeros allowed), and North America's "011".
+_IDD_RE = re.compile(r"\+[\s().\-]*(?:0[\s().\-]*)*|(?:0[\s().\-]*){2,}(?=[1-9])")
+_NANP_IDD_RE = re.compile(r"0[\s().\-]*1[\s().\-]*1[\s().\-]*(?=[1-9])")
+
+
+def _parse_phone(text: str, region: str | None, quiet: bool = False) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        if quiet:
+            return None
+        raise Dropped(f"not a phone number ({exc.error_type!r})") from None
 
 
 def normalize_name(value: str) -> str:
@@ -164,16 +209,27 @@ def normalize_state(value: str, country: str | None) -> str:
 
 def normalize_zip(value: str, country: str | None) -> str:
     postal = value.lower()
+    if (country is None or country == "us") and _ZIP_PLUS4.fullmatch(postal.strip()):
+        return postal.strip()[:5]  # a US ZIP+4 whatever the country known: the 5-digit ZIP
     if not postal.isalnum():  # most postal codes already are: skip the per-character pass
         postal = "".join(ch for ch in postal if ch.isalnum())
     if not postal:
         raise Dropped("empty postal code")
     if country == "us":
+        if postal.isdigit() and len(postal) in (3, 4, 7, 8):
+            # A ZIP read as a number lost its leading zeros (02134 -> 2134, New England; 00501
+            # -> 501): Meta matches the 5-digit ZIP, so they are put back.
+            postal = postal.zfill(5 if len(postal) < 5 else 9)
         # ZIP+4 ("94025-1234", "940251234") -> the 5-digit ZIP Meta matches on.
         if len(postal) < 5 or not postal[:5].isdigit():
             raise Dropped("not a US ZIP code")
         return postal[:5]
+    if len(postal) < 2:  # as Meta's Parameter Builder (zipCodeUtil.js): no postal code is shorter
+        raise Dropped("not a postal code (one character)")
     return postal
+
+
+_ZIP_PLUS4 = re.compile(r"[0-9]{5}-[0-9]{4}")
 
 
 _COUNTRY_ALIASES = {
@@ -185,7 +241,25 @@ _COUNTRY_ALIASES = {
     "moldova": "md", "macedonia": "mk", "ivorycoast": "ci", "capeverde": "cv",
     "espana": "es", "españa": "es", "italia": "it", "brasil": "br", "osterreich": "at",
     "schweiz": "ch", "suisse": "ch", "nederland": "nl", "polska": "pl", "mexique": "mx",
+    # Short forms of names ISO writes long (Meta's Parameter Builder knows them: countryUtil).
+    "vatican": "va", "vaticancity": "va", "palestine": "ps", "micronesia": "fm",
+    "democraticrepublicofthecongo": "cd", "drcongo": "cd", "republicofthecongo": "cg",
+    "macedoniatheformeryugoslavrepublicof": "mk", "taiwan": "tw", "iran": "ir", "venezuela": "ve",
+    "bolivia": "bo", "vietnam": "vn", "tanzania": "tz", "brunei": "bn",
 }  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _country_names() -> dict[str, str]:
+    """Every ISO name, official name and common name, letters only ("Korea, Republic of" ->
+    "korearepublicof"), so a name written without ISO's commas and brackets is found."""
+    names: dict[str, str] = {}
+    for country in pycountry.countries:
+        for attr in ("name", "official_name", "common_name"):
+            name = getattr(country, attr, None)
+            if name:
+                names.setdefault("".join(ch for ch in name.lower() if ch.isalpha()), country.alpha_2.lower())
+    return names
 
 
 def normalize_country(value: str) -> str:
@@ -212,6 +286,8 @@ def _country(value: str) -> str:
         found = pycountry.countries.get(alpha_3=letters.upper())
         if found:
             return found.alpha_2.lower()
+    if letters in _country_names():
+        return _country_names()[letters]
     try:
         return pycountry.countries.lookup(text).alpha_2.lower()
     except LookupError:
@@ -219,31 +295,53 @@ def _country(value: str) -> str:
 
 
 _DATE_ISO = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ].*)?")
-_DATE_YMD = re.compile(r"(\d{4})[/.](\d{1,2})[/.](\d{1,2})")
 _DATE_COMPACT = re.compile(r"(\d{4})(\d{2})(\d{2})")
-_DATE_YEAR_LAST = re.compile(r"(\d{1,2})([/.\-])(\d{1,2})\2(\d{4})")
+# Three numbers with any separators between them ("1985 12 31", "12:31:1990", "16–2–1997"),
+# as Meta's page ("many input orders, with or without punctuation") and its Parameter Builder
+# (dobUtil.js) read them.
+_DATE_PARTS = re.compile(r"(\d{1,4})(\D{1,3})(\d{1,2})(\D{1,3})(\d{1,4})")
+# Countries that write the month first (02/16/1997): the US and its territories, and the
+# countries that took the US convention. Everywhere else an ambiguous date is read day first.
+MONTH_FIRST_COUNTRIES = frozenset({"us", "as", "gu", "mp", "pr", "vi", "um", "ph", "fm", "mh", "pw"})
 
 
-def normalize_dob(value: str, today: date | None = None) -> str:
+def normalize_dob(value: str, today: date | None = None, region: str | None = None) -> str:
     """A date of birth -> YYYYMMDD (year 1900..this year).
 
-    Year-last forms: with '/' month first (US) unless the first number can only be a day;
-    with '.' day first (European); with '-' whichever is unambiguous, else dropped.
+    Year first: year, month, day. Year last: a first number above 12 can only be a day, a
+    second above 12 only a day too; when both could be the month, the order of `region` (the
+    event's country, the profile's, or DEFAULT_COUNTRY) decides for '/', '-' and spaces: month
+    first in MONTH_FIRST_COUNTRIES, day first elsewhere. With no country known, '/' is read
+    month first (Meta's example 2/16/1997), '.' day first (European), and others are dropped.
+    A '.' date is always read day first.
     """
-    text = value.strip()
-    if m := _DATE_ISO.fullmatch(text) or _DATE_YMD.fullmatch(text) or _DATE_COMPACT.fullmatch(text):
+    text = value.strip().rstrip("年日")  # 1990年12月31日: the CJK markers after the last number
+    if m := _DATE_ISO.fullmatch(text) or _DATE_COMPACT.fullmatch(text):
         year, month, day = (int(g) for g in m.groups())
-    elif m := _DATE_YEAR_LAST.fullmatch(text):
-        first, sep, second, year_text = m.groups()
-        a, b, year = int(first), int(second), int(year_text)
-        if sep == "/":
-            month, day = (b, a) if a > 12 else (a, b)
-        elif sep == "." or a > 12 >= b:
-            day, month = a, b
-        elif b > 12 >= a:
-            month, day = a, b
+        if month > 12 >= day:  # year, day, month ("1990-15-06"), as the Parameter Builder reads it
+            month, day = day, month
+    elif m := _DATE_PARTS.fullmatch(text):
+        first, sep1, second, sep2, third = m.groups()
+        a, b, c = int(first), int(second), int(third)
+        separators = sep1 + sep2
+        if len(first) == 4 and len(third) <= 2:
+            year, month, day = (a, c, b) if b > 12 >= c else (a, b, c)
+        elif len(third) == 4 and len(first) <= 2:
+            year = c
+            if a > 12 >= b:
+                day, month = a, b
+            elif b > 12 >= a:
+                month, day = a, b
+            elif "." in separators:
+                day, month = a, b
+            elif region is not None:
+                month, day = (a, b) if region in MONTH_FIRST_COUNTRIES else (b, a)
+            elif "/" in separators:
+                month, day = a, b
+            else:
+                raise Dropped("ambiguous date: write it as YYYY-MM-DD, or set the country or DEFAULT_COUNTRY")
         else:
-            raise Dropped("ambiguous date: write it as YYYY-MM-DD")
+            raise Dropped("not a date (use YYYY-MM-DD)")
     else:
         raise Dropped("not a date (use YYYY-MM-DD)")
     this_year = (today or date.today()).year
@@ -256,13 +354,23 @@ def normalize_dob(value: str, today: date | None = None) -> str:
     return f"{year:04d}{month:02d}{day:02d}"
 
 
+# Meta's Parameter Builder's word lists (genderUtil.js, MALE_SET / FEMALE_SET), and the same
+# words in the languages capi's users write them in.
 _GENDERS = {
     **dict.fromkeys(
         ("f", "female", "woman", "women", "w", "girl", "feminine", "femme", "frau",
-         "weiblich", "mujer", "femenino", "feminino", "donna", "femmina"), "f"),
+         "weiblich", "mujer", "femenino", "feminino", "donna", "femmina",
+         "lady", "miss", "ms", "mrs", "madam", "ma'am", "daughter", "mother", "mom", "mama",
+         "mommy", "aunt", "niece", "sister", "wife", "girlfriend", "bride", "widow", "queen",
+         "princess", "duchess", "countess", "empress", "goddess", "maiden", "lass", "gal",
+         "chick", "dame", "belle", "she", "her", "hers", "herself"), "f"),
     **dict.fromkeys(
         ("m", "male", "man", "men", "boy", "masculine", "homme", "mann", "männlich",
-         "maennlich", "hombre", "masculino", "uomo", "maschio"), "m"),
+         "maennlich", "hombre", "masculino", "uomo", "maschio",
+         "gentleman", "guy", "sir", "mister", "mr", "son", "father", "dad", "daddy", "papa",
+         "uncle", "nephew", "brother", "husband", "boyfriend", "groom", "widower", "king",
+         "prince", "duke", "count", "emperor", "god", "lord", "lad", "fellow", "chap", "bloke",
+         "dude", "he", "him", "his", "himself"), "m"),
 }  # fmt: skip
 
 
@@ -324,18 +432,23 @@ def _zip(value: str, ctx: FieldContext) -> str:
     return normalize_zip(value, ctx.region)
 
 
+def _dob(value: str, ctx: FieldContext) -> str:
+    return normalize_dob(value, region=ctx.region)
+
+
 # Normalizers that need nothing but the value, and those that also need the countries.
 _SIMPLE_NORMALIZERS: dict[str, Callable[[str], str]] = {
     "em": normalize_email,
     "fn": normalize_name,
     "ln": normalize_name,
     "ge": normalize_gender,
-    "db": normalize_dob,
     "ct": normalize_city,
     "country": normalize_country,
     "external_id": normalize_external_id,
 }
-_CONTEXT_NORMALIZERS: dict[str, Callable[[str, FieldContext], str]] = {"ph": _phone, "st": _state, "zp": _zip}
+_CONTEXT_NORMALIZERS: dict[str, Callable[[str, FieldContext], str]] = {
+    "ph": _phone, "st": _state, "zp": _zip, "db": _dob,
+}  # fmt: skip
 
 
 def normalize_value(key: str, value: str, ctx: FieldContext) -> str:
@@ -352,7 +465,8 @@ def hash_value(key: str, value: str, ctx: FieldContext) -> str:
     """
     if key not in _REPEATING_KEYS or len(value) > _MEMO_MAX_CHARS:
         return _digest(key, value, ctx)
-    return _remembered(key, value, ctx.country)  # st is read by the country; no cached key uses the region
+    # st is read by the country, db by the region (the country, else DEFAULT_COUNTRY).
+    return _remembered(key, value, ctx.country, ctx.region if key == "db" else None)
 
 
 def _digest(key: str, value: str, ctx: FieldContext) -> str:
@@ -377,5 +491,5 @@ _MEMO_MAX_CHARS = 256
 
 
 @lru_cache(maxsize=16384)
-def _remembered(key: str, value: str, country: str | None) -> str:
-    return _digest(key, value, FieldContext(country, None))
+def _remembered(key: str, value: str, country: str | None, region: str | None) -> str:
+    return _digest(key, value, FieldContext(country, region))

@@ -9,7 +9,18 @@ from typing import Any
 
 from capi import __version__
 
-PARTNER_AGENT = f"capi-gcf-{__version__}"
+
+def partner_agent(version: str) -> str:
+    """capi's `partner_agent`, in the form Meta documents (docs/meta-capi.md §11): under 23
+    characters, at least two letters, lowercase, so that the Dataset Quality API's `agent_name`
+    filter (its lowercase form) is the very same string."""
+    agent = f"capi-gcf-{version}".lower()
+    if len(agent) >= 23 or sum(ch.isalpha() for ch in agent) < 2:
+        raise ValueError(f"partner_agent {agent!r} is not in Meta's form (under 23 characters, two letters)")
+    return agent
+
+
+PARTNER_AGENT = partner_agent(__version__)
 MAX_EVENTS_PER_REQUEST = 1000  # Meta's limit for one POST to /{pixel_id}/events
 
 

@@ -12,6 +12,7 @@ conversions-api/dataset-quality-api; /work/shared/clients.md section 8.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +39,9 @@ FIELDS = (
     "data_freshness{upload_frequency,description},"
     "acr{percentage,description}}"
 )
-# The events capi sends carry `partner_agent`; Meta filters the quality data on its lowercase form.
-AGENT_NAME = PARTNER_AGENT.lower()
+# The events capi sends carry `partner_agent`; Meta filters the quality data on its lowercase
+# form, which is the same string (capi.payload.partner_agent makes it lowercase).
+AGENT_NAME = PARTNER_AGENT
 MAX_ANSWER_BYTES = 1024 * 1024  # a few dozen event names answer in a few kB
 TIMEOUT_SECONDS = 20.0  # read timeout of the one GET per destination
 FETCH_SECONDS = 30.0  # the whole GET of one destination, however its answer trickles in
@@ -128,6 +130,99 @@ def summarize(entry: dict[str, Any], threshold: float) -> dict[str, Any]:
         "data_freshness": _text(freshness.get("upload_frequency")) if isinstance(freshness, dict) else None,
         "diagnostics": diagnostics,
     }
+
+
+# Release 3: what capi_quality also warns about, per event name, each line with its fix.
+DEDUP_BELOW = "deduplication below threshold"
+COVERAGE_BELOW = "event coverage below Meta's goal"
+IP_DIAGNOSTIC = "Meta IP diagnostic"
+_FIX_DEDUP_SERVER = (
+    "server events lack the Pixel's event id: send the Pixel's eventID as event_id (README: the deduplication"
+    " recipe); an event_id capi mints cannot match any Pixel event"
+)
+_FIX_DEDUP_BROWSER = (
+    "Pixel events lack an eventID: pass {eventID: ...} to fbq('track', ...) and send the same value as the"
+    " server's event_id (README: the deduplication recipe)"
+)
+_FIX_DEDUP_MISMATCH = (
+    "both sides send ids that do not match: the Pixel's eventID and the server's event_id must be the same"
+    " value for the same Meta event name, sent within 48 h (README: the deduplication recipe)"
+)
+_FIX_COVERAGE = (
+    "Meta gets fewer server events than Pixel events for this name: send every event the Pixel sends through"
+    " capi as well (the sGTM tag's trigger, FORWARD_EVENTS), with the Pixel's eventID as event_id"
+)
+_FIX_IP = (
+    "run Meta's Parameter Builder on the site: its _fbi cookie carries the browser's own (IPv6) address, which"
+    " the sGTM tag forwards and capi sends as client_ip_address (docs/matching.md); without it, make sure the"
+    " tag forwards the browser's address (ip_override), never your server's"
+)
+# Meta's IP diagnostics ("Server sending IPv4 ...", "Server sending mismatched IP addresses").
+_IP_DIAGNOSTIC = re.compile(r"\bIP(v4|v6)?\b|\bIP address", re.IGNORECASE)
+
+
+def quality_warnings(entry: dict[str, Any], dedup_below: float) -> list[dict[str, Any]]:
+    """What to warn about for one event name of Meta's answer, each with its fix: browser and
+    server events not deduplicated (Meta's `overall_browser_coverage_from_dedupe_key` under
+    DEDUP_ALERT_BELOW percent), event coverage under Meta's own goal, and Meta's IP diagnostics."""
+    name = _text(entry.get("event_name")) or ""
+    found: list[dict[str, Any]] = []
+    for item in _list(entry.get("dedupe_key_feedback")):
+        if not isinstance(item, dict) or not _text(item.get("dedupe_key")):
+            continue
+        deduplicated = _percentage(item.get("overall_browser_coverage_from_dedupe_key"))
+        if deduplicated is None or deduplicated >= dedup_below:
+            continue
+        server = _percentage(item.get("server_events_with_dedupe_key"))
+        browser = _percentage(item.get("browser_events_with_dedupe_key"))
+        if server is not None and server < 100:
+            fix = _FIX_DEDUP_SERVER
+        elif browser is not None and browser < 100:
+            fix = _FIX_DEDUP_BROWSER
+        else:
+            fix = _FIX_DEDUP_MISMATCH
+        found.append(
+            {
+                "kind": "dedup",
+                "message": DEDUP_BELOW,
+                "event_name": name,
+                "dedupe_key": str(item["dedupe_key"]),
+                "deduplicated": deduplicated,
+                "server": server,
+                "browser": browser,
+                "threshold": dedup_below,
+                "fix": fix,
+            }
+        )
+    coverage = entry.get("event_coverage") if isinstance(entry.get("event_coverage"), dict) else {}
+    percentage, goal = _percentage(coverage), _number(coverage.get("goal_percentage"))
+    if percentage is not None and goal is not None and percentage < goal:
+        found.append(
+            {
+                "kind": "coverage",
+                "message": COVERAGE_BELOW,
+                "event_name": name,
+                "percentage": percentage,
+                "goal": goal,
+                "fix": _FIX_COVERAGE,
+            }
+        )
+    emq = entry.get("event_match_quality") if isinstance(entry.get("event_match_quality"), dict) else {}
+    for item in _list(emq.get("diagnostics")):
+        if isinstance(item, dict) and isinstance(item.get("name"), str) and _IP_DIAGNOSTIC.search(item["name"]):
+            found.append(
+                {
+                    "kind": "ip",
+                    "message": IP_DIAGNOSTIC,
+                    "event_name": name,
+                    "diagnostic": item["name"][:200],
+                    "percentage": _number(item.get("percentage")),
+                    "affected_event_count": _number(item.get("affected_event_count")),
+                    "solution": (_text(item.get("solution")) or "")[:500],
+                    "fix": _FIX_IP,
+                }
+            )
+    return found
 
 
 class DatasetQualityClient:
@@ -245,10 +340,17 @@ def _failed(destination: Destination, code: str, message: str) -> dict[str, Any]
 class QualityReport:
     """Reads every destination, answers one summary, logs per event name and per failure."""
 
-    def __init__(self, client: DatasetQualityClient, destinations: list[Destination], threshold: float) -> None:
+    def __init__(
+        self,
+        client: DatasetQualityClient,
+        destinations: list[Destination],
+        threshold: float,
+        dedup_below: float = 50.0,
+    ) -> None:
         self._client = client
         self._destinations = destinations
         self._threshold = threshold
+        self._dedup_below = dedup_below
 
     def run(self) -> tuple[int, dict[str, Any]]:
         """(status, body): 200 when every destination answered, 502 when any did not. Each
@@ -317,9 +419,28 @@ class QualityReport:
                     score=event["score"],
                     threshold=self._threshold,
                 )
+        warnings = self._warn(web, where)
         return {
             "name": destination.name,
             "pixel_id": destination.pixel_id,
             "events": events,
             "below_threshold": [e["event_name"] for e in events if e["below_threshold"]],
+            "warnings": warnings,
         }
+
+    def _warn(self, web: list[dict[str, Any]], where: dict[str, str]) -> list[dict[str, Any]]:
+        """One WARNING line per deduplication, coverage or IP problem of an event name (the
+        Terraform alerts are built on them), each with its fix; the same in the answer."""
+        warnings = sorted(
+            (w for entry in web for w in quality_warnings(entry, self._dedup_below)),
+            key=lambda w: (w["event_name"], w["kind"]),
+        )
+        for w in warnings:
+            fields = {k: v for k, v in w.items() if k not in ("kind", "message")}
+            if w["kind"] == "dedup":
+                log(logging.WARNING, "deduplication below threshold", **where, **fields)
+            elif w["kind"] == "coverage":
+                log(logging.WARNING, "event coverage below Meta's goal", **where, **fields)
+            else:
+                log(logging.WARNING, "Meta IP diagnostic", **where, **fields)
+        return warnings

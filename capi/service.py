@@ -16,16 +16,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from capi import shutdown
+from capi import browsers, shutdown
+from capi.browsers import ad_user_data_granted
 from capi.config import Config
 from capi.delivery import Sender, Sent, log_config_refusal, send_split
 from capi.delivery.deadletter import MAX_EVENT_BYTES
 from capi.destinations import Destination, Inherit, route
 from capi.errors import CapiError, MetaError, StoreUnavailable, TokenUnreadable
 from capi.events import Draft, Finished, Rejection, Skip, finish, prepare
-from capi.inputs import Envelope
+from capi.inputs import Envelope, Skipped
 from capi.inputs import read as read_envelope
 from capi.log import log
+from capi.normalize import HASHED_KEYS
+from capi.orders import Key, keys_of, order_key, skip_reason, verdict
 from capi.payload import request_body
 
 
@@ -35,14 +38,21 @@ class ProfileStore(Protocol):
         ...
 
 
+class BrowserStore(Protocol):
+    def get_many(self, browser_ids: list[str], timeout: float) -> dict[str, dict[str, list[str]]]:
+        """Remembered digests by browser id (Meta key -> digests), in one batched read."""
+        ...
+
+    def remember(self, updates: Mapping[str, dict[str, list[str]]], timeout: float) -> None:
+        """Write the merged digests of browsers that taught something new."""
+        ...
+
+
 class DeadLetterStore(Protocol):
     def store(self, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None) -> list[int]:
         """Keep events for replay; returns the positions of those too large to keep (each
         reported alone, the others stored). Raises StoreUnavailable."""
         ...
-
-
-Key = tuple[str, str]  # (event_name, event_id)
 
 
 class IdempotencyStore(Protocol):
@@ -65,13 +75,16 @@ class IdempotencyStore(Protocol):
 
 
 PROFILE_PLACEHOLDER = "(from the Firestore profile: not shown)"
+BROWSER_PLACEHOLDER = "(remembered for this browser: not shown)"
 
 
-def _key(f: Finished) -> Key:
-    return (f.event["event_name"], f.event["event_id"])
+def _keys(f: Finished) -> list[Key]:
+    """What the idempotency guard claims for an event: its pair, and its order (capi.orders)."""
+    return keys_of(f.event)
 
 
 NO_NAME = "(no name)"  # by_event's key for an event that came without a usable name
+SHOP_SOURCES = frozenset({"shopify", "woocommerce"})  # dialects the log line names as its `source`
 MAX_LOGGED_REJECTIONS = 100
 MAX_EVENT_NAME_IN_LOG = 100
 
@@ -185,6 +198,10 @@ class _Batch:
     # Consent decisions by signal: {"x-ga-gcd": {"granted": 2, "denied": 1}, "none": {"granted": 1}}
     consent: dict[str, dict[str, int]] = field(default_factory=dict)
     targets: dict[int, tuple[str, ...]] = field(default_factory=dict)  # destination names by index
+    # Enhanced event coverage (capi.browsers): the keys a browser's remembered digests added,
+    # by index, and the browsers whose events taught something new (browser id -> merged keys).
+    from_browser: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    browsers_learned: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     @property
     def dialect(self) -> str:
@@ -317,6 +334,7 @@ class Outcome:
         match_keys: dict[str, int] = {}
         keys_by_name: dict[str, dict[str, int]] = {}
         from_profile: dict[str, int] = {}
+        from_browser: dict[str, int] = {}
         for f in batch.finished:
             states = self.states_of(f)
             if not states:
@@ -330,8 +348,12 @@ class Outcome:
                         of_name[key] = of_name.get(key, 0) + 1
                     for key in f.from_profile:
                         from_profile[key] = from_profile.get(key, 0) + 1
+                    for key in batch.from_browser.get(f.index, ()):
+                        from_browser[key] = from_browser.get(key, 0) + 1
+        skip_reasons: dict[str, int] = {}
         for skip in batch.skipped:
             count(skip.event_name or NO_NAME, "skipped")
+            skip_reasons[skip.reason] = skip_reasons.get(skip.reason, 0) + 1
         for rejection in batch.rejected:
             count(rejection.event_name or NO_NAME, "rejected")
         error = lead.error
@@ -351,6 +373,7 @@ class Outcome:
             "by_event": by_event,
             "match_keys": match_keys,
             "from_profile": from_profile,
+            **({"from_browser": from_browser} if from_browser else {}),
             "rejections": rejections,
             "error": lead.error_code,
             "meta_code": error.meta_code if isinstance(error, MetaError) else None,
@@ -358,6 +381,8 @@ class Outcome:
             "events_received": self._events_received,
             "fbtrace_id": self._fbtrace_id(),
             "consent": batch.consent or None,
+            "skip_reasons": skip_reasons or None,  # {"unpaid": 1, "duplicate_order": 2}: reasons, never values
+            "source": batch.dialect if batch.dialect in SHOP_SOURCES else None,
         }
         if self.named:
             fields["destinations"] = {
@@ -369,7 +394,7 @@ class Outcome:
 def parse_envelope(payload: Any) -> tuple[Envelope, str | None]:
     """The request's events in capi's internal form (every dialect: capi.inputs) and its
     test_event_code; a body no dialect reads is a 400 for the whole request."""
-    envelope = read_envelope(payload)
+    envelope = payload if isinstance(payload, Envelope) else read_envelope(payload)
     return envelope, envelope.test_event_code
 
 
@@ -395,6 +420,7 @@ class EventService:
         *,
         sender: Sender | None = None,
         profiles: ProfileStore | None = None,
+        browsers: BrowserStore | None = None,
         deadletter: DeadLetterStore | None = None,
         idempotency: IdempotencyStore | None = None,
         targets: Sequence[Target] | None = None,
@@ -410,6 +436,7 @@ class EventService:
         self.targets = tuple(targets)
         self.destinations = tuple(t.destination for t in self.targets)
         self.profiles = profiles
+        self.browsers = browsers if config.browser_collection else None
         self.clock = clock
         self.mint = mint
         self.stopping = stopping
@@ -431,7 +458,11 @@ class EventService:
         # right after preparing it (29 against 37 ms per 1000 events, README "Performance").
         enrich = self.profiles is not None and bool(self.config.profile_collection)
         drafts: list[Draft] = []
+        browser_of: dict[int, str] = {}  # index -> fbp, for events whose consent lets capi remember
         for index, (raw, dialect, ignored) in enumerate(envelope.events):
+            if type(raw) is Skipped:  # a shop order that is not a paid purchase (capi.inputs)
+                batch.skipped.append(Skip(index, raw.event_id, raw.reason, event_name=raw.event_name))
+                continue
             result = prepare(raw, index, self._prepare_config, now, self.mint, ignored)
             if isinstance(result, Draft):
                 result.dialect = dialect
@@ -441,18 +472,27 @@ class EventService:
                 result = self._route_problem(raw, result)
             if isinstance(result, Draft):
                 drafts.append(result)
+                fbp = result.plain.get("fbp")
+                if self.browsers is not None and fbp and ad_user_data_granted(raw, self.config.consent_required):
+                    browser_of[result.index] = fbp
             elif isinstance(result, Skip):
                 if result.reason == "consent":
                     batch.count_consent(result.consent_signal, "denied")
                 batch.skipped.append(result)
             else:
                 batch.rejected.append(result)
+        # One deadline (FIRESTORE_TIMEOUT_SECONDS) for the whole enrichment lookup: the
+        # profiles' batched read, then the browsers' with the time left.
+        deadline = time.monotonic() + self.config.firestore_timeout_seconds
         profiles = self._profiles(drafts, batch) if enrich and drafts else {}
-        # (event_name, event_id) -> the destinations it goes to already: each pair goes once per
-        # request and destination (two shops' orders may share a transaction_id).
-        sent: dict[tuple[str, str], set[str]] = {}
+        remembered = self._remembered(sorted(set(browser_of.values())), deadline, batch) if browser_of else None
+        # (event_name, event_id), or an order's key -> the destinations it goes to already: each
+        # goes once per request and destination (two shops' orders may share a transaction_id).
+        sent: dict[Key, set[str]] = {}
         for draft in drafts:
             self._finish(batch, draft, profiles.get(draft.user_id) if draft.user_id else None, sent)
+        if remembered is not None:
+            self._use_browsers(batch, browser_of, remembered)
         return batch
 
     def _route(
@@ -490,7 +530,7 @@ class EventService:
         return replace(rejection, problems=(*problems, ("destinations", found.problem)))
 
     def _finish(
-        self, batch: _Batch, draft: Draft, profile: Mapping[str, Any] | None, sent: dict[tuple[str, str], set[str]]
+        self, batch: _Batch, draft: Draft, profile: Mapping[str, Any] | None, sent: dict[Key, set[str]]
     ) -> None:
         done = finish(draft, profile, self.config.default_country)
         if draft.notes:
@@ -501,14 +541,21 @@ class EventService:
         # Checked once finished: a first copy that was rejected must not make a valid repeat a duplicate.
         # A repeat is judged per destination: it is a duplicate only where the pair goes already.
         key = (done.event["event_name"], done.event["event_id"])
-        taken = sent.setdefault(key, set())
         names = batch.targets[draft.index]  # set by _route for every draft
-        fresh = tuple(name for name in names if name not in taken)
+        fresh = tuple(name for name in names if name not in sent.get(key, ()))
         if not fresh:
             batch.skipped.append(Skip(draft.index, key[1], "duplicate", event_name=key[0]))
             return
+        order = order_key(done.event)
+        if order is not None:
+            # The same order under another event_id: one Purchase per order and destination.
+            fresh = tuple(name for name in fresh if name not in sent.get(order, ()))
+            if not fresh:
+                batch.skipped.append(Skip(draft.index, key[1], "duplicate_order", event_name=key[0]))
+                return
+            sent.setdefault(order, set()).update(fresh)
         batch.targets[draft.index] = fresh
-        taken.update(fresh)
+        sent.setdefault(key, set()).update(fresh)
         batch.finished.append(done)
 
     def _profiles(self, drafts: list[Draft], batch: _Batch) -> Mapping[str, dict[str, Any]]:
@@ -527,6 +574,70 @@ class EventService:
             batch.messages.append({"message": "profile lookup failed; events sent without enrichment"})
             return {}
 
+    def _remembered(
+        self, browser_ids: list[str], deadline: float, batch: _Batch
+    ) -> dict[str, dict[str, list[str]]] | None:
+        """The browsers' remembered keys, or None when they could not be read in time: then
+        nothing is added, and nothing written either (a write without what is known would
+        replace it, and Firestore is not answering)."""
+        if self.browsers is None:
+            return None
+        try:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no time left after the profile lookup")
+            return self.browsers.get_many(browser_ids, left)
+        except Exception as exc:  # noqa: BLE001 - enrichment must never block forwarding
+            log(
+                logging.WARNING,
+                "browser lookup failed; events sent without remembered keys",
+                error=type(exc).__name__,
+                browsers=len(browser_ids),
+            )
+            batch.messages.append({"message": "browser lookup failed; events sent without remembered keys"})
+            return None
+
+    @staticmethod
+    def _use_browsers(
+        batch: _Batch, browser_of: Mapping[int, str], remembered: Mapping[str, dict[str, list[str]]]
+    ) -> None:
+        """Add a browser's remembered digests to its events that lack those keys (the event's own
+        and its profile's values win), and note what each event teaches (written by `forward`)."""
+        learning: dict[str, dict[str, list[str]]] = {}  # browser id -> keys known so far in this request
+        for f in batch.finished:
+            browser = browser_of.get(f.index)
+            if browser is None:
+                continue
+            user_data = f.event["user_data"]
+            own = [key for key in HASHED_KEYS if key in user_data and key not in f.from_profile]
+            known = learning.get(browser, remembered.get(browser, {}))
+            added = tuple(key for key in HASHED_KEYS if key in known and key not in user_data)
+            for key in added:
+                user_data[key] = list(known[key])
+            if added:
+                batch.from_browser[f.index] = added
+            update = browsers.merged(known, browsers.learned(user_data, own))
+            if update is not None:
+                learning[browser] = update
+                batch.browsers_learned[browser] = update
+            else:
+                learning.setdefault(browser, known)
+
+    def _remember(self, batch: _Batch) -> None:
+        """Write what this request's events taught (only browsers with something new); never
+        in a dry run, which leaves no trace."""
+        if self.browsers is None or not batch.browsers_learned or self.config.dry_run or self.stopping():
+            return
+        try:
+            self.browsers.remember(batch.browsers_learned, self.config.firestore_timeout_seconds)
+        except Exception as exc:  # noqa: BLE001 - delivered already; the next event teaches it again
+            log(
+                logging.WARNING,
+                "could not remember browser keys",
+                error=type(exc).__name__,
+                browsers=len(batch.browsers_learned),
+            )
+
     # -- entry points -----------------------------------------------------------------
 
     def validate(self, payload: Any, allowed: frozenset[str] | None = None) -> Outcome:
@@ -540,12 +651,17 @@ class EventService:
         batch = self._build(events, allowed)
         shown = []
         hidden = False
+        hidden_browser = False
         for f in batch.finished:
-            if f.from_profile:
-                hidden = True
+            from_browser = batch.from_browser.get(f.index, ())
+            if f.from_profile or from_browser:
+                hidden = hidden or bool(f.from_profile)
+                hidden_browser = hidden_browser or bool(from_browser)
                 user_data = dict(f.event["user_data"])
                 for key in f.from_profile:
                     user_data[key] = [PROFILE_PLACEHOLDER]
+                for key in from_browser:
+                    user_data[key] = [BROWSER_PLACEHOLDER]
                 shown.append({**f.event, "user_data": user_data})
             else:
                 shown.append(f.event)
@@ -556,6 +672,13 @@ class EventService:
                     " match_keys.from_profile names their keys"
                 }
             )
+        if hidden_browser:
+            batch.messages.append(
+                {
+                    "message": "values remembered for the browser are not shown (placeholder instead);"
+                    " match_keys.from_browser names their keys"
+                }
+            )
         body = request_body(shown, code or self.config.test_event_code)
         match_keys = [
             {
@@ -563,6 +686,7 @@ class EventService:
                 "event_id": f.event["event_id"],
                 "from_event": f.from_event,
                 "from_profile": f.from_profile,
+                **({"from_browser": list(batch.from_browser[f.index])} if f.index in batch.from_browser else {}),
                 "dialect": f.dialect,
                 **({"destinations": list(batch.targets[f.index])} if self._named else {}),
             }
@@ -570,8 +694,12 @@ class EventService:
         ]
         return Outcome(batch, extra={"payload": body, "match_keys": match_keys, "dialect": batch.dialect})
 
-    def forward(self, payload: Any, allowed: frozenset[str] | None = None) -> Outcome:
-        """`allowed`: the destinations the request's ingest key may send to (None: every one)."""
+    def forward(self, payload: Any, allowed: frozenset[str] | None = None, *, set_cookies: bool = False) -> Outcome:
+        """Build, deliver, remember. `allowed`: the destinations the request's ingest key may
+        send to (None: every one). `set_cookies` (the sGTM tag's X-Capi-Set-Cookies) adds
+        `set_cookies` to the answer: for each event delivered or stored, the fbp / fbc Meta
+        gets, which the tag sets as the browser's _fbp / _fbc. An event capi did not take
+        (consent denied, rejected, duplicate) has none, so the tag sets nothing for it."""
         events, code = parse_envelope(payload)
         batch = self._build(events, allowed)
         if len(self.targets) == 1:  # every event kept is routed to it
@@ -583,6 +711,9 @@ class EventService:
         deliveries = self._deliver_all(jobs, code)
         outcome = Outcome(batch, deliveries, named=self._named)
         self._settle(outcome)
+        self._remember(batch)
+        if set_cookies:
+            outcome.extra["set_cookies"] = _cookies_to_set(outcome)
         return outcome
 
     def _deliver_all(self, jobs: list[tuple[Target, list[Finished]]], code: str | None) -> list[Delivery]:
@@ -627,9 +758,8 @@ class EventService:
         """Skip each event every destination's guard held back (duplicate, or in flight)."""
         batch = outcome.batch
         for f in batch.finished:
-            states = outcome.states_of(f)
-            if states and all(state in ("duplicate", "in flight") for state in states):
-                reason = "in flight" if "in flight" in states else "duplicate"
+            reason = skip_reason(outcome.states_of(f))
+            if reason is not None:
                 batch.skipped.append(Skip(f.index, f.event["event_id"], reason, event_name=f.event["event_name"]))
 
     def _deliver(self, target: Target, events: list[Finished], request_code: str | None) -> Delivery:
@@ -640,12 +770,12 @@ class EventService:
         # The request's test_event_code, else the destination's, else META_TEST_EVENT_CODE.
         code = request_code or destination.test_event_code or self.config.test_event_code
         claims: list[Key] = []
-        if target.idempotency is not None and not self.config.dry_run:
+        if target.idempotency is not None and not self.config.dry_run and events:
             guarded = self._claim(target.idempotency, events, delivery)
             if guarded is None:
                 return delivery
             events = guarded
-            claims = [_key(f) for f in events]
+            claims = [key for f in events for key in _keys(f)]
         if not events:
             return delivery
         if self.config.dry_run or target.sender is None:
@@ -665,8 +795,9 @@ class EventService:
         """Claim the events in the destination's idempotency store; returns those to send
         (not delivered, stored or in flight already), or None when the guard could not reach
         Firestore (nothing is sent then: the caller retries)."""
+        keys = [_keys(f) for f in events]
         try:
-            done, busy = guard.claim([_key(f) for f in events])
+            done, busy = guard.claim([key for of_event in keys for key in of_event])
         except StoreUnavailable as exc:
             for f in events:
                 delivery.states[f.index] = "unsent"
@@ -681,18 +812,20 @@ class EventService:
             )
             return None
         kept = []
-        for f in events:
-            if _key(f) in done:
-                delivery.states[f.index] = "duplicate"
-            elif _key(f) in busy:
-                delivery.states[f.index] = "in flight"
-            else:
+        unclaim: list[Key] = []  # keys this call claimed for an event it holds back
+        for f, of_event in zip(events, keys, strict=True):
+            state = verdict(of_event, done, busy)
+            if state is None:
                 kept.append(f)
+                continue
+            delivery.states[f.index] = state
+            unclaim.extend(key for key in of_event if key not in done and key not in busy)
+        self._release(guard, unclaim)
         delivery.held = len(events) - len(kept)
-        delivery.in_flight = len(busy)
-        if busy:
+        delivery.in_flight = delivery.count("in flight")
+        if delivery.in_flight:
             delivery.message = (
-                f"{len(busy)} event(s) are being delivered by another request right now"
+                f"{delivery.in_flight} event(s) are being delivered by another request right now"
                 " (idempotency guard): retry the request"
             )
         return kept
@@ -713,7 +846,7 @@ class EventService:
         delivery.fbtrace_id = sent.fbtrace_id
         delivery.meta_messages = sent.messages
         stored: list[Key] = []
-        released = [_key(events[p]) for p, _ in sent.refused]
+        released = [key for p, _ in sent.refused for key in _keys(events[p])]
         reachable = True
         for positions, error in sent.kept:
             group = [events[p] for p in positions]
@@ -723,10 +856,11 @@ class EventService:
             for i, f in enumerate(group):
                 kept = reachable and i not in (too_large or ())
                 delivery.states[f.index] = "stored" if kept else "unsent"
-                (stored if kept else released).append(_key(f))
+                (stored if kept else released).extend(_keys(f))
             delivery.too_large += len(too_large or ())
         self._report(delivery, sent)
-        self._bookkeep(target.idempotency, [_key(events[p]) for p in sent.delivered], stored, released)
+        delivered = [key for p in sent.delivered for key in _keys(events[p])]
+        self._bookkeep(target.idempotency, delivered, stored, released)
 
     def _store(
         self, target: Target, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None
@@ -808,6 +942,22 @@ class EventService:
                 guard.release(claims)
             except Exception as exc:  # noqa: BLE001 - the original failure is what the caller needs
                 log(logging.WARNING, "could not release idempotency claims", error=type(exc).__name__)
+
+
+def _cookies_to_set(outcome: Outcome) -> list[dict[str, Any]]:
+    """For each event delivered or stored (never in a dry run), the fbp / fbc sent to Meta, under
+    the names of the browser cookies the sGTM tag sets from them."""
+    if any(d.dry_run for d in outcome.deliveries):
+        return []
+    entries = []
+    for f in outcome.batch.finished:
+        if TAKEN.isdisjoint(outcome.states_of(f)):
+            continue
+        user_data = f.event["user_data"]
+        cookies = {name: user_data[key] for name, key in (("_fbp", "fbp"), ("_fbc", "fbc")) if key in user_data}
+        if cookies:
+            entries.append({"index": f.index, "event_id": f.event["event_id"], **cookies})
+    return entries
 
 
 def _forwarding_any(config: Config, destinations: Sequence[Destination]) -> Config:

@@ -17,12 +17,17 @@ locals {
     local.several ? {} : { meta_token = "${var.name}-meta-token" },
     var.create_app_secret && !local.several ? { app_secret = "${var.name}-meta-app-secret" } : {},
     var.create_ingest_key ? { ingest_key = "${var.name}-ingest-key" } : {},
+    # The keys shops sign their order webhooks with (POST /webhooks/shopify, /webhooks/woocommerce).
+    var.create_shopify_signing_key ? { shopify_signing_key = "${var.name}-shopify-signing-key" } : {},
+    var.create_woocommerce_signing_key ? { woocommerce_signing_key = "${var.name}-woocommerce-signing-key" } : {},
     local.destination_secrets,
   )
   secret_env_names = {
-    meta_token = "META_ACCESS_TOKEN_SECRET"
-    app_secret = "META_APP_SECRET_SECRET"
-    ingest_key = "INGEST_API_KEY_SECRET"
+    meta_token              = "META_ACCESS_TOKEN_SECRET"
+    app_secret              = "META_APP_SECRET_SECRET"
+    ingest_key              = "INGEST_API_KEY_SECRET"
+    shopify_signing_key     = "SHOPIFY_SIGNING_KEY_SECRET"
+    woocommerce_signing_key = "WOOCOMMERCE_SIGNING_KEY_SECRET"
   }
   # Only the token's version is pinnable: it is the one whose rotation needs a rollback path.
   secret_env = {
@@ -54,6 +59,9 @@ locals {
       LOG_LEVEL             = var.log_level
       GOOGLE_CLOUD_PROJECT  = var.project_id
       EMQ_ALERT_BELOW       = tostring(var.emq_alert_below)
+      DEDUP_ALERT_BELOW     = tostring(var.dedup_alert_below)
+      BROWSER_TTL_DAYS      = tostring(var.browser_ttl_days)
+      ORDER_DEDUP_HOURS     = tostring(var.order_dedup_hours)
       # With no ingest key, capi refuses every request unless told that IAM guards it.
       ALLOW_UNAUTHENTICATED = var.create_ingest_key ? "false" : "true"
       # functions-framework's gunicorn threads = the requests one instance serves at once.
@@ -64,7 +72,9 @@ locals {
     length(var.event_name_map) > 0 ? { EVENT_NAME_MAP = jsonencode(var.event_name_map) } : {},
     var.default_country != "" ? { DEFAULT_COUNTRY = upper(var.default_country) } : {},
     var.idempotency_collection != "" ? { IDEMPOTENCY_COLLECTION = var.idempotency_collection } : {},
+    var.browser_collection != "" ? { BROWSER_COLLECTION = var.browser_collection } : {},
     var.meta_test_event_code != "" ? { META_TEST_EVENT_CODE = var.meta_test_event_code } : {},
+    var.limited_data_use != "off" ? { LIMITED_DATA_USE = var.limited_data_use } : {},
     local.secret_env,
   )
 
@@ -149,6 +159,20 @@ resource "google_firestore_database" "main" {
   type                    = "FIRESTORE_NATIVE"
   delete_protection_state = "DELETE_PROTECTION_ENABLED"
   depends_on              = [google_project_service.apis]
+}
+
+# Enhanced event coverage: Firestore deletes a browser's remembered keys once their expire_at
+# (BROWSER_TTL_DAYS after their last change, capi/browsers.py) has passed.
+resource "google_firestore_field" "browser_ttl" {
+  count      = var.browser_collection != "" ? 1 : 0
+  project    = var.project_id
+  database   = var.firestore_database
+  collection = var.browser_collection
+  field      = "expire_at"
+  ttl_config {}
+  # A TTL field needs no single-field index: leaving it out keeps writes cheap.
+  index_config {}
+  depends_on = [google_project_service.apis, google_firestore_database.main]
 }
 
 # -- source --------------------------------------------------------------------------------

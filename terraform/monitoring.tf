@@ -32,8 +32,14 @@ locals {
     # capi_quality: one line per event name, and a WARNING per event name under EMQ_ALERT_BELOW.
     quality   = "${local.capi_logs} AND jsonPayload.message=\"dataset quality\" AND jsonPayload.score>=0"
     emq_below = "${local.capi_logs} AND severity>=WARNING AND jsonPayload.message=\"Event Match Quality below threshold\""
+    # capi_quality's release-3 warnings, one per event name, each line with its fix.
+    dedup_below    = "${local.capi_logs} AND severity>=WARNING AND jsonPayload.message=\"deduplication below threshold\""
+    coverage_below = "${local.capi_logs} AND severity>=WARNING AND jsonPayload.message=\"event coverage below Meta's goal\""
+    ip_diagnostic  = "${local.capi_logs} AND severity>=WARNING AND jsonPayload.message=\"Meta IP diagnostic\""
     # capi_quality could not read Meta's answer (token problems are meta_config's alert).
     quality_unavailable = "${local.capi_logs} AND jsonPayload.message=\"dataset quality unavailable\" AND NOT jsonPayload.error=\"meta_config\""
+    # Meta's X-Ad-Api-Version-Warning: the version capi calls is being retired (one line per instance and version).
+    api_version = "${local.capi_logs} AND severity>=WARNING AND jsonPayload.message=\"Meta API version warning\""
   }
 
   metric_prefix = "logging.googleapis.com/user/${var.name}"
@@ -207,6 +213,30 @@ resource "google_logging_metric" "meta_errors" {
   }
 }
 
+resource "google_logging_metric" "api_version_warnings" {
+  project     = var.project_id
+  name        = "${var.name}/api_version_warnings"
+  description = "Meta's X-Ad-Api-Version-Warning on a Graph API answer (one per instance and version), by the version called and the version to move to."
+  filter      = local.filters.api_version
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+    unit        = "1"
+    labels {
+      key        = "api_version"
+      value_type = "STRING"
+    }
+    labels {
+      key        = "move_to"
+      value_type = "STRING"
+    }
+  }
+  label_extractors = {
+    api_version = "EXTRACT(jsonPayload.api_version)"
+    move_to     = "EXTRACT(jsonPayload.move_to)"
+  }
+}
+
 resource "google_logging_metric" "emq" {
   project         = var.project_id
   name            = "${var.name}/emq"
@@ -345,6 +375,39 @@ resource "google_monitoring_alert_policy" "replay_gave_up" {
   depends_on = [google_logging_metric.replay_gave_up]
 }
 
+resource "google_monitoring_alert_policy" "api_version" {
+  project               = var.project_id
+  display_name          = "capi: Meta is retiring the Graph API version capi calls"
+  combiner              = "OR"
+  severity              = "WARNING"
+  notification_channels = local.notification_channels
+  conditions {
+    display_name = "a Meta API version warning in the last hour"
+    condition_threshold {
+      filter          = "metric.type=\"${local.metric_prefix}/api_version_warnings\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "3600s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+      trigger {
+        count = 1
+      }
+    }
+  }
+  alert_strategy {
+    auto_close = "604800s"
+  }
+  documentation {
+    mime_type = "text/markdown"
+    content   = "Meta answered with X-Ad-Api-Version-Warning: the META_API_VERSION capi calls is being retired or auto-upgraded. The line `Meta API version warning` names `move_to`; set META_API_VERSION (Terraform: meta_api_version) to it and deploy. docs/meta-capi.md §12 (Graph API version)."
+  }
+  depends_on = [google_logging_metric.api_version_warnings]
+}
+
 resource "google_monitoring_alert_policy" "secret" {
   project               = var.project_id
   display_name          = "capi: a secret cannot be read"
@@ -393,6 +456,87 @@ resource "google_monitoring_alert_policy" "emq_below" {
   documentation {
     mime_type = "text/markdown"
     content   = "Meta's Event Match Quality for an event name is under EMQ_ALERT_BELOW. Run capi_quality by hand and read `match_keys` (coverage per identifier), `dedupe` and `diagnostics` for that event name. README, Runbook: reading capi_quality."
+  }
+}
+
+resource "google_monitoring_alert_policy" "dedup_below" {
+  project               = var.project_id
+  display_name          = "capi: browser and server events not deduplicated"
+  combiner              = "OR"
+  severity              = "WARNING"
+  notification_channels = local.notification_channels
+  conditions {
+    display_name = "an event name under DEDUP_ALERT_BELOW % deduplicated"
+    condition_matched_log {
+      filter = local.filters.dedup_below
+      label_extractors = {
+        event_name = "EXTRACT(jsonPayload.event_name)"
+      }
+    }
+  }
+  alert_strategy {
+    notification_rate_limit {
+      period = "86400s"
+    }
+    auto_close = "172800s"
+  }
+  documentation {
+    mime_type = "text/markdown"
+    content   = "Meta deduplicated fewer of an event name's Pixel events against capi's than DEDUP_ALERT_BELOW percent, so conversions may count twice. The line's `server` / `browser` say which side lacks the id and `fix` says what to do: the Pixel's eventID must be sent as event_id, for the same Meta event name. docs/matching.md: the quality warnings."
+  }
+}
+
+resource "google_monitoring_alert_policy" "coverage_below" {
+  project               = var.project_id
+  display_name          = "capi: event coverage below Meta's goal"
+  combiner              = "OR"
+  severity              = "WARNING"
+  notification_channels = local.notification_channels
+  conditions {
+    display_name = "an event name under Meta's event coverage goal"
+    condition_matched_log {
+      filter = local.filters.coverage_below
+      label_extractors = {
+        event_name = "EXTRACT(jsonPayload.event_name)"
+      }
+    }
+  }
+  alert_strategy {
+    notification_rate_limit {
+      period = "86400s"
+    }
+    auto_close = "172800s"
+  }
+  documentation {
+    mime_type = "text/markdown"
+    content   = "Meta receives fewer server events than Pixel events for an event name (`percentage` under Meta's `goal`). The line's `fix`: send every event the Pixel sends through capi too (the sGTM trigger, FORWARD_EVENTS), with the same event_id. docs/matching.md: the quality warnings."
+  }
+}
+
+resource "google_monitoring_alert_policy" "ip_diagnostic" {
+  project               = var.project_id
+  display_name          = "capi: Meta flags the client IP addresses"
+  combiner              = "OR"
+  severity              = "WARNING"
+  notification_channels = local.notification_channels
+  conditions {
+    display_name = "Meta reports an IP diagnostic for an event name"
+    condition_matched_log {
+      filter = local.filters.ip_diagnostic
+      label_extractors = {
+        event_name = "EXTRACT(jsonPayload.event_name)"
+      }
+    }
+  }
+  alert_strategy {
+    notification_rate_limit {
+      period = "86400s"
+    }
+    auto_close = "172800s"
+  }
+  documentation {
+    mime_type = "text/markdown"
+    content   = "Meta's diagnostics flag the client_ip_address capi sends (IPv4 where the Pixel saw IPv6, or addresses that do not match the Pixel's). The line's `solution` is Meta's, `fix` capi's: run Meta's Parameter Builder on the site so the tag forwards its _fbi cookie (the browser's IPv6 address). docs/matching.md: the IP cookie."
   }
 }
 

@@ -62,3 +62,13 @@ output "app_secret_secret" {
   description = "Secret holding the Meta app secret (null when create_app_secret is false)."
   value       = try(google_secret_manager_secret.capi["app_secret"].secret_id, null)
 }
+
+output "shopify_signing_key_secret" {
+  description = "Secret to add the Shopify webhook signing key to (null when create_shopify_signing_key is false); point the webhook at events_url + /webhooks/shopify."
+  value       = try(google_secret_manager_secret.capi["shopify_signing_key"].secret_id, null)
+}
+
+output "woocommerce_signing_key_secret" {
+  description = "Secret to add the WooCommerce webhook secret to (null when create_woocommerce_signing_key is false); point the webhook at events_url + /webhooks/woocommerce."
+  value       = try(google_secret_manager_secret.capi["woocommerce_signing_key"].secret_id, null)
+}

@@ -175,6 +175,44 @@ variable "idempotency_collection" {
   default     = ""
 }
 
+variable "browser_collection" {
+  description = "BROWSER_COLLECTION: Firestore collection of the hashed keys remembered per browser (enhanced event coverage, only with ad_user_data consent); empty turns it off. A TTL policy on its expire_at field deletes a browser's keys browser_ttl_days after their last change."
+  type        = string
+  default     = ""
+}
+
+variable "browser_ttl_days" {
+  description = "BROWSER_TTL_DAYS: days a browser's remembered keys live after their last change (the expire_at TTL field)."
+  type        = number
+  default     = 90
+  validation {
+    condition     = var.browser_ttl_days >= 1 && var.browser_ttl_days <= 400 && floor(var.browser_ttl_days) == var.browser_ttl_days
+    error_message = "browser_ttl_days must be a whole number of days, 1..400."
+  }
+}
+
+variable "order_dedup_hours" {
+  description = "ORDER_DEDUP_HOURS: with idempotency_collection, a second Purchase for the same order and pixel within this many hours is skipped (duplicate_order)."
+  type        = number
+  default     = 48
+  validation {
+    condition     = var.order_dedup_hours >= 1 && var.order_dedup_hours <= 672
+    error_message = "order_dedup_hours must be between 1 and 672 (28 days)."
+  }
+}
+
+variable "create_shopify_signing_key" {
+  description = "Create a secret for the key Shopify signs order webhooks with (SHOPIFY_SIGNING_KEY_SECRET), for POST /webhooks/shopify. Shopify cannot mint Google ID tokens: the function needs public_access (and so create_ingest_key)."
+  type        = bool
+  default     = false
+}
+
+variable "create_woocommerce_signing_key" {
+  description = "Create a secret for the WooCommerce webhook secret (WOOCOMMERCE_SIGNING_KEY_SECRET), for POST /webhooks/woocommerce. WooCommerce cannot mint Google ID tokens: the function needs public_access (and so create_ingest_key)."
+  type        = bool
+  default     = false
+}
+
 variable "meta_api_version" {
   description = "META_API_VERSION: Graph API version."
   type        = string
@@ -189,6 +227,16 @@ variable "meta_test_event_code" {
   description = "META_TEST_EVENT_CODE: send every event as a test event (empty in production)."
   type        = string
   default     = ""
+}
+
+variable "limited_data_use" {
+  description = "LIMITED_DATA_USE: off, or geo to send every event with Meta's Limited Data Use, Meta geolocating the user."
+  type        = string
+  default     = "off"
+  validation {
+    condition     = contains(["off", "geo"], var.limited_data_use)
+    error_message = "limited_data_use must be off or geo."
+  }
 }
 
 variable "log_level" {
@@ -292,6 +340,16 @@ variable "emq_alert_below" {
   validation {
     condition     = var.emq_alert_below >= 0 && var.emq_alert_below <= 10
     error_message = "emq_alert_below must be 0..10."
+  }
+}
+
+variable "dedup_alert_below" {
+  description = "DEDUP_ALERT_BELOW: capi_quality logs a WARNING (and the alert fires) for each event name whose browser events Meta deduplicated against the server's are below this percentage."
+  type        = number
+  default     = 50
+  validation {
+    condition     = var.dedup_alert_below >= 0 && var.dedup_alert_below <= 100
+    error_message = "dedup_alert_below must be 0..100."
   }
 }
 

@@ -235,6 +235,21 @@ def test_quality_lines(quality_lines: list[dict[str, Any]]) -> None:
     assert not matches(FILTERS["quality_unavailable"], refused) and matches(FILTERS["meta_config"], refused)
 
 
+def test_quality_warning_lines(quality_lines: list[dict[str, Any]]) -> None:
+    """Meta's samples (SAMPLE_WEB): AddToCart and Purchase not deduplicated, Purchase under its
+    coverage goal and flagged for mismatched IP addresses; each alert's filter takes its lines only."""
+    expected = {
+        "dedup_below": ("deduplication below threshold", ["AddToCart", "Purchase"]),
+        "coverage_below": ("event coverage below Meta's goal", ["Purchase"]),
+        "ip_diagnostic": ("Meta IP diagnostic", ["Purchase"]),
+    }
+    for name, (message, event_names) in expected.items():
+        hits = [r for r in quality_lines if matches(FILTERS[name], r)]
+        assert [r["jsonPayload"]["message"] for r in hits] == [message] * len(event_names), name
+        assert [r["jsonPayload"]["event_name"] for r in hits] == event_names, name
+        assert all(r["jsonPayload"]["fix"] for r in hits)
+
+
 @pytest.mark.emulator
 def test_token_or_permission_refused(firestore_db: Any, graph: GraphServer, capsys: Any) -> None:
     graph.fake.down = "code:190"
@@ -300,6 +315,23 @@ def test_secret_unavailable(capsys: Any) -> None:
     assert line["severity"] == "ERROR" and matches(FILTERS["secret"], line)
 
 
+def test_api_version_warning(graph: GraphServer, capsys: Any, monkeypatch: Any) -> None:
+    from capi.delivery import graph as graph_module
+
+    monkeypatch.setattr(graph_module, "_warned_versions", set())
+    graph.fake.version_warning = "The call has been auto-upgraded to v26.0 as v24.0 has been deprecated."
+    client = serve(make_app(graph, META_API_VERSION="v24.0"))
+    capsys.readouterr()
+    assert client.post("/events", json=PURCHASE).status_code == 200
+    assert client.post("/events", json={**PURCHASE, "event_id": "A-2"}).status_code == 200
+    lines = captured(capsys, EVENTS)
+    line = only(lines, "Meta API version warning")
+    assert line["severity"] == "WARNING" and matches(FILTERS["api_version"], line)
+    assert matches(metric_filter("api_version_warnings"), line)
+    assert labels("api_version_warnings", line) == {"api_version": "v24.0", "move_to": "v26.0"}
+    assert [r for r in lines if matches(FILTERS["api_version"], r)] == [line]  # once, not per call
+
+
 # -- the alerts are wired to those filters ----------------------------------------------------------
 
 
@@ -318,9 +350,13 @@ ALERT_SOURCES = {
     "secret": ("log", "secret"),
     "emq_below": ("log", "emq_below"),
     "quality_unavailable": ("log", "quality_unavailable"),
+    "dedup_below": ("log", "dedup_below"),
+    "coverage_below": ("log", "coverage_below"),
+    "ip_diagnostic": ("log", "ip_diagnostic"),
     "stored_for_replay": ("metric", "stored_for_replay"),
     "replay_gave_up": ("metric", "replay_gave_up"),
     "nothing_forwarded": ("promql", ("requests", "forwarding_requests")),
+    "api_version": ("metric", "api_version_warnings"),
 }
 
 

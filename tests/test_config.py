@@ -95,16 +95,20 @@ def test_start_up_fails_with_one_line(tmp_path: Any) -> None:
     assert "Traceback" not in result.stderr
 
 
-def _readme_table(section: str) -> list[list[str]]:
-    """The rows of the first markdown table under `## {section}` in the README, cells stripped."""
-    text = (ROOT / "README.md").read_text()
-    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in body.splitlines() if line.startswith("|")]
+def _docs_table(page: str) -> list[list[str]]:
+    """The rows of the first markdown table of `docs/{page}`, cells stripped, header left out."""
+    lines = (ROOT / "docs" / page).read_text().splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
 
 
-def test_readme_table_lists_exactly_the_declared_settings() -> None:
-    rows = _readme_table("Configuration")
+def test_docs_configuration_table_lists_exactly_the_declared_settings() -> None:
+    rows = _docs_table("configuration.md")
     assert [row[0] for row in rows] == [f"`{s.env}`" for s in SETTINGS]
     for row, setting in zip(rows, SETTINGS, strict=True):
         assert row[1:] == [setting.readme_cell(), setting.help], setting.env

@@ -1,4 +1,4 @@
-"""Consent Mode v2 and the other consent signals (README "Consent"), decoder by decoder and
+"""Consent Mode v2 and the other consent signals (docs/api.md "Consent"), decoder by decoder and
 through the pipeline: the skip names its signal, CONSENT_REQUIRED skips events with none."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Several pixels (README "Several pixels"): configuration, routing, fan-out, partial failure,
+"""Several pixels (docs/destinations.md): configuration, routing, fan-out, partial failure,
 replay to the right destination, and calls made in parallel.
 
 Real peers: the loopback fake Graph API serving three pixels (each with its own token) and

@@ -248,7 +248,7 @@ def test_healthz_answers_while_8_connections_without_key_hold_their_body(served:
         with urllib.request.urlopen(f"http://127.0.0.1:{served.port}/healthz", timeout=10) as answer:
             assert answer.status == 200
         # gunicorn drains what a refused request left unread for at most 5 s before it frees the
-        # thread (README "Protecting the function"); before the early refusal it waited forever.
+        # thread (docs/api.md "Protecting the function"); before the early refusal it waited forever.
         assert time.monotonic() - started < 6.5
     finally:
         for conn in idle:

@@ -57,6 +57,13 @@ FIELDS = [
     "consent_state",
     "x-ga-gcs",
     "x-ga-gcd",
+    # Meta's 2026 fields (issue 21)
+    "net_revenue",
+    "predicted_ltv",
+    "customer_segmentation",
+    "delivery_category",
+    "restricted_data_processing",
+    "x-fb-cd-customer_segmentation",
 ]
 USER_FIELDS = [
     "email_address",

@@ -46,7 +46,7 @@ def test_forward_one_event(graph: Any, make_client: Any) -> None:
     }
     body = graph.fake.bodies[0]
     assert body["access_token"] == TOKEN
-    assert body["partner_agent"] == "capi-gcf-0.1.0"
+    assert body["partner_agent"] == "capi-gcf-0.3.0"
     assert body["data"][0]["user_data"]["em"] == [hashlib.sha256(b"a@b.co").hexdigest()]
     assert "test_event_code" not in body
 
@@ -109,7 +109,7 @@ def test_bad_and_good_events_in_one_request(graph: Any, make_client: Any) -> Non
 def test_healthz(make_client: Any) -> None:
     response = make_client(base_env(DRY_RUN="true")).get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "version": "0.1.0"}
+    assert response.get_json() == {"status": "ok", "version": "0.3.0"}
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Every input dialect (README "What capi accepts"), read from public payloads (tests/payloads/,
+"""Every input dialect (docs/dialects.md), read from public payloads (tests/payloads/,
 each naming its source) through the pure pipeline: the exact Meta event, the dialect /validate
 reports, the messages (ignored keys, minted ids), nothing else."""
 

@@ -310,3 +310,145 @@ def test_memory_stays_flat_after_many_distinct_megabyte_values() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 100 * (1 << 20), f"grew by {grown / (1 << 20):.0f} MiB"
+
+
+# -- issue 21: the last points of match quality, each with the rule's source --------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "digits"),
+    [
+        # Meta (Customer information, ph): digits with the country code, leading zeros removed.
+        # International prefixes: "+00" (a Parameter Builder vector: phoneUtil.test.js), "00", three
+        # to five zeros, and North America's "011".
+        ("+001 (616) 954-78 88", None, "16169547888"),
+        ("+00 44 20 7946 0958", "GB", "442079460958"),
+        ("00 44 20 7946 0958", "DE", "442079460958"),
+        ("000 44 20 7946 0958", "DE", "442079460958"),
+        ("00000 44 20 7946 0958", None, "442079460958"),
+        ("011 44 20 7946 0958", "US", "442079460958"),
+        ("011 44 20 7946 0958", None, "442079460958"),
+        ("0114 496 0000", "GB", "441144960000"),  # Sheffield: 011 is no prefix in the UK
+        # A national trunk 0 before a number that carries its country code (phoneUtil.test.js).
+        ("01(650)123-4567", "US", "16501234567"),
+        # Zeros after the country code that are not the number's: one (the UK's "(0)"), three, five.
+        ("+44 (0)20 7946 0958", None, "442079460958"),
+        ("+44 000 20 7946 0958", None, "442079460958"),
+        ("+44 00000 20 7946 0958", None, "442079460958"),
+        ("+1 000 650 555 1212", None, "16505551212"),
+        ("+39 06 1234 5678", None, "390612345678"),  # Italy's leading 0 belongs to the number
+    ],
+)
+def test_phone_prefixes_and_zeros(raw: str, region: str | None, digits: str) -> None:
+    assert normalize_phone(raw, region)[0] == digits
+
+
+@pytest.mark.parametrize("raw", ["0", "0000", "+00", "000555123456"])
+def test_phone_of_zeros_or_without_a_country_code_is_dropped(raw: str) -> None:
+    with pytest.raises(Dropped):
+        normalize_phone(raw, None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "plain"),
+    [
+        # Meta (Customer information, db): YYYYMMDD from the usual written orders. An ambiguous
+        # year-last date is read in the order of the user's country: month first in the US and
+        # the countries that took its convention, day first elsewhere.
+        ("03-05-1995", "us", "19950305"),
+        ("03-05-1995", "ph", "19950305"),
+        ("03-05-1995", "gb", "19950503"),
+        ("03/05/1995", "de", "19950503"),
+        ("03/05/1995", None, "19950305"),  # no country: '/' month first, Meta's own 2/16/1997
+        ("03.05.1995", "us", "19950503"),  # a dotted date is European whoever writes it
+        ("13-05-1995", "us", "19950513"),  # only one reading
+        # Space-separated and other separators (Meta: "with or without punctuation"; dobUtil.js).
+        ("1985 12 31", None, "19851231"),
+        ("31 12 1985", None, "19851231"),
+        ("12:31:1990", None, "19901231"),
+        ("1990年12月31日", None, "19901231"),
+        ("1990-15-06", None, "19900615"),  # year, day, month (dobUtil.test.js)
+    ],
+)
+def test_dates_of_birth_by_the_countrys_order(raw: str, region: str | None, plain: str) -> None:
+    assert normalize_dob(raw, region=region) == plain
+
+
+def test_ambiguous_dash_date_without_a_country_is_dropped() -> None:
+    with pytest.raises(Dropped, match="set the country or DEFAULT_COUNTRY"):
+        normalize_dob("03-05-1995")
+
+
+def test_date_order_follows_the_events_country_then_default_country() -> None:
+    # A profile's country takes the event's place when the event has none (capi.events.finish).
+    def db(user: dict[str, str], **env: str) -> list[str]:
+        event = {
+            "event_name": "sign_up",
+            "action_source": "system_generated",
+            "user_data": {"db": "03-05-1995", **user},
+        }
+        return make_service(**env).validate(event).body["payload"]["data"][0]["user_data"]["db"]
+
+    month_first, day_first = [hashlib.sha256(b"19950305").hexdigest()], [hashlib.sha256(b"19950503").hexdigest()]
+    assert db({"country": "US"}) == month_first
+    assert db({"country": "FR"}, DEFAULT_COUNTRY="US") == day_first
+    assert db({}, DEFAULT_COUNTRY="US") == month_first
+    assert db({}, DEFAULT_COUNTRY="GB") == day_first
+
+
+@pytest.mark.parametrize(
+    ("raw", "plain"),
+    [
+        # Meta (zp): US, the first 5 digits. A ZIP read as a number lost its leading zeros.
+        ("2134", "02134"),  # Boston, MA
+        ("501", "00501"),  # Holtsville, NY: the lowest ZIP
+        ("21341234", "02134"),  # ZIP+4 that lost its zero
+        ("02134-1234", "02134"),
+    ],
+)
+def test_us_zip_codes_are_left_padded(raw: str, plain: str) -> None:
+    assert normalize_value("zp", raw, ctx("us")) == plain
+
+
+def test_zip_plus_four_without_a_country_and_one_character_codes() -> None:
+    assert normalize_value("zp", "94025-1234", ctx()) == "94025"  # only a US ZIP+4 looks like this
+    assert normalize_value("zp", "SW1A 1AA", ctx()) == "sw1a1aa"
+    for short in ("1", "a"):  # zipCodeUtil.js: no postal code is shorter than 2
+        with pytest.raises(Dropped):
+            normalize_value("zp", short, ctx())
+    with pytest.raises(Dropped):
+        normalize_value("zp", "12", ctx("us"))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    # emailUtil.test.js: a dot at the start or end of the local part or domain, or two in a row.
+    [".test@example.com", "test.@example.com", "test..test@example.com", "test@.example.com",
+     "test@example..com", "test@example.com.", "test<@example.com", "test@example(.com"],
+)  # fmt: skip
+def test_emails_with_bad_dots_or_specials_are_dropped(raw: str) -> None:
+    with pytest.raises(Dropped):
+        normalize_value("em", raw, ctx())
+
+
+def test_emails_keep_dots_inside_and_letters_of_every_script() -> None:
+    assert normalize_value("em", "User.Name+tag@Domain.co.uk", ctx()) == "user.name+tag@domain.co.uk"
+    assert normalize_value("em", "jürgen@exämple.de", ctx()) == "jürgen@exämple.de"
+
+
+@pytest.mark.parametrize(
+    ("raw", "plain"),
+    # genderUtil.js's MALE_SET / FEMALE_SET.
+    [("Mrs", "f"), ("MA'AM", "f"), ("she", "f"), ("Queen", "f"), ("gentleman", "m"), ("Mr", "m"), ("him", "m")],
+)
+def test_gender_words_of_the_parameter_builder(raw: str, plain: str) -> None:
+    assert normalize_value("ge", raw, ctx()) == plain
+
+
+def test_a_digest_with_spaces_around_is_trimmed_before_the_bound_for_every_key() -> None:
+    digest = hashlib.sha256(b"x").hexdigest()
+    padded = "  " + digest + " \t "  # 68 characters: over the 64 of zp, country, db, ge and ph
+    keys = ("em", "ph", "fn", "ln", "ct", "st", "zp", "country", "db", "ge", "external_id")
+    event = {"event_name": "sign_up", "action_source": "system_generated", "user_data": dict.fromkeys(keys, padded)}
+    body = make_service().validate(event).body
+    assert body["payload"]["data"][0]["user_data"] == {key: [digest] for key in keys}

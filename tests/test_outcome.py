@@ -1,6 +1,6 @@
 """`capi.http.outcome_status`: the one place a request's outcome becomes an HTTP status.
 
-The table is README "Response" (statuses): 200 when every destination took its
+The table is docs/api.md "Response" (statuses): 200 when every destination took its
 events, 202 when each either took or stored them, 502 when a destination refused permanently
 and nothing was stored for it, 503 when something could be neither delivered nor stored.
 """

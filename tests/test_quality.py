@@ -31,7 +31,7 @@ def test_answers_and_logs_per_event_name(
     response = quality_client.post("/")
     assert response.status_code == 200
     body = response.get_json()
-    assert body["threshold"] == 6.0 and body["agent_name"] == PARTNER_AGENT.lower() == "capi-gcf-0.1.0"
+    assert body["threshold"] == 6.0 and body["agent_name"] == PARTNER_AGENT.lower() == "capi-gcf-0.3.0"
     [destination] = body["destinations"]
     assert destination["name"] == "default" and destination["pixel_id"] == PIXEL_ID
     assert destination["below_threshold"] == ["AddToCart"]
@@ -61,7 +61,7 @@ def test_answers_and_logs_per_event_name(
 
     # What Meta was asked: the documented query, the token in a header, never in the URL.
     [request] = graph.fake.quality.requests
-    assert request["dataset_id"] == PIXEL_ID and request["agent_name"] == "capi-gcf-0.1.0"
+    assert request["dataset_id"] == PIXEL_ID and request["agent_name"] == "capi-gcf-0.3.0"
     assert request["fields"] == FIELDS and "access_token" not in request
     assert request["authorization"] == f"Bearer {TOKEN}"
 

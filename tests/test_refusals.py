@@ -1,4 +1,4 @@
-"""Meta's refusals (README "Delivery guarantees"), live and in replay.
+"""Meta's refusals (docs/delivery.md "Delivery guarantees"), live and in replay.
 
 Issue 10 findings 7, 8, 9 and 12, and the "events processed" log line (issue 14). Real peers:
 the loopback fake Graph API and the Firestore emulator.
@@ -269,6 +269,7 @@ def test_events_processed_line_has_the_contract_fields(firestore_db: Any, graph:
         "fbtrace_id": "AbCdEf123",
         # No event carried a consent signal: counted, never a value (capi.consent).
         "consent": {"none": {"granted": 2}},
+        "skip_reasons": {"not in FORWARD_EVENTS": 1},
     }
     assert "a@b.co" not in json.dumps(line)
 

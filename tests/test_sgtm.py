@@ -1,4 +1,4 @@
-"""The sGTM tag template (`sgtm/capi-tag.tpl`), end to end.
+"""The sGTM tag template (`sgtm/template.tpl`), end to end.
 
 The template's sandboxed JavaScript runs under Node.js (`sgtm/test/run-template.mjs`) with
 working sGTM APIs — `sendHttpRequest` makes a real HTTP request — against the real capi function
@@ -30,7 +30,7 @@ from tests.fakes.function import running_function
 from tests.fakes.graph import GraphServer
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = ROOT / "sgtm" / "capi-tag.tpl"
+TEMPLATE = ROOT / "sgtm" / "template.tpl"
 NODE = shutil.which("node")
 KEY = "sgtm-e2e-key-7f3a9c"
 EMAIL = "Jane.Doe@Example.com"
@@ -39,6 +39,16 @@ FBP = "fb.1.1700000000000.1234567890"
 FBC = "fb.1.1700000000000.IwAR2xYz"
 # Values that must never appear in the tag's console: the key and the raw personal data.
 SECRETS = (KEY, EMAIL, EMAIL.lower(), "555-1212", "6505551212")
+# Meta's tag's extendCookies attributes (its template.tpl, setFbCookie): first-party, 90 days,
+# readable by the Pixel.
+COOKIE_OPTIONS = {
+    "domain": "auto",
+    "path": "/",
+    "secure": True,
+    "samesite": "Lax",
+    "max-age": 7776000,
+    "httpOnly": False,
+}
 # Loopback is added to the template's send_http permission, as a user adds a custom domain.
 LOOPBACK = ["http://127.0.0.1:*/*"]
 
@@ -73,13 +83,22 @@ def capi() -> Iterator[tuple[str, GraphServer]]:
         yield url, graph
 
 
-def run_tag(url: str, event: dict[str, Any], *, preview: bool = True, **fields: Any) -> dict[str, Any]:
-    """One run of the template for one event; returns the runner's JSON result."""
+def run_tag(
+    url: str,
+    event: dict[str, Any],
+    *,
+    preview: bool = True,
+    cookies: dict[str, str] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """One run of the template for one event (the browser's cookies: `cookies`, by default _fbp
+    and _fbc); returns the runner's JSON result."""
     data = {
         "url": url,
         "ingestKey": KEY,
         "testEventCode": "",
         "forwardCookies": True,
+        "setCookies": True,
         "failOnRejected": True,
         "timeoutMs": "5000",
     }
@@ -87,7 +106,7 @@ def run_tag(url: str, event: dict[str, Any], *, preview: bool = True, **fields: 
     scenario = {
         "data": data,
         "eventData": event,
-        "cookies": {"_fbp": FBP, "_fbc": FBC},
+        "cookies": {"_fbp": FBP, "_fbc": FBC} if cookies is None else cookies,
         "previewMode": preview,
         "extraAllowedUrls": LOOPBACK,
     }
@@ -144,7 +163,12 @@ def test_success_reaches_meta_with_hashed_email_cookies_event_id_and_test_code(c
     assert result["outcome"] == "success"
     assert result["calls"] == ["success"]
     assert result["requests"] == [
-        {"url": f"{url}/events", "method": "POST", "timeout": 5000, "headerNames": ["Content-Type", "X-Api-Key"]}
+        {
+            "url": f"{url}/events",
+            "method": "POST",
+            "timeout": 5000,
+            "headerNames": ["Content-Type", "X-Api-Key", "X-Capi-Set-Cookies"],
+        }
     ]
     [(body, event)] = sent_for(graph, "SGTM-OK-1")
     assert body["test_event_code"] == "TEST12345"
@@ -160,6 +184,7 @@ def test_success_reaches_meta_with_hashed_email_cookies_event_id_and_test_code(c
         "request": f"{url}/events",
         "timeout_ms": 5000,
         "cookies_added": ["x-fb-ck-fbp", "x-fb-ck-fbc"],
+        "cookies_minted": [],
         "event_name": "purchase",
         "event_id": "SGTM-OK-1",
     }
@@ -167,6 +192,12 @@ def test_success_reaches_meta_with_hashed_email_cookies_event_id_and_test_code(c
     assert answer["status"] == 200
     assert answer["forwarded"] == 1
     assert answer["event_ids"] == ["SGTM-OK-1"]
+    assert answer["cookies_set"] == ["_fbp", "_fbc"]
+    # The browser's own cookies, set again for 90 days with the values Meta got.
+    assert result["cookiesSet"] == [
+        {"name": "_fbp", "value": FBP, "options": COOKIE_OPTIONS},
+        {"name": "_fbc", "value": FBC, "options": COOKIE_OPTIONS},
+    ]
 
 
 def test_event_data_cookies_win_over_the_request_cookies(capi: Any) -> None:
@@ -178,7 +209,7 @@ def test_event_data_cookies_win_over_the_request_cookies(capi: Any) -> None:
     assert event["user_data"]["fbp"] == own_fbp
     assert event["user_data"]["fbc"] == FBC
 
-    result = run_tag(url, ga4_event("SGTM-NO-COOKIES"), forwardCookies=False)
+    result = run_tag(url, ga4_event("SGTM-NO-COOKIES"), forwardCookies=False, setCookies=False)
     assert result["outcome"] == "success"
     [(body, event)] = sent_for(graph, "SGTM-NO-COOKIES")
     assert "fbp" not in event["user_data"]
@@ -226,6 +257,67 @@ def test_consent_skip_is_a_success_and_sends_nothing(capi: Any, signal: str, val
     assert sent_for(graph, event_id) == []
     [line] = [line for line in preview_lines(result) if "outcome" in line]
     assert line["skipped"] == [{"index": 0, "event_id": event_id, "reason": "consent", "consent_signal": signal}]
+    assert result["cookiesSet"] == []  # consent denied: not even the browser's own cookies are extended
+    assert line["cookies_set"] == []
+
+
+def test_set_cookies_mints_fbp_and_builds_fbc_with_the_values_meta_receives(capi: Any) -> None:
+    """A first visit from an ad: no _fbp yet, an old _fbc, a new fbclid. The tag mints _fbp,
+    builds _fbc from the new click, capi sends both to Meta and answers them, and the tag sets
+    exactly those values."""
+    url, graph = capi
+    page = "https://shop.example.com/landing?utm_source=facebook&fbclid=IwAR3NewClick-x_Y"
+    before = int(time.time() * 1000)
+    result = run_tag(url, ga4_event("SGTM-MINT", page_location=page), cookies={"_fbc": FBC})
+    after = int(time.time() * 1000)
+    assert result["outcome"] == "success"
+    [(_, event)] = sent_for(graph, "SGTM-MINT")
+    fbp, fbc = event["user_data"]["fbp"], event["user_data"]["fbc"]
+    minted = re.fullmatch(r"fb\.1\.(\d{13})\.(\d{10})", fbp)
+    assert minted, fbp
+    assert before <= int(minted[1]) <= after and 1000000000 <= int(minted[2]) <= 2147483647
+    assert fbc == f"fb.1.{minted[1]}.IwAR3NewClick-x_Y"  # the new click replaced the old _fbc
+    assert result["cookiesSet"] == [
+        {"name": "_fbp", "value": fbp, "options": COOKIE_OPTIONS},
+        {"name": "_fbc", "value": fbc, "options": COOKIE_OPTIONS},
+    ]
+    request, answer = preview_lines(result)
+    assert request["cookies_minted"] == ["_fbp", "_fbc"]
+    assert answer["cookies_set"] == ["_fbp", "_fbc"]
+
+
+def test_set_cookies_off_sets_nothing(capi: Any) -> None:
+    url, graph = capi
+    result = run_tag(url, ga4_event("SGTM-NOSET"), cookies={}, setCookies=False)
+    assert result["outcome"] == "success"
+    [(_, event)] = sent_for(graph, "SGTM-NOSET")
+    assert "fbp" not in event["user_data"]  # nothing minted either
+    assert result["cookiesSet"] == []
+    assert "X-Capi-Set-Cookies" not in result["requests"][0]["headerNames"]
+
+
+def test_rejected_event_sets_no_cookie(capi: Any) -> None:
+    """A minted _fbp capi did not send (the event is rejected) is never set."""
+    url, graph = capi
+    result = run_tag(url, ga4_event("SGTM-REJ", event_time=1), cookies={}, failOnRejected=False)
+    assert result["outcome"] == "success"
+    assert sent_for(graph, "SGTM-REJ") == []
+    assert result["cookiesSet"] == []
+
+
+def test_parameter_builder_ipv6_cookie_wins_over_the_ipv4_request(capi: Any) -> None:
+    """The request came over IPv4 (ip_override); the page's Parameter Builder saw the browser's
+    IPv6 address and kept it in _fbi with its appendix: Meta gets the IPv6 address."""
+    url, graph = capi
+    cookies = {"_fbp": FBP, "_fbi": "2a03:2880:f12f:83:face:b00c:0:25de.AQYCAQAA"}
+    result = run_tag(url, ga4_event("SGTM-IPV6", ip_override="198.51.100.23"), cookies=cookies)
+    assert result["outcome"] == "success"
+    [(_, event)] = sent_for(graph, "SGTM-IPV6")
+    assert event["user_data"]["client_ip_address"] == "2a03:2880:f12f:83:face:b00c:0:25de"
+    # Without the cookie, the request's address.
+    result = run_tag(url, ga4_event("SGTM-IPV4", ip_override="198.51.100.23"), cookies={"_fbp": FBP})
+    [(_, event)] = sent_for(graph, "SGTM-IPV4")
+    assert event["user_data"]["client_ip_address"] == "198.51.100.23"
 
 
 def test_event_outside_forward_events_is_a_success(capi: Any) -> None:
@@ -257,6 +349,8 @@ def test_meta_down_stored_for_replay_is_a_success(firestore_emulator: str) -> No
     assert line["status"] == 202
     assert line["stored"] == 1
     assert line["note"] == "Meta failed for now; capi stored the event and its replay will deliver it"
+    # Stored for replay: Meta will get these values, so the cookies are set.
+    assert [(c["name"], c["value"]) for c in result["cookiesSet"]] == [("_fbp", FBP), ("_fbc", FBC)]
 
 
 def test_wrong_key_fails_the_tag(capi: Any) -> None:
@@ -333,6 +427,7 @@ def test_template_sections_parse_and_declare_a_server_tag() -> None:
         "ingestKey",
         "testEventCode",
         "forwardCookies",
+        "setCookies",
         "failOnRejected",
         "timeoutMs",
     ]
@@ -340,8 +435,23 @@ def test_template_sections_parse_and_declare_a_server_tag() -> None:
     by_name = {p["name"]: p for p in params}
     assert by_name["forwardCookies"]["type"] == by_name["failOnRejected"]["type"] == "CHECKBOX"
     assert by_name["forwardCookies"]["defaultValue"] is True
+    assert by_name["setCookies"]["type"] == "CHECKBOX" and by_name["setCookies"]["defaultValue"] is True
     assert by_name["failOnRejected"]["defaultValue"] is True
     assert by_name["timeoutMs"]["type"] == "TEXT"
+
+
+def test_timeout_ms_accepts_blank_as_its_help_says() -> None:
+    """Issue 20 item 4: the help says blank means 15000, so the field's validator accepts blank."""
+    params = {p["name"]: p for p in json.loads(sections()["TEMPLATE_PARAMETERS"])}
+    field = params["timeoutMs"]
+    assert "empty: 15000" in field["help"]
+    [validator] = field["valueValidators"]
+    assert validator["type"] == "REGEX"  # GTM's regex validators match the whole value
+    pattern = re.compile(validator["args"][0])
+    accepted = {text: bool(pattern.fullmatch(text)) for text in ("", " ", "15000", "300", "60001")}
+    refused = {text: bool(pattern.fullmatch(text)) for text in ("0", "-5", "soon", "1.5", "15 000")}
+    assert accepted == dict.fromkeys(accepted, True)
+    assert refused == dict.fromkeys(refused, False)
 
 
 def test_permissions_are_exactly_what_the_code_calls() -> None:
@@ -353,12 +463,20 @@ def test_permissions_are_exactly_what_the_code_calls() -> None:
         "getContainerVersion": "read_container_data",
         "logToConsole": "logging",
         "sendHttpRequest": "send_http",
+        "setCookie": "set_cookies",
     }
     required = set(re.findall(r"require\('(\w+)'\)", found["SANDBOXED_JS_FOR_SERVER"]))
-    assert required == {*needs, "JSON", "getType", "makeInteger", "makeString"}
+    utilities = {"JSON", "getType", "makeInteger", "makeString", "computeEffectiveTldPlusOne", "decodeUriComponent"}
+    utilities |= {"generateRandom", "getTimestampMillis", "parseUrl"}
+    assert required == {*needs, *utilities}
 
     def value(v: dict[str, Any]) -> Any:
+        if v["type"] == 3:
+            return {value(k): value(x) for k, x in zip(v["mapKey"], v["mapValue"], strict=True)}
         return [value(x) for x in v["listItem"]] if v["type"] == 2 else v["string"]
+
+    def cookie(name: str) -> dict[str, str]:
+        return {"name": name, "domain": "*", "path": "*", "secure": "any", "session": "any"}
 
     declared = {
         p["instance"]["key"]["publicId"]: {q["key"]: value(q["value"]) for q in p["instance"]["param"]}
@@ -367,7 +485,8 @@ def test_permissions_are_exactly_what_the_code_calls() -> None:
     assert declared == {
         "read_event_data": {"eventDataAccess": "any"},
         "send_http": {"allowedUrls": "specific", "urls": ["https://*.run.app/*", "https://*.cloudfunctions.net/*"]},
-        "get_cookies": {"cookieAccess": "specific", "cookieNames": ["_fbp", "_fbc"]},
+        "get_cookies": {"cookieAccess": "specific", "cookieNames": ["_fbp", "_fbc", "_fbi"]},
+        "set_cookies": {"allowedCookies": [cookie("_fbp"), cookie("_fbc")]},  # these two only
         "read_container_data": {},
         "logging": {"environments": "debug"},
     }
@@ -407,3 +526,40 @@ def test_gtm_test_scenarios_pass() -> None:
         assert needed in names
     assert done.returncode == 0
     assert report["passed"] == len(report["scenarios"]) >= 5
+
+
+# -- the Community Template Gallery's layout ---------------------------------------------------
+
+
+def metadata_versions(text: str) -> list[dict[str, str]]:
+    """The `versions` list of metadata.yaml, in the one shape the Gallery documents (sha and
+    changeNotes per entry); anything else is an error rather than a guess."""
+    versions: list[dict[str, str]] = []
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert lines[0] == "versions:", lines[0]
+    for line in lines[1:]:
+        item = re.fullmatch(r"  - (sha|changeNotes): (.+)", line) or re.fullmatch(r"    (sha|changeNotes): (.+)", line)
+        assert item, line
+        if line.startswith("  - "):
+            versions.append({})
+        versions[-1][item[1]] = item[2].strip()
+    return versions
+
+
+def test_folder_is_laid_out_for_the_community_template_gallery() -> None:
+    """developers.google.com/tag-platform/tag-manager/templates/gallery: template.tpl with a
+    categories entry and the Gallery's terms, metadata.yaml with versions, an Apache 2.0 LICENSE."""
+    folder = ROOT / "sgtm"
+    assert folder / "template.tpl" == TEMPLATE
+    found = sections()
+    assert "Community\nTemplate Gallery Developer Terms of Service" in found["TERMS_OF_SERVICE"]
+    info = json.loads(found["INFO"])
+    assert info["categories"] and info["id"] == "cvt_temp_public_id"
+    license_text = (folder / "LICENSE").read_text()
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    versions = metadata_versions((folder / "metadata.yaml").read_text())
+    assert versions, "metadata.yaml lists no version"
+    for version in versions:
+        assert re.fullmatch(r"[0-9a-f]{40}", version["sha"]) and set(version["sha"]) != {"0"}, version
+        assert version["changeNotes"], version
+    assert (folder / "README.md").is_file()

@@ -25,13 +25,15 @@ DELIBERATE_DEFAULTS = {
     "META_APP_SECRET": "literal, local runs only; the module sets META_APP_SECRET_SECRET when asked",
     "INGEST_API_KEY": "literal, local runs only; the module sets INGEST_API_KEY_SECRET when asked",
     "INGEST_KEYS": "keys bound to destinations are opt-in, named by the deployer (docs: several pixels)",
+    "SHOPIFY_SIGNING_KEY": "literal, local runs only; the module sets SHOPIFY_SIGNING_KEY_SECRET when asked",
+    "WOOCOMMERCE_SIGNING_KEY": "literal, local runs only; the module sets WOOCOMMERCE_SIGNING_KEY_SECRET when asked",
     "META_API_BASE_URL": "Meta's own Graph API host",
     "META_TIMEOUT_SECONDS": "5 s per call fits the default 60 s function timeout",
     "META_RETRY_BUDGET_SECONDS": "10 s of retries fits the default 60 s function timeout",
-    "META_MAX_ATTEMPTS": "one try and three retries (README Configuration)",
+    "META_MAX_ATTEMPTS": "one try and three retries (docs/configuration.md)",
     "FIRESTORE_TIMEOUT_SECONDS": "2 s: enrichment must never hold events back",
     "REPLAY_MAX_ATTEMPTS": "20 replays (5 h at the default schedule) before giving up",
-    "SECRET_CACHE_SECONDS": "5 minutes (README Configuration)",
+    "SECRET_CACHE_SECONDS": "5 minutes (docs/configuration.md)",
     "DRY_RUN": "a deployed function sends",
     "CONSENT_REQUIRED": "off: events without any consent signal are forwarded, as before",
 }
@@ -173,7 +175,13 @@ def test_secrets_least_privilege() -> None:
     secrets = resources("google_secret_manager_secret")
     assert secrets["capi"]["for_each"] == "${local.secrets}"
     local = load(TF / "main.tf")["locals"][0]
-    assert set(local["secret_env_names"]) == {"meta_token", "app_secret", "ingest_key"}
+    assert set(local["secret_env_names"]) == {
+        "meta_token",
+        "app_secret",
+        "ingest_key",
+        "shopify_signing_key",
+        "woocommerce_signing_key",
+    }
     assert all("secret_data" not in body for body in secrets.values())  # values never in Terraform state
     assert not resources("google_secret_manager_secret_version")
     accessors = resources("google_secret_manager_secret_iam_member")

@@ -1,4 +1,4 @@
-"""The Terraform module's several pixels (README "Several pixels", "Deploy with Terraform"),
+"""The Terraform module's several pixels (docs/destinations.md, docs/terraform.md "Several pixels"),
 parsed with python-hcl2 like tests/test_terraform.py: `var.destinations`, one token secret per
 destination, META_DESTINATIONS rendered with their names, exactly one of pixel_id and
 destinations."""

@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -70,6 +71,55 @@ def literal_fix(fix: str, *, token: bool, app_secret: bool) -> str:
         if token if used == "token" else app_secret:
             fix = fix.replace(secret_text, literal_text)
     return fix
+
+
+# Meta's refusals on policy grounds that are final for the event, whatever the code or
+# is_transient says (docs/meta-capi.md §11): not retried, not stored, reported as failed.
+FINAL_POLICY_REFUSALS = ("messaging event within messaging restrictive region",)
+
+# Meta answers a call to a version being retired or auto-upgraded with this header
+# (docs/meta-capi.md §11): one WARNING per process and version, with the version to move to.
+VERSION_WARNING_HEADER = "X-Ad-Api-Version-Warning"
+VERSION_WARNING = "Meta API version warning"
+_VERSION = re.compile(r"v(\d{1,3})\.(\d{1,3})")
+_warned_versions: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def version_to_move_to(header: str, api_version: str) -> str | None:
+    """The newest version the header names other than the one called ("auto-upgraded to v17.0
+    as v3.3 has been deprecated" -> v17.0), or None when it names none."""
+    found = {(int(major), int(minor)) for major, minor in _VERSION.findall(header)}
+    if current := _VERSION.fullmatch(api_version):
+        found.discard((int(current[1]), int(current[2])))
+    if not found:
+        return None
+    major, minor = max(found)
+    return f"v{major}.{minor}"
+
+
+def warn_version(header: str | None, api_version: str, destination: str) -> None:
+    """Log Meta's version warning once per process and API version (every call carries it)."""
+    if not header or api_version in _warned_versions:  # the common cases, without the lock
+        return
+    with _warned_lock:
+        if api_version in _warned_versions:
+            return
+        _warned_versions.add(api_version)
+    move_to = version_to_move_to(header, api_version)
+    log(
+        logging.WARNING,
+        VERSION_WARNING,
+        api_version=api_version,
+        move_to=move_to,
+        warning=_short(header),
+        destination=destination,
+        fix=(
+            f"set META_API_VERSION={move_to} and deploy (docs/meta-capi.md §12)"
+            if move_to
+            else "move META_API_VERSION to Meta's current version and deploy (docs/meta-capi.md §12)"
+        ),
+    )
 
 
 def destination_fix(fix: str, destination: str) -> str:
@@ -163,7 +213,10 @@ def classify(http_status: int, payload: Any) -> MetaError:
         message = f"{message} ({detail})"
     fbtrace = _fbtrace(error.get("fbtrace_id"))
     fix = None
-    if error.get("is_transient") is True or code in TRANSIENT_CODES:
+    lowered = message.lower()
+    if any(phrase in lowered for phrase in FINAL_POLICY_REFUSALS):
+        kind = "refused"  # final for the event, even when Meta marks it transient (e.g. code 368)
+    elif error.get("is_transient") is True or code in TRANSIENT_CODES:
         kind = "transient"
     elif fix := _config_fix(code, subcode, message):
         kind = "config"
@@ -280,6 +333,7 @@ class GraphClient:
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/{api_version}/{pixel_id}/events"
         self.pixel_id = pixel_id
+        self.api_version = api_version
         self.destination = destination
         self._from_destinations = from_destinations  # configured in META_DESTINATIONS
         self._literal = {"token": literal_token, "app_secret": literal_app_secret}  # not Secret Manager
@@ -345,6 +399,7 @@ class GraphClient:
                     if raw is None:
                         response.close()  # the rest is not read: this connection cannot be reused
                     response.release_conn()
+                    warn_version(response.headers.get(VERSION_WARNING_HEADER), self.api_version, self.destination)
                     error = self._answer(response, raw, state.attempts + 1, len(body.get("data") or ()))
                     retry_after = _retry_after(response)
             if call.cut and not isinstance(error, GraphResult):

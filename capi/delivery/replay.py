@@ -14,6 +14,7 @@ from capi.destinations import DEFAULT
 from capi.events import MAX_AGE_SECONDS
 from capi.firestore import _chunks, _write_in_batches
 from capi.log import log
+from capi.orders import keys_of
 
 # The cost of one run, whatever is stored: Graph calls (a chunk already started may add up
 # to MAX_SPLIT_CALLS), and the time after which no new chunk is started. A chunk takes at
@@ -130,7 +131,7 @@ class Replayer:
                     continue
                 if int(data.get("attempts", 0)) >= self._max_attempts:
                     snap.reference.delete()
-                    self._release(destination, [data])
+                    self._release(destination, [load_event(data)])
                     counts["gave_up"] += 1
                     log(
                         logging.ERROR,
@@ -195,14 +196,14 @@ class Replayer:
             return 0
         return max(0, int(total) - int(ours))
 
-    def _release(self, destination: str, letters: list[Mapping[str, Any]]) -> None:
-        """Forget the idempotency claims of dropped dead letters: the guard said `stored`,
-        and a corrected resend must not be skipped as a duplicate."""
+    def _release(self, destination: str, events: list[dict[str, Any]]) -> None:
+        """Forget the idempotency claims of dropped dead letters (the event's pair and its
+        order's key): the guard said `stored`, and a corrected resend must not be skipped."""
         guard = self._guards.get(destination)
-        if guard is None or not letters:
+        if guard is None or not events:
             return
         try:
-            guard.release([(d["event_name"], d["event_id"]) for d in letters])
+            guard.release([key for event in events for key in keys_of(event)])
         except Exception as exc:  # noqa: BLE001 - the drop stands; the claim lapses after 48 h
             log(logging.WARNING, "could not release idempotency claims", error=type(exc).__name__)
 
@@ -230,10 +231,9 @@ class Replayer:
                 meta_subcode=error.meta_subcode,
                 error=error.message[:200],
             )
-        refused = [chunk[i] for i, _ in sent.refused]
-        done += refused
+        done += [chunk[i] for i, _ in sent.refused]
         _write_in_batches(client, done, lambda batch, doc: batch.delete(doc[0]), budget=30.0)
-        self._release(destination, [d for _, d in refused])
+        self._release(destination, [events[i] for i, _ in sent.refused])
         counts["delivered"] += len(sent.delivered)
         counts["rejected"] += len(sent.refused)
         for positions, error in sent.kept:

@@ -14,6 +14,10 @@ and delivery never look at the dialect. Adding a dialect is one module here and 
 | `stape` | `ga4` (flat keys: `stape`) | `email`, `firstName`, ..., `common_cookie` in an event |
 | `meta` | `meta` | `{"data": [...]}` |
 | `measurement_protocol` | `measurement_protocol` | `{"client_id" / "user_id", "events": [{"name", "params"}]}` |
+| `shopify` | `shopify` | a Shopify order (`admin_graphql_api_id` gid://shopify/Order/..., or `financial_status`) |
+| `woocommerce` | `woocommerce` | a WooCommerce REST order (`order_key` + `line_items`) |
+
+A shop order that is not a paid purchase comes back as `Skipped` (its reason) instead of an event.
 
 A bare JSON array of events is read like `{"events": [...]}`.
 """
@@ -24,15 +28,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from capi.errors import RequestError
-from capi.inputs import ga4, measurement_protocol, meta
-from capi.inputs.common import Incoming
+from capi.inputs import ga4, measurement_protocol, meta, shopify, woocommerce
+from capi.inputs.common import Incoming, Skipped
 from capi.payload import MAX_EVENTS_PER_REQUEST
 
-__all__ = ["Envelope", "Incoming", "read"]
+__all__ = ["Envelope", "Incoming", "Skipped", "read"]
 
 ACCEPTED = (
     'one event with event_name, {"events": [...]}, a JSON array of events, Meta\'s {"data": [...]},'
-    ' or a Measurement Protocol body {"client_id", "events": [{"name", "params"}]}'
+    ' a Measurement Protocol body {"client_id", "events": [{"name", "params"}]},'
+    " or a Shopify or WooCommerce order"
 )
 
 
@@ -73,6 +78,10 @@ def read(payload: Any) -> Envelope:
         return Envelope([ga4.adapt(item, in_list=True) for item in _checked(payload, "body")])
     if not isinstance(payload, dict):
         raise RequestError(f"the body must be {ACCEPTED}", field="body")
+    if shopify.recognises(payload):
+        return Envelope([shopify.read(payload)])
+    if woocommerce.recognises(payload):
+        return Envelope([woocommerce.read(payload)])
     if "data" in payload:
         code = _test_event_code(payload.get("test_event_code"))
         events, messages = meta.read(payload, _checked(payload["data"], "data"))

@@ -24,7 +24,8 @@ USER_KEYS = {
 # x-fb-cd-<name> -> custom_data.<name>; custom_properties is an object merged into custom_data.
 CUSTOM_KEYS = frozenset(
     {"content_category", "content_name", "content_type", "contents", "content_ids", "num_items",
-     "predicted_ltv", "status", "delivery_category", "value", "currency", "order_id", "search_string"}
+     "predicted_ltv", "status", "delivery_category", "value", "currency", "order_id", "search_string",
+     "net_revenue", "customer_segmentation"}
 )  # fmt: skip
 EVENT_ID = "x-fb-event_id"
 # Every key this module translates. Any other x-fb-* key is left in the event, where prepare
@@ -72,6 +73,9 @@ def translate(event: dict[str, Any]) -> tuple[str, ...]:
                 custom = dict(existing) if isinstance(existing, dict) else {}
             if name == "contents" and isinstance(value, str):
                 value = _json_list(value)
+            if value is None or value == "":
+                # Unset, as in Meta's tag (`x-fb-cd-contents` || items): the GA4 items, value, ... stay.
+                continue
             if name == "custom_properties" and isinstance(value, dict):
                 for prop, prop_value in value.items():
                     custom.setdefault(prop, prop_value)

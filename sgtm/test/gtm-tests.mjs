@@ -154,7 +154,7 @@ async function runScenario(js, permissions, setup, scenario) {
 }
 
 async function main() {
-  const sections = readTemplate(process.argv[2] || path.join(here, '..', 'capi-tag.tpl'));
+  const sections = readTemplate(process.argv[2] || path.join(here, '..', 'template.tpl'));
   const permissions = permissionsOf(sections);
   const tests = parseTests(sections.TESTS);
   const results = [];

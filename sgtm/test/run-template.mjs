@@ -5,13 +5,14 @@
 //
 // scenario: {"data": {the tag's fields}, "eventData": {...}, "cookies": {"_fbp": "..."},
 //            "previewMode": true, "extraAllowedUrls": ["http://127.0.0.1:*/*"],
-//            "template": "path/to/capi-tag.tpl" (default: the repository's)}
+//            "template": "path/to/template.tpl" (default: the repository's)}
 // extraAllowedUrls does what a user does for a custom domain: it adds URL patterns to the
 // template's send_http permission (here, to reach capi on loopback).
 //
 // Prints one JSON line: {"outcome": "success" | "failure" | "none" | "error", "calls": [...],
 // "console": [lines GTM would show], "attemptedConsole": [every logToConsole call],
-// "requests": [{url, method, timeout, headerNames}], "error": "..."}.
+// "requests": [{url, method, timeout, headerNames}], "cookiesSet": [{name, value, options}],
+// "error": "..."}.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -24,9 +25,9 @@ const GRACE_MS = 100; // after the first outcome, to catch a template calling bo
 async function main() {
   const source = process.argv[2] ? fs.readFileSync(process.argv[2], 'utf8') : fs.readFileSync(0, 'utf8');
   const scenario = JSON.parse(source);
-  const sections = readTemplate(scenario.template || path.join(here, '..', 'capi-tag.tpl'));
+  const sections = readTemplate(scenario.template || path.join(here, '..', 'template.tpl'));
   const permissions = permissionsOf(sections);
-  const record = { console: [], attemptedConsole: [], requests: [] };
+  const record = { console: [], attemptedConsole: [], requests: [], cookiesSet: [] };
   const calls = [];
   const outcomes = [];
   let settle;

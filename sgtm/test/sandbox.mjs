@@ -21,9 +21,55 @@ export const API_PERMISSION = {
   getContainerVersion: 'read_container_data',
   logToConsole: 'logging',
   sendHttpRequest: 'send_http',
+  setCookie: 'set_cookies',
 };
 export const UTILITY_APIS = ['JSON', 'Promise', 'getType', 'makeInteger', 'makeNumber', 'makeString',
-  'encodeUriComponent'];
+  'encodeUriComponent', 'decodeUriComponent', 'computeEffectiveTldPlusOne', 'generateRandom',
+  'getTimestampMillis', 'parseUrl'];
+
+// Second-level labels under which a registrable domain has three labels. GTM's
+// computeEffectiveTldPlusOne uses the whole Public Suffix List; this stand-in knows the common
+// ones, enough for the tests (it only feeds the subdomain index of a minted _fbp / _fbc).
+const TWO_LABEL_SUFFIXES = new Set(['co.uk', 'org.uk', 'ac.uk', 'com.au', 'net.au', 'co.nz', 'co.jp',
+  'com.br', 'com.mx', 'co.za', 'com.tr', 'co.in']);
+
+/** eTLD+1 of a host or URL, as GTM's computeEffectiveTldPlusOne (with a small suffix list). */
+export function effectiveTldPlusOne(domainOrUrl) {
+  let host = String(domainOrUrl || '');
+  try {
+    host = new URL(host).hostname;
+  } catch {
+    host = host.split('/')[0].split(':')[0];
+  }
+  const labels = host.toLowerCase().split('.').filter(Boolean);
+  const keep = labels.length >= 3 && TWO_LABEL_SUFFIXES.has(labels.slice(-2).join('.')) ? 3 : 2;
+  return labels.slice(-keep).join('.');
+}
+
+/** GTM's parseUrl: the parts of a URL, searchParams as given (not decoded), undefined if invalid. */
+function parseUrl(url) {
+  let parsed;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return undefined;
+  }
+  const searchParams = {};
+  for (const pair of parsed.search.replace(/^\?/, '').split('&')) {
+    if (!pair) continue;
+    const at = pair.indexOf('=');
+    const key = at === -1 ? pair : pair.slice(0, at);
+    const value = at === -1 ? '' : pair.slice(at + 1);
+    if (key in searchParams) {
+      searchParams[key] = [].concat(searchParams[key], value);
+    } else {
+      searchParams[key] = value;
+    }
+  }
+  return { href: parsed.href, origin: parsed.origin, protocol: parsed.protocol, username: parsed.username,
+    password: parsed.password, host: parsed.host, hostname: parsed.hostname, port: parsed.port,
+    pathname: parsed.pathname, search: parsed.search, searchParams, hash: parsed.hash };
+}
 
 /** The template's sections by name: {INFO: '...', SANDBOXED_JS_FOR_SERVER: '...', ...}. */
 export function readTemplate(path) {
@@ -44,7 +90,12 @@ export function readTemplate(path) {
 
 /** {publicId: {paramKey: string | string[] | boolean}} from ___SERVER_PERMISSIONS___. */
 export function permissionsOf(sections) {
-  const value = (v) => (v.type === 2 ? v.listItem.map(value) : v.type === 8 ? v.boolean : v.string);
+  // GTM's typed values: 1 string, 2 list, 3 map (mapKey / mapValue side by side), 8 boolean.
+  const value = (v) => {
+    if (v.type === 2) return v.listItem.map(value);
+    if (v.type === 3) return Object.fromEntries(v.mapKey.map((k, i) => [value(k), value(v.mapValue[i])]));
+    return v.type === 8 ? v.boolean : v.string;
+  };
   const granted = {};
   for (const entry of JSON.parse(sections.SERVER_PERMISSIONS)) {
     const params = {};
@@ -118,11 +169,14 @@ function httpRequest(url, options, body) {
 /**
  * Working sGTM APIs for one run.
  * scenario: {eventData, cookies: {name: value | [values]}, previewMode, extraAllowedUrls}
- * record: {console: [], attemptedConsole: [], requests: []}, filled as the template runs.
+ * record: {console: [], attemptedConsole: [], requests: [], cookiesSet: []}, filled as the template
+ * runs (cookiesSet: each setCookie call as {name, value, options}).
  */
 export function makeApis(permissions, scenario, record) {
   const cookieNames = permissions.get_cookies?.cookieAccess === 'any' ? null
     : permissions.get_cookies?.cookieNames || [];
+  // set_cookies: allowedCookies is a list of {name, domain, path, secure, session}.
+  const settable = (permissions.set_cookies?.allowedCookies || []).map((c) => c.name);
   const urls = [...(permissions.send_http?.urls || []), ...(scenario.extraAllowedUrls || [])];
   const preview = Boolean(scenario.previewMode);
   const debugOnly = permissions.logging?.environments !== 'all';
@@ -156,6 +210,18 @@ export function makeApis(permissions, scenario, record) {
       promise.then((r) => callback(r.statusCode, r.headers, r.body), () => callback(0, {}, ''));
       return undefined;
     },
+    setCookie: (name, value, options = {}, noEncode = false) => {
+      if (!settable.includes(name)) {
+        throw new Error(`set_cookies permission: cookie ${name} is not allowed`);
+      }
+      (record.cookiesSet || (record.cookiesSet = [])).push({ name, value: noEncode ? value : encodeURIComponent(value),
+        options });
+    },
+    computeEffectiveTldPlusOne: effectiveTldPlusOne,
+    decodeUriComponent: (v) => decodeURIComponent(v),
+    generateRandom: (min, max) => min + Math.floor(Math.random() * (max - min + 1)),
+    getTimestampMillis: () => Date.now(),
+    parseUrl,
     JSON: {
       parse: (text) => {
         try {

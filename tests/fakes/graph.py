@@ -98,6 +98,20 @@ UNREADABLE_ANSWERS: dict[str, tuple[str, bytes]] = {
 }
 
 
+# Meta's policy refusal of a messaging event (capi-spec.md §11, the message as Meta words it).
+# Meta publishes no code for it: the fake answers with the hardest case for capi, 368 ("temporarily
+# blocked for policy", which capi otherwise retries) marked transient, yet final for the event.
+POLICY_REFUSAL = {
+    "error": {
+        "message": "Messaging Event Within Messaging Restrictive Region",
+        "type": "OAuthException",
+        "code": 368,
+        "is_transient": True,
+        "fbtrace_id": "PolicyTrace1",
+    }
+}
+
+
 @dataclass
 class Script:
     """One scripted answer: `kind` is ok, 500, 503, 429, code:<n>[:<subcode>], hang, drop, html
@@ -139,6 +153,11 @@ class FakeGraph:
     requests_by_pixel: Counter = field(default_factory=Counter)
     delivered_by_pixel: dict[str, Counter] = field(default_factory=dict)  # pixel -> (event_name, event_id) -> n
     bodies_by_pixel: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Meta's X-Ad-Api-Version-Warning on every /events answer when set (a version being retired).
+    version_warning: str | None = None
+    # A final policy refusal for these event_ids (Meta's "Messaging Event Within Messaging
+    # Restrictive Region", code 368 marked transient): the request is refused.
+    policy_refused: set[str] = field(default_factory=set)
 
     def fail_next(self, *kinds: str, retry_after: str | None = None, delay: float = 0.0) -> None:
         with self.lock:
@@ -193,6 +212,8 @@ class FakeGraph:
         now = self.now()
         for position, event in enumerate(data):
             problem = validate_event(event, now)
+            if problem is None and isinstance(event, dict) and event.get("event_id") in self.policy_refused:
+                return 400, POLICY_REFUSAL, {}
             if problem is None and isinstance(event, dict) and event.get("event_id") in self.poison:
                 problem = "poisoned by the test"
                 with self.lock:
@@ -247,6 +268,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         status, payload, headers = self.server.fake.handle(self.path.split("?")[0], raw)
+        if self.server.fake.version_warning:
+            headers = {**headers, "X-Ad-Api-Version-Warning": self.server.fake.version_warning}
         if status == -1:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)

@@ -76,7 +76,15 @@ ___TEMPLATE_PARAMETERS___
     "checkboxText": "Add the _fbp and _fbc cookies",
     "simpleValueType": true,
     "defaultValue": true,
-    "help": "Reads Meta's browser cookies _fbp and _fbc from the incoming request and adds them as x-fb-ck-fbp / x-fb-ck-fbc when the event data has neither those keys nor fbp / fbc. They raise Meta's match rate; they are sent unhashed, as Meta expects."
+    "help": "Reads Meta's browser cookies _fbp and _fbc from the incoming request and adds them as x-fb-ck-fbp / x-fb-ck-fbc when the event data has neither those keys nor fbp / fbc. They raise Meta's match rate; they are sent unhashed, as Meta expects. Also adds _fbi, the cookie of Meta's Parameter Builder holding the browser's own IP address (IPv6 when it has one), as x-fb-ck-fbi: capi then sends that address to Meta instead of the request's."
+  },
+  {
+    "type": "CHECKBOX",
+    "name": "setCookies",
+    "checkboxText": "Set the _fbp and _fbc cookies (first-party, 90 days)",
+    "simpleValueType": true,
+    "defaultValue": true,
+    "help": "Mints _fbp when the browser has none, builds _fbc from a new fbclid in the page URL (a new click replaces an old _fbc), sends them to capi, and sets both again as first-party cookies of your site (domain auto, path /, Secure, SameSite Lax, 90 days, readable by the Meta Pixel) with exactly the values capi sent to Meta. capi decides consent: the cookies are set only for an event capi forwarded (or stored for replay), never when consent denied it. Reads _fbp and _fbc itself, so it forwards them even with the box above unchecked. No other cookie is ever set."
   },
   {
     "type": "CHECKBOX",
@@ -92,10 +100,14 @@ ___TEMPLATE_PARAMETERS___
     "displayName": "Timeout (milliseconds)",
     "simpleValueType": true,
     "defaultValue": "15000",
-    "help": "How long to wait for capi's answer, 1 to 60000 ms (empty or not a number: 15000; more: 60000). Keep it above capi's META_RETRY_BUDGET_SECONDS plus FIRESTORE_TIMEOUT_SECONDS (12 s by default), or a slow Meta is reported as a failure although capi delivers or stores the event.",
+    "help": "How long to wait for capi's answer, 1 to 60000 ms (empty: 15000; more: 60000). Keep it above capi's META_RETRY_BUDGET_SECONDS plus FIRESTORE_TIMEOUT_SECONDS (12 s by default), or a slow Meta is reported as a failure although capi delivers or stores the event.",
     "valueValidators": [
       {
-        "type": "POSITIVE_NUMBER"
+        "type": "REGEX",
+        "args": [
+          "^\\s*([1-9][0-9]*)?\\s*$"
+        ],
+        "errorMessage": "A whole number of milliseconds, e.g. 15000, or empty for 15000"
       }
     ]
   }
@@ -107,20 +119,30 @@ ___SANDBOXED_JS_FOR_SERVER___
 // capi tag: forwards this event to a capi function (POST {url}/events), which validates,
 // enriches, hashes and sends it to Meta's Conversions API. Source and docs: capi's README,
 // "Connect server-side GTM".
+const computeEffectiveTldPlusOne = require('computeEffectiveTldPlusOne');
+const decodeUriComponent = require('decodeUriComponent');
+const generateRandom = require('generateRandom');
 const getAllEventData = require('getAllEventData');
 const getContainerVersion = require('getContainerVersion');
 const getCookieValues = require('getCookieValues');
+const getTimestampMillis = require('getTimestampMillis');
 const getType = require('getType');
 const JSON = require('JSON');
 const logToConsole = require('logToConsole');
 const makeInteger = require('makeInteger');
 const makeString = require('makeString');
+const parseUrl = require('parseUrl');
 const sendHttpRequest = require('sendHttpRequest');
+const setCookie = require('setCookie');
 
 // capi may retry Meta for up to META_RETRY_BUDGET_SECONDS (10 s) after a 2 s profile lookup
 // before it answers 202: the default waits longer than that, so a slow Meta is not a failure.
 const DEFAULT_TIMEOUT_MS = 15000;
 const MAX_TIMEOUT_MS = 60000;
+// Meta's browser cookies, as Meta's own tag and the Pixel write them: first-party, readable by
+// the Pixel (not HttpOnly), 90 days (a cookie set by the server is not cut to 7 days by Safari).
+const FB_COOKIES = ['_fbp', '_fbc'];
+const COOKIE_OPTIONS = {domain: 'auto', path: '/', secure: true, samesite: 'Lax', 'max-age': 7776000, httpOnly: false};
 
 const containerVersion = getContainerVersion();
 const inPreview = !!(containerVersion && (containerVersion.previewMode || containerVersion.debugMode));
@@ -182,6 +204,76 @@ function addCookie(body, key, alias, cookieName, added) {
   }
 }
 
+function firstCookie(name) {
+  const values = getCookieValues(name);
+  return values && values.length > 0 && values[0] ? makeString(values[0]) : '';
+}
+
+// The fbclid of the page URL, or ''.
+function clickIdOf(pageUrl) {
+  const parsed = pageUrl ? parseUrl(makeString(pageUrl)) : undefined;
+  let value = parsed && parsed.searchParams ? parsed.searchParams.fbclid : undefined;
+  if (getType(value) === 'array') {
+    value = value[0];
+  }
+  return value ? decodeUriComponent(makeString(value)) : '';
+}
+
+// The part after fb.{index}.{ms}. of an fbc: the click id (a Parameter Builder value adds
+// a fifth segment, its appendix, which is not part of the click id).
+function clickIdInFbc(fbc) {
+  const parts = makeString(fbc).split('.');
+  return parts.length >= 4 ? parts[3] : '';
+}
+
+// setCookies: an _fbp minted when the browser has none (Stape's generateFbp), an _fbc built
+// from a new fbclid (a new click replaces the old one), both sent to capi, which answers with
+// the values it sent to Meta for the tag to set (onResponse). Minted values that capi does not
+// forward (consent denied, rejected) are never set.
+function prepareFbCookies(body, minted) {
+  const pageUrl = body.page_location;
+  // Meta's rule: the labels of the registrable domain minus one (example.com: 1); 1 when unknown.
+  const site = pageUrl ? computeEffectiveTldPlusOne(makeString(pageUrl)) : '';
+  const subdomainIndex = site ? makeString(site).split('.').length - 1 : 1;
+  const now = getTimestampMillis();
+  if (!body['x-fb-ck-fbp'] && !body.fbp) {
+    const fbp = firstCookie('_fbp');
+    body['x-fb-ck-fbp'] = fbp || 'fb.' + subdomainIndex + '.' + now + '.' + generateRandom(1000000000, 2147483647);
+    if (!fbp) {
+      minted.push('_fbp');
+    }
+  }
+  const clickId = clickIdOf(pageUrl);
+  const fbc = body['x-fb-ck-fbc'] || body.fbc || firstCookie('_fbc');
+  if (clickId && clickIdInFbc(fbc) !== clickId) {
+    body['x-fb-ck-fbc'] = 'fb.' + subdomainIndex + '.' + now + '.' + clickId;
+    minted.push('_fbc');
+  } else if (fbc && !body['x-fb-ck-fbc'] && !body.fbc) {
+    body['x-fb-ck-fbc'] = fbc;
+  }
+}
+
+// capi's set_cookies: for each event it forwarded or stored, the fbp / fbc it sent to Meta.
+// Only _fbp and _fbc are ever set, whatever the answer holds.
+function setFbCookies(answer) {
+  const set = [];
+  const entries = getType(answer.set_cookies) === 'array' ? answer.set_cookies : [];
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i];
+    if (getType(entry) !== 'object') {
+      continue;
+    }
+    for (let j = 0; j < FB_COOKIES.length; j++) {
+      const name = FB_COOKIES[j];
+      if (getType(entry[name]) === 'string' && entry[name] && set.indexOf(name) === -1) {
+        setCookie(name, entry[name], COOKIE_OPTIONS);
+        set.push(name);
+      }
+    }
+  }
+  return set;
+}
+
 const eventData = getAllEventData();
 const body = {};
 for (let key in eventData) {
@@ -191,6 +283,13 @@ const cookiesAdded = [];
 if (data.forwardCookies) {
   addCookie(body, 'x-fb-ck-fbp', 'fbp', '_fbp', cookiesAdded);
   addCookie(body, 'x-fb-ck-fbc', 'fbc', '_fbc', cookiesAdded);
+  // Meta's Parameter Builder keeps the browser's own address (IPv6 when it has one) in _fbi;
+  // capi prefers it to the request's address for client_ip_address.
+  addCookie(body, 'x-fb-ck-fbi', 'x-fb-ck-fbi', '_fbi', cookiesAdded);
+}
+const cookiesMinted = [];
+if (data.setCookies) {
+  prepareFbCookies(body, cookiesMinted);
 }
 if (data.testEventCode) {
   body.test_event_code = makeString(data.testEventCode);
@@ -245,6 +344,9 @@ function onResponse(response) {
   if (status === 202) {
     line.note = 'Meta failed for now; capi stored the event and its replay will deliver it';
   }
+  if (data.setCookies) {
+    line.cookies_set = setFbCookies(answer);
+  }
   const refused = countOf(answer.rejected) + countOf(answer.failed);
   if (refused > 0 && data.failOnRejected) {
     line.reason = 'the event was rejected (see rejected / failed); turn off failOnRejected to count this as a success';
@@ -265,11 +367,18 @@ function onError(error) {
 if (!url || !ingestKey) {
   finish(false, {reason: !url ? 'the url field is empty' : 'the ingestKey field is empty'});
 } else {
-  log({request: url, timeout_ms: timeout, cookies_added: cookiesAdded,
-       event_name: about.event_name, event_id: about.event_id});
+  const request = {request: url, timeout_ms: timeout, cookies_added: cookiesAdded,
+                   event_name: about.event_name, event_id: about.event_id};
+  const headers = {'Content-Type': 'application/json', 'X-Api-Key': ingestKey};
+  if (data.setCookies) {
+    // Asks capi for set_cookies in its answer (capi decides consent; the tag only sets).
+    headers['X-Capi-Set-Cookies'] = '1';
+    request.cookies_minted = cookiesMinted;
+  }
+  log(request);
   sendHttpRequest(url, {
     method: 'POST',
-    headers: {'Content-Type': 'application/json', 'X-Api-Key': ingestKey},
+    headers: headers,
     timeout: timeout,
   }, JSON.stringify(body)).then(onResponse, onError);
 }
@@ -362,6 +471,126 @@ ___SERVER_PERMISSIONS___
               {
                 "type": 1,
                 "string": "_fbc"
+              },
+              {
+                "type": 1,
+                "string": "_fbi"
+              }
+            ]
+          }
+        }
+      ]
+    },
+    "clientAnnotations": {
+      "isEditedByUser": true
+    },
+    "isRequired": true
+  },
+  {
+    "instance": {
+      "key": {
+        "publicId": "set_cookies",
+        "versionId": "1"
+      },
+      "param": [
+        {
+          "key": "allowedCookies",
+          "value": {
+            "type": 2,
+            "listItem": [
+              {
+                "type": 3,
+                "mapKey": [
+                  {
+                    "type": 1,
+                    "string": "name"
+                  },
+                  {
+                    "type": 1,
+                    "string": "domain"
+                  },
+                  {
+                    "type": 1,
+                    "string": "path"
+                  },
+                  {
+                    "type": 1,
+                    "string": "secure"
+                  },
+                  {
+                    "type": 1,
+                    "string": "session"
+                  }
+                ],
+                "mapValue": [
+                  {
+                    "type": 1,
+                    "string": "_fbp"
+                  },
+                  {
+                    "type": 1,
+                    "string": "*"
+                  },
+                  {
+                    "type": 1,
+                    "string": "*"
+                  },
+                  {
+                    "type": 1,
+                    "string": "any"
+                  },
+                  {
+                    "type": 1,
+                    "string": "any"
+                  }
+                ]
+              },
+              {
+                "type": 3,
+                "mapKey": [
+                  {
+                    "type": 1,
+                    "string": "name"
+                  },
+                  {
+                    "type": 1,
+                    "string": "domain"
+                  },
+                  {
+                    "type": 1,
+                    "string": "path"
+                  },
+                  {
+                    "type": 1,
+                    "string": "secure"
+                  },
+                  {
+                    "type": 1,
+                    "string": "session"
+                  }
+                ],
+                "mapValue": [
+                  {
+                    "type": 1,
+                    "string": "_fbc"
+                  },
+                  {
+                    "type": 1,
+                    "string": "*"
+                  },
+                  {
+                    "type": 1,
+                    "string": "*"
+                  },
+                  {
+                    "type": 1,
+                    "string": "any"
+                  },
+                  {
+                    "type": 1,
+                    "string": "any"
+                  }
+                ]
               }
             ]
           }
@@ -598,6 +827,134 @@ scenarios:
       assertThat(all).contains('older than 7 days', 'event_time', 'ORDER-1001');
       assertThat(all).doesNotContain('test-ingest-key', 'Jane.Doe', '650');
     });
+- name: setCookies sets _fbp and _fbc to the values capi sent to Meta, with Meta's attributes
+  code: |-
+    let headers;
+    mock('sendHttpRequest', (url, options) => {
+      headers = options.headers;
+      return answer(200, {forwarded: 1, set_cookies: [{index: 0, event_id: 'ORDER-1001', _fbp: FBP, _fbc: FBC}]});
+    });
+
+    runCode(mockData);
+
+    callLater(() => {
+      assertThat(headers['X-Capi-Set-Cookies']).isEqualTo('1');
+      assertApi('setCookie').wasCalledWith('_fbp', FBP, COOKIE_OPTIONS);
+      assertApi('setCookie').wasCalledWith('_fbc', FBC, COOKIE_OPTIONS);
+      assertApi('gtmOnSuccess').wasCalled();
+    });
+- name: setCookies never sets a cookie when capi skipped the event for consent
+  code: |-
+    mock('sendHttpRequest', () => answer(200, {forwarded: 0, set_cookies: [], skipped: [
+      {index: 0, event_id: 'ORDER-1001', reason: 'consent', consent_signal: 'x-ga-gcs'}]}));
+    mock('getCookieValues', () => []);
+
+    runCode(mockData);
+
+    callLater(() => {
+      assertApi('setCookie').wasNotCalled();
+      assertApi('gtmOnSuccess').wasCalled();
+    });
+- name: setCookies off, or an answer naming other cookies, never sets anything but _fbp and _fbc
+  code: |-
+    const names = [];
+    mock('setCookie', (name) => names.push(name));
+    mock('sendHttpRequest', () => answer(200, {forwarded: 1, set_cookies: [
+      {index: 0, _gtmeec: 'e30=', _fbp: FBP, session: 'x'}]}));
+
+    runCode(mockData);
+    mockData.setCookies = false;
+    runCode(mockData);
+
+    callLater(() => assertThat(names).isEqualTo(['_fbp']));
+- name: setCookies mints _fbp when the browser has none, and a new fbclid replaces the old _fbc
+  code: |-
+    const bodies = [];
+    mock('sendHttpRequest', (url, options, body) => {
+      bodies.push(JSON.parse(body));
+      return answer(200, {forwarded: 1});
+    });
+    mock('getCookieValues', (name) => name === '_fbc' ? [FBC] : []);
+    mock('getTimestampMillis', () => 1700000000123);
+    mock('generateRandom', (min, max) => {
+      assertThat(min).isEqualTo(1000000000);
+      assertThat(max).isEqualTo(2147483647);
+      return 1234567890;
+    });
+    mock('getAllEventData', () => {
+      const event = purchase();
+      event.page_location = 'https://shop.example.com/landing?utm_source=fb&fbclid=IwAR9NewClick';
+      return event;
+    });
+    runCode(mockData);
+
+    mock('getAllEventData', () => {
+      const event = purchase();
+      event.page_location = 'https://shop.example.co.uk/landing?fbclid=IwAR2xYz';
+      return event;
+    });
+    runCode(mockData);
+
+    callLater(() => {
+      assertThat(bodies[0]['x-fb-ck-fbp']).isEqualTo('fb.1.1700000000123.1234567890');
+      assertThat(bodies[0]['x-fb-ck-fbc']).isEqualTo('fb.1.1700000000123.IwAR9NewClick');
+      // the same click as the cookie's: the cookie is kept as it is
+      assertThat(bodies[1]['x-fb-ck-fbp']).isEqualTo('fb.2.1700000000123.1234567890');
+      assertThat(bodies[1]['x-fb-ck-fbc']).isEqualTo(FBC);
+      assertApi('setCookie').wasNotCalled();
+    });
+- name: setCookies survives a page_location that is not a URL (subdomain index 1)
+  code: |-
+    let sent;
+    mock('sendHttpRequest', (url, options, body) => {
+      sent = JSON.parse(body);
+      return answer(200, {forwarded: 1});
+    });
+    mock('getCookieValues', () => []);
+    mock('computeEffectiveTldPlusOne', () => undefined);
+    mock('getTimestampMillis', () => 1700000000123);
+    mock('generateRandom', () => 1234567890);
+    mock('getAllEventData', () => {
+      const event = purchase();
+      event.page_location = 'not a url';
+      return event;
+    });
+
+    runCode(mockData);
+
+    callLater(() => {
+      assertThat(sent['x-fb-ck-fbp']).isEqualTo('fb.1.1700000000123.1234567890');
+      assertThat(sent['x-fb-ck-fbc']).isUndefined();
+      assertApi('gtmOnSuccess').wasCalled();
+    });
+- name: setCookies keeps the browser's own _fbp and forwards it even without forwardCookies
+  code: |-
+    let sent;
+    mock('sendHttpRequest', (url, options, body) => {
+      sent = JSON.parse(body);
+      return answer(200, {forwarded: 1});
+    });
+    mockData.forwardCookies = false;
+
+    runCode(mockData);
+
+    callLater(() => {
+      assertThat(sent['x-fb-ck-fbp']).isEqualTo(FBP);
+      assertThat(sent['x-fb-ck-fbc']).isEqualTo(FBC);
+      assertThat(sent['x-fb-ck-fbi']).isUndefined();
+    });
+- name: Meta's Parameter Builder IP cookie _fbi is forwarded as x-fb-ck-fbi
+  code: |-
+    let sent;
+    mock('sendHttpRequest', (url, options, body) => {
+      sent = JSON.parse(body);
+      return answer(200, {forwarded: 1});
+    });
+    mock('getCookieValues', (name) => name === '_fbi' ? [FBI] : name === '_fbp' ? [FBP] : []);
+
+    runCode(mockData);
+
+    callLater(() => assertThat(sent['x-fb-ck-fbi']).isEqualTo(FBI));
 - name: An empty ingest key fails without sending
   code: |-
     mock('sendHttpRequest', () => answer(200, {forwarded: 1}));
@@ -614,6 +971,9 @@ setup: |-
 
   const FBP = 'fb.1.1700000000000.1234567890';
   const FBC = 'fb.1.1700000000000.IwAR2xYz';
+  // Meta's Parameter Builder: the address, then its appendix (client_js/shared/utils/ipUtil.js).
+  const FBI = '2001:db8:85a3::8a2e:370:7334.AQYCAQAA';
+  const COOKIE_OPTIONS = {domain: 'auto', path: '/', secure: true, samesite: 'Lax', 'max-age': 7776000, httpOnly: false};
 
   // The fields as the tag editor fills them (checkboxes true/false, numbers as text).
   const mockData = {
@@ -621,6 +981,7 @@ setup: |-
     ingestKey: 'test-ingest-key',
     testEventCode: 'TEST12345',
     forwardCookies: true,
+    setCookies: true,
     failOnRejected: true,
     timeoutMs: '15000'
   };
