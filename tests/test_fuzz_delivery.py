@@ -16,7 +16,7 @@ from capi.delivery.split import send_split
 from capi.destinations import HOST_PATTERN, event_host
 from capi.errors import MetaError
 from capi.payload import GraphResult
-from capi.quality import summarize
+from capi.quality import quality_warnings, summarize
 
 SETTINGS = settings(max_examples=200, deadline=None)
 
@@ -90,6 +90,8 @@ def test_any_dataset_quality_entry_is_summarized(entry: dict[str, Any]) -> None:
     assert summary["data_freshness"] is None or isinstance(summary["data_freshness"], str)
     for diagnostic in summary["diagnostics"]:
         assert diagnostic["name"] is None or isinstance(diagnostic["name"], str)
+    for warning in quality_warnings(entry, 50.0):
+        assert isinstance(warning["event_name"], str) and isinstance(warning["fix"], str)
 
 
 class PoisonedMeta:

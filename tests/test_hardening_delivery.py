@@ -241,14 +241,17 @@ def test_f20_refused_dead_letter_releases_the_idempotency_claim(firestore_db: An
 
     client = serve(make_app(graph, firestore=firestore_db, IDEMPOTENCY_COLLECTION="capi_sent"))
     graph.fake.down = "503"
-    assert client.post("/events", json={"events": [purchase("G1")]}).status_code == 202
+    assert client.post("/events", json={"events": [purchase("G1", transaction_id="ORD-1")]}).status_code == 202
     graph.fake.down = None
     graph.fake.poison = {"G1"}
     assert client.post("/replay").get_json()["rejected"] == 1
     graph.fake.poison = set()
-    # The corrected resend goes through instead of being skipped as a duplicate for 48 h.
-    resend = client.post("/events", json={"events": [purchase("G1")]}).get_json()
+    # The corrected resend goes through instead of being skipped as a duplicate for 48 h:
+    # by its event id, and by its order (the guard also keys a Purchase by its order id).
+    resend = client.post("/events", json={"events": [purchase("G1", transaction_id="ORD-1")]}).get_json()
     assert (resend["forwarded"], resend["skipped"]) == (1, [])
+    again = client.post("/events", json={"events": [purchase("G2", transaction_id="ORD-1")]}).get_json()
+    assert [s["reason"] for s in again["skipped"]] == ["duplicate_order"]  # the guard holds it again
     assert graph.fake.delivered == {("Purchase", "G1"): 1}
 
 

@@ -380,6 +380,8 @@ class GraphClient:
             bound = min(self._timeout, remaining)
             read_by = self._clock() + bound
             retry_after: float | None = None
+            response: urllib3.BaseHTTPResponse | None = None
+            raw: bytes | None = None
             with bounded_call(time.monotonic() + bound) as call:
                 try:
                     response = self.session.request(
@@ -396,12 +398,14 @@ class GraphClient:
                     error = MetaError(f"could not reach Meta ({type(exc).__name__})", kind="transient")
                 else:
                     raw = _read_bounded(response, read_by, self._clock)
-                    if raw is None:
-                        response.close()  # the rest is not read: this connection cannot be reused
-                    response.release_conn()
-                    warn_version(response.headers.get(VERSION_WARNING_HEADER), self.api_version, self.destination)
-                    error = self._answer(response, raw, state.attempts + 1, len(body.get("data") or ()))
-                    retry_after = _retry_after(response)
+            # The connection goes back to the pool only once the watchdog let go of it.
+            if response is not None:
+                if raw is None or call.cut:
+                    response.close()  # not read to its end, or cut: this connection cannot be reused
+                response.release_conn()
+                warn_version(response.headers.get(VERSION_WARNING_HEADER), self.api_version, self.destination)
+                error = self._answer(response, raw, state.attempts + 1, len(body.get("data") or ()))
+                retry_after = _retry_after(response)
             if call.cut and not isinstance(error, GraphResult):
                 # Cut by the watchdog: Meta's answer took longer than the call's total bound.
                 error = MetaError(
