@@ -212,7 +212,11 @@ def test_f14_unrouted_dead_letters_do_not_starve_routable_ones(firestore_db: Any
 
 
 @pytest.mark.emulator
-def test_f7_good_dead_letters_survive_bad_neighbours_across_runs(firestore_db: Any, graph: GraphServer) -> None:
+def test_f7_good_dead_letters_survive_bad_neighbours_across_runs(
+    firestore_db: Any, graph: GraphServer, capsys: Any
+) -> None:
+    from capi.delivery.replay import MAX_REPLAY_CALLS
+    from capi.delivery.split import MAX_SPLIT_CALLS
     from tests.conftest import make_app, purchase
 
     client = serve(make_app(graph, firestore=firestore_db, REPLAY_MAX_ATTEMPTS="3"))
@@ -230,6 +234,8 @@ def test_f7_good_dead_letters_survive_bad_neighbours_across_runs(firestore_db: A
     assert {event_id for (_, event_id) in graph.fake.delivered} == set(ids) - bad
     assert graph.fake.duplicates == 0 and _letters(firestore_db) == []
     assert len(runs) <= 4, len(runs)  # progress is kept: each run splits on from where the last stopped
+    calls = [line["calls"] for line in log_lines(capsys.readouterr().out, "replay finished")]
+    assert len(calls) == len(runs) and max(calls) <= MAX_REPLAY_CALLS + MAX_SPLIT_CALLS  # bounded per run
 
 
 # -- F20: a dead letter dropped as refused releases its idempotency claim ---------------------
@@ -511,3 +517,25 @@ def test_f6_terraform_default_keeps_deployments_dead_letters_apart() -> None:
         v["deadletter_collection"] for v in load(TF / "variables.tf")["variable"] if "deadletter_collection" in v
     ]
     assert variable["default"] is None
+
+
+@pytest.mark.emulator
+def test_f7_a_run_past_its_bound_releases_what_it_did_not_reach(firestore_db: Any, graph: GraphServer) -> None:
+    from capi.delivery.replay import Replayer
+    from tests.conftest import make_app, purchase
+
+    app = make_app(graph, firestore=firestore_db)
+    client = serve(app)
+    graph.fake.down = "503"
+    ids = [f"B{n:03}" for n in range(200)]
+    assert client.post("/events", json={"events": [purchase(i) for i in ids]}).get_json()["stored"] == 200
+    graph.fake.down = None
+    graph.fake.poison = set(ids[::8])  # 25 bad events: the first run leaves several split groups
+    client.post("/replay")
+    groups = {d["split_group"] for d in _letters(firestore_db) if d.get("split_group")}
+    assert len(groups) >= 2 and all(d["attempts"] == 1 for d in _letters(firestore_db))
+    # A run allowed one Graph call sends the first group only; the others wait, unclaimed.
+    counts = Replayer(lambda: firestore_db, "capi_deadletter", app.senders, max_calls=1).run()
+    left = _letters(firestore_db)
+    assert counts["deferred"] > 0 and counts["deferred"] <= len(left)
+    assert all(d["lease_until"] == 0 for d in left)  # the next run takes them at once
