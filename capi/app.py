@@ -90,12 +90,19 @@ class Application:
         self.service = EventService(config, profiles=profiles, browsers=browsers, targets=targets)
         # A dry run sends nothing, dead letters included.
         live = {} if config.dry_run else {name: sender for name, sender in self.senders.items() if sender is not None}
+        guards = {t.destination.name: t.idempotency for t in targets}
         self.replayer = (
-            Replayer(firestore, config.deadletter_collection, live, max_attempts=config.replay_max_attempts)
+            Replayer(
+                firestore,
+                config.deadletter_collection,
+                live,
+                guards=guards,
+                max_attempts=config.replay_max_attempts,
+            )
             if live
             else None
         )
-        self.authenticator = Authenticator(self._keys(), config.allow_unauthenticated)
+        self.authenticator = Authenticator(self._keys(), config.allow_unauthenticated, self._bound_keys())
         self.webhooks = SignedWebhooks(
             {
                 SHOPIFY: self._key_source(config.shopify_signing_keys, config.shopify_signing_key_secret),
@@ -130,6 +137,9 @@ class Application:
             pool_size=max(16, config.threads),
             destination=destination.name,
             from_destinations=not destination.implicit,
+            # The fix of a refused token names the setting it came from (the secret wins).
+            literal_token=not destination.access_token_secret,
+            literal_app_secret=not destination.app_secret_secret,
             **retry,
         )
 
@@ -152,7 +162,11 @@ class Application:
             else None
         )
         deadletter = FirestoreDeadLetter(
-            firestore, config.deadletter_collection, destination.pixel_id, destination=destination.name
+            firestore,
+            config.deadletter_collection,
+            destination.pixel_id,
+            destination=destination.name,
+            deployment=os.environ.get("K_SERVICE"),  # the Cloud Run service: which deployment wrote it
         )
         return Target(destination, sender, deadletter, idempotency)
 
@@ -196,6 +210,20 @@ class Application:
 
         return keys
 
+    def _bound_keys(self) -> Callable[[], list[tuple[str, frozenset[str]]]] | None:
+        """INGEST_KEYS: each key (a secret may hold several, for rotation) with its destinations."""
+        sources = [
+            (StaticSecret(bound.key) if bound.key else self._secret(None, bound.secret), bound.destinations)
+            for bound in self.config.ingest_keys
+        ]
+        if not sources:
+            return None
+
+        def keys() -> list[tuple[str, frozenset[str]]]:
+            return [(key, names) for source, names in sources if source for key in split_keys(source.get())]
+
+        return keys
+
     def _events(self, request: flask.Request) -> flask.Response:
         set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)
         endpoint = route(request)
@@ -203,13 +231,13 @@ class Application:
             return health()
         if endpoint == "webhook":
             return self._webhook(request)
-        self.authenticator.check(request.headers)
+        allowed = self.authenticator.check(request.headers)  # None: every destination
         payload = read_json(request)
         if endpoint == "validate":
-            return json_response(200, self.service.validate(payload).body)
+            return json_response(200, self.service.validate(payload, allowed).body)
         # The sGTM tag asks for the cookies to set (sgtm/template.tpl, setCookies).
         set_cookies = request.headers.get("X-Capi-Set-Cookies") == "1"
-        return self._answer(self.service.forward(payload, set_cookies=set_cookies))
+        return self._answer(self.service.forward(payload, allowed, set_cookies=set_cookies))
 
     def _webhook(self, request: flask.Request) -> flask.Response:
         """A shop's signed webhook (capi.webhooks): verified on the raw body, then forwarded

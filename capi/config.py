@@ -21,7 +21,7 @@ from typing import Any
 import pycountry
 
 from capi import destinations as dest
-from capi.auth import split_keys
+from capi.auth import parse_bound_keys, split_keys
 from capi.errors import ConfigError
 
 # GA4 / server-side GTM event names -> Meta standard events (docs/meta-capi.md §10).
@@ -89,6 +89,13 @@ def number(*, minimum: float = 0, maximum: float = math.inf, whole: bool = False
 def threads(text: str) -> int:
     """0 when unset: functions-framework then picks its own default (4 per CPU)."""
     return int(number(minimum=1, whole=True)(text)) if text else 0
+
+
+def _bound_keys(text: str) -> tuple[Any, ...]:
+    try:
+        return parse_bound_keys(text)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
 
 
 def pixel_id(text: str) -> str | None:
@@ -335,6 +342,15 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         split_keys,
         "caller key(s) as a literal, comma-separated (local runs)",
+        secret=True,
+    ),
+    Setting(
+        "INGEST_KEYS",
+        "ingest_keys",
+        "",
+        _bound_keys,
+        'ingest keys bound to destinations: a JSON array of `{"secret": name, "destinations": [names]}`'
+        " (`key` instead of `secret` for local runs); a request with such a key sends only to those",
         secret=True,
     ),
     Setting(
@@ -592,9 +608,19 @@ def _check_together(config: Config) -> None:
         ),
         # Several ingest-key secrets may be listed, comma-separated, for rotation.
         *(("INGEST_API_KEY_SECRET", part) for part in split_keys(config.ingest_api_key_secret or "")),
+        *(("INGEST_KEYS", bound.secret) for bound in config.ingest_keys),
         ("SHOPIFY_SIGNING_KEY_SECRET", config.shopify_signing_key_secret),
         ("WOOCOMMERCE_SIGNING_KEY_SECRET", config.woocommerce_signing_key_secret),
     ]
+    names = {d.name for d in config.destinations}
+    for bound in config.ingest_keys:
+        unknown = sorted(bound.destinations - names)
+        if unknown:
+            raise ConfigError(
+                f"INGEST_KEYS names destination(s) {', '.join(map(repr, unknown[:5]))} that are not configured;"
+                f" known: {', '.join(sorted(names))}",
+                field="INGEST_KEYS",
+            )
     for name, value in secrets:
         if value and "/" not in value and not config.project:
             raise ConfigError(

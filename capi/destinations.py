@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote
 
 MAX_DESTINATIONS = 20  # one Graph call (and one thread) per destination per request
 MAX_HOSTS = 100  # per destination
@@ -81,15 +81,41 @@ def host_matches(pattern: str, host: str) -> bool:
     return host == pattern
 
 
+# What a browser drops before parsing a URL (WHATWG URL Standard, "basic URL parser"): C0
+# controls and spaces at either end, and tabs and newlines anywhere.
+_URL_EDGES = "".join(chr(c) for c in range(0x21))
+_TAB_NEWLINE = str.maketrans("", "", "\t\n\r")
+_AUTHORITY_END = re.compile(r"[/?#]")
+
+
 def event_host(url: Any) -> str | None:
-    """The lowercase host of an event's `event_source_url` (no port), or None."""
+    """The lowercase host of an event's `event_source_url` (no port), read as a browser reads
+    it, or None (not an http(s) URL, or no valid host).
+
+    Python's `urlsplit` is not a browser: for `https://evil.example\\@shop-b.example.com/` it
+    says shop-b.example.com, where a browser (the WHATWG URL Standard: a backslash ends the
+    host of an http(s) URL, as a slash does) goes to evil.example. Routing follows the browser.
+    """
     if not isinstance(url, str):
         return None
-    try:
-        host = urlsplit(url).hostname
-    except ValueError:
+    text = url.strip(_URL_EDGES).translate(_TAB_NEWLINE)
+    scheme, colon, rest = text.partition(":")
+    if not colon or scheme.lower() not in ("http", "https"):
         return None
-    return host.rstrip(".") if host else None
+    rest = rest.replace("\\", "/").lstrip("/")  # a special scheme takes any run of slashes
+    authority = _AUTHORITY_END.split(rest, maxsplit=1)[0]
+    host = authority.rpartition("@")[2]  # the last "@" ends the credentials
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1].lower() if end > 0 else None
+    host = unquote(host.rpartition(":")[0] if ":" in host else host).lower()
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    host = host.rstrip(".")
+    return host if host and HOST_PATTERN.fullmatch(host) else None
 
 
 # -- parsing META_DESTINATIONS ------------------------------------------------------------

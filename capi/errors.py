@@ -150,3 +150,12 @@ class MetaError(CapiError):
 
 class MetaAuthError(MetaError):
     """Meta rejected the access token (OAuthException 190)."""
+
+
+class TokenUnreadable(MetaError):
+    """A destination's token (or app secret) could not be read from Secret Manager: nothing was
+    sent, and the events are kept for replay as for a token Meta refused (`config`)."""
+
+    def __init__(self, cause: SecretUnavailable) -> None:
+        super().__init__(f"the token could not be read ({cause.message})", kind="config", fix=cause.details.get("fix"))
+        self.code = cause.code  # secret_unavailable: the answer names what failed

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ import requests
 from urllib3.exceptions import HTTPError as TransportError
 
 from capi.delivery.graph import CONNECT_TIMEOUT, classify
+from capi.delivery.watchdog import bounded_call, guarded_pool
 from capi.errors import MetaAuthError, MetaError, SecretUnavailable
 from capi.log import log
 from capi.payload import PARTNER_AGENT
@@ -42,6 +44,8 @@ FIELDS = (
 AGENT_NAME = PARTNER_AGENT
 MAX_ANSWER_BYTES = 1024 * 1024  # a few dozen event names answer in a few kB
 TIMEOUT_SECONDS = 20.0  # read timeout of the one GET per destination
+FETCH_SECONDS = 30.0  # the whole GET of one destination, however its answer trickles in
+RUN_SECONDS = 90.0  # the whole run, every destination (capi_quality's timeout is 120 s)
 
 # What to do when Meta refuses the read: the Dataset Quality API needs more than sending does.
 _FIX_TOKEN = "the token is invalid or expired: add a new version to the token secret (README: Rotate the token)"
@@ -68,45 +72,62 @@ class QualityUnavailable(MetaError):
         self.reason = reason
 
 
-def _percentage(node: Any) -> float | None:
-    value = node.get("percentage") if isinstance(node, dict) else None
+def _number(value: Any) -> float | None:
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _percentage(node: Any) -> float | None:
+    return _number(node.get("percentage")) if isinstance(node, dict) else None
+
+
+def _list(value: Any) -> list[Any]:
+    """A list from Meta's answer, or none: every field is type-checked before use."""
+    return value if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def summarize(entry: dict[str, Any], threshold: float) -> dict[str, Any]:
     """One event name's quality, flat enough to log and to read at a glance."""
     emq = entry.get("event_match_quality") if isinstance(entry.get("event_match_quality"), dict) else {}
-    score = emq.get("composite_score")
-    score = score if isinstance(score, int | float) and not isinstance(score, bool) else None
+    score = _number(emq.get("composite_score"))
     match_keys = {
-        str(item["identifier"]): _percentage(item.get("coverage"))
-        for item in emq.get("match_key_feedback") or []
-        if isinstance(item, dict) and item.get("identifier")
+        item["identifier"]: _percentage(item.get("coverage"))
+        for item in _list(emq.get("match_key_feedback"))
+        if isinstance(item, dict) and _text(item.get("identifier"))
     }
     dedupe = {
-        str(item["dedupe_key"]): {
+        item["dedupe_key"]: {
             "server": _percentage(item.get("server_events_with_dedupe_key")),
             "browser": _percentage(item.get("browser_events_with_dedupe_key")),
             "deduplicated": _percentage(item.get("overall_browser_coverage_from_dedupe_key")),
         }
-        for item in entry.get("dedupe_key_feedback") or []
-        if isinstance(item, dict) and item.get("dedupe_key")
+        for item in _list(entry.get("dedupe_key_feedback"))
+        if isinstance(item, dict) and _text(item.get("dedupe_key"))
     }
     diagnostics = [
-        {key: item.get(key) for key in ("name", "solution", "percentage", "affected_event_count", "total_event_count")}
-        for item in emq.get("diagnostics") or []
+        {
+            "name": _text(item.get("name")),
+            "solution": _text(item.get("solution")),
+            "percentage": _number(item.get("percentage")),
+            "affected_event_count": _number(item.get("affected_event_count")),
+            "total_event_count": _number(item.get("total_event_count")),
+        }
+        for item in _list(emq.get("diagnostics"))
         if isinstance(item, dict)
     ]
     freshness = entry.get("data_freshness")
     return {
-        "event_name": str(entry.get("event_name") or ""),
+        "event_name": _text(entry.get("event_name")) or "",
         "score": score,
         "below_threshold": score is not None and score < threshold,
         "match_keys": match_keys,
         "dedupe": dedupe,
         "event_coverage": _percentage(entry.get("event_coverage")),
         "acr": _percentage(entry.get("acr")),
-        "data_freshness": freshness.get("upload_frequency") if isinstance(freshness, dict) else None,
+        "data_freshness": _text(freshness.get("upload_frequency")) if isinstance(freshness, dict) else None,
         "diagnostics": diagnostics,
     }
 
@@ -140,18 +161,14 @@ _FIX_IP = (
 _IP_DIAGNOSTIC = re.compile(r"\bIP(v4|v6)?\b|\bIP address", re.IGNORECASE)
 
 
-def _number(value: Any) -> float | None:
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def quality_warnings(entry: dict[str, Any], dedup_below: float) -> list[dict[str, Any]]:
     """What to warn about for one event name of Meta's answer, each with its fix: browser and
     server events not deduplicated (Meta's `overall_browser_coverage_from_dedupe_key` under
     DEDUP_ALERT_BELOW percent), event coverage under Meta's own goal, and Meta's IP diagnostics."""
-    name = str(entry.get("event_name") or "")
+    name = _text(entry.get("event_name")) or ""
     found: list[dict[str, Any]] = []
-    for item in entry.get("dedupe_key_feedback") or []:
-        if not isinstance(item, dict) or not item.get("dedupe_key"):
+    for item in _list(entry.get("dedupe_key_feedback")):
+        if not isinstance(item, dict) or not _text(item.get("dedupe_key")):
             continue
         deduplicated = _percentage(item.get("overall_browser_coverage_from_dedupe_key"))
         if deduplicated is None or deduplicated >= dedup_below:
@@ -191,7 +208,7 @@ def quality_warnings(entry: dict[str, Any], dedup_below: float) -> list[dict[str
             }
         )
     emq = entry.get("event_match_quality") if isinstance(entry.get("event_match_quality"), dict) else {}
-    for item in emq.get("diagnostics") or []:
+    for item in _list(emq.get("diagnostics")):
         if isinstance(item, dict) and isinstance(item.get("name"), str) and _IP_DIAGNOSTIC.search(item["name"]):
             found.append(
                 {
@@ -201,7 +218,7 @@ def quality_warnings(entry: dict[str, Any], dedup_below: float) -> list[dict[str
                     "diagnostic": item["name"][:200],
                     "percentage": _number(item.get("percentage")),
                     "affected_event_count": _number(item.get("affected_event_count")),
-                    "solution": str(item.get("solution") or "")[:500],
+                    "solution": (_text(item.get("solution")) or "")[:500],
                     "fix": _FIX_IP,
                 }
             )
@@ -222,22 +239,37 @@ class DatasetQualityClient:
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/{api_version}/dataset_quality"
         self._session = session or requests.Session()
+        for adapter in self._session.adapters.values():  # the total bound of a GET (FETCH_SECONDS)
+            if isinstance(adapter, requests.adapters.HTTPAdapter):
+                guarded_pool(adapter.poolmanager)
         self._timeout = timeout
         self._max_bytes = max_bytes
 
-    def fetch(self, destination: Destination) -> list[dict[str, Any]]:
-        """Meta's `web` list for the destination's pixel.
+    def fetch(self, destination: Destination, deadline: float | None = None) -> list[dict[str, Any]]:
+        """Meta's `web` list for the destination's pixel, read by `deadline` (monotonic; at most
+        FETCH_SECONDS from now): past it, the GET is cut whatever its answer is doing.
 
         Raises:
             MetaError: Meta refused (`meta_code` says why), could not be reached, or answered
                 something unreadable or empty (`QualityUnavailable`).
             SecretUnavailable: the token could not be read.
         """
+        end = min(deadline or float("inf"), time.monotonic() + FETCH_SECONDS)
         try:
-            return self._fetch(destination, refresh=False)
+            return self._bounded(destination, end, refresh=False)
         except MetaAuthError:
             # The token may have been rotated since it was cached: read it again, once (as delivery does).
-            return self._fetch(destination, refresh=True)
+            return self._bounded(destination, end, refresh=True)
+
+    def _bounded(self, destination: Destination, end: float, *, refresh: bool) -> list[dict[str, Any]]:
+        with bounded_call(end) as call:
+            try:
+                return self._fetch(destination, refresh=refresh)
+            except MetaError as exc:
+                error = exc
+        if not call.cut:  # known once the call is over: the watchdog's verdict
+            raise error
+        raise MetaError(f"Meta's answer took over {FETCH_SECONDS:.0f} s in total; cut", transient=True)
 
     def _fetch(self, destination: Destination, *, refresh: bool) -> list[dict[str, Any]]:
         params = {"dataset_id": destination.pixel_id, "agent_name": AGENT_NAME, "fields": FIELDS}
@@ -301,6 +333,10 @@ def _fix(error: MetaError) -> str | None:
     return _FIX_PERMISSION if _permission(error) else error.fix
 
 
+def _failed(destination: Destination, code: str, message: str) -> dict[str, Any]:
+    return {"name": destination.name, "pixel_id": destination.pixel_id, "error": code, "message": message}
+
+
 class QualityReport:
     """Reads every destination, answers one summary, logs per event name and per failure."""
 
@@ -317,15 +353,31 @@ class QualityReport:
         self._dedup_below = dedup_below
 
     def run(self) -> tuple[int, dict[str, Any]]:
-        """(status, body): 200 when every destination answered, 502 when any did not."""
-        results = [self._one(destination) for destination in self._destinations]
+        """(status, body): 200 when every destination answered, 502 when any did not. Each
+        destination's failure is its own (a bug included); the run ends by RUN_SECONDS."""
+        end = time.monotonic() + RUN_SECONDS
+        results = []
+        for destination in self._destinations:
+            if time.monotonic() >= end:
+                results.append(
+                    _failed(destination, "meta_unavailable", f"not read: the run's {RUN_SECONDS:.0f} s ran out")
+                )
+                continue
+            try:
+                results.append(self._one(destination, end))
+            except Exception as exc:  # noqa: BLE001 - one destination's surprise never fails the others
+                log(logging.ERROR, "dataset quality unavailable", destination=destination.name, error="internal",
+                    detail=type(exc).__name__)  # fmt: skip
+                results.append(
+                    _failed(destination, "internal", f"capi could not read Meta's answer ({type(exc).__name__})")
+                )
         status = 502 if any("error" in result for result in results) else 200
         return status, {"threshold": self._threshold, "agent_name": AGENT_NAME, "destinations": results}
 
-    def _one(self, destination: Destination) -> dict[str, Any]:
+    def _one(self, destination: Destination, end: float) -> dict[str, Any]:
         where = {"destination": destination.name, "pixel_id": destination.pixel_id}
         try:
-            web = self._client.fetch(destination)
+            web = self._client.fetch(destination, end)
         except SecretUnavailable as exc:
             log(logging.ERROR, "dataset quality unavailable", **where, error="secret_unavailable", detail=exc.message)
             return {"name": destination.name, "pixel_id": destination.pixel_id, **exc.to_body()}

@@ -54,11 +54,30 @@ def _new_client() -> Any:
 _shared_client: Lazy[Any] = Lazy(_new_client)
 
 
+FAILURE_SECONDS = 5.0  # a failed read is answered from memory this long: no read storm
+MAX_STALE_SECONDS = 300.0  # past its TTL, a value is served at most this long while refreshing
+
+
+class _Flight:
+    """One read in progress; every caller that needs its result waits on it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: str | None = None
+        self.error: SecretUnavailable | None = None
+
+
 class SecretManagerSecret:
     """A Secret Manager secret version, cached per instance for `ttl` seconds.
 
-    Thread-safe: concurrent first calls on a cold instance make one read, not one per
-    thread. A failed read is not cached, so the next request tries again.
+    Thread-safe, and no caller waits on another's lock: one read in flight serves every
+    caller that needs it (a cold instance's first calls make one read, not one per thread).
+    Once the TTL has passed, the cached value is still served (for at most
+    MAX_STALE_SECONDS more) while one background read refreshes it: a token Meta refuses is
+    re-read anyway (`refresh=True`, which never takes a stale value), and a revoked ingest key
+    lives at most that much longer. A failed read is remembered for FAILURE_SECONDS, so a
+    failing Secret Manager is not asked again by every request. Every wait is bounded: the
+    read's own timeout, and a caller waits at most that plus a second for a read in flight.
     """
 
     def __init__(
@@ -75,9 +94,12 @@ class SecretManagerSecret:
         self._client = client or _shared_client
         self._clock = clock
         self._timeout = timeout
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held for bookkeeping only, never during a read
         self._value: str | None = None
         self._expires = 0.0
+        self._failure: SecretUnavailable | None = None
+        self._failed_until = 0.0
+        self._flight: _Flight | None = None
 
     def __repr__(self) -> str:
         return f"SecretManagerSecret(name={self.name!r})"
@@ -87,14 +109,46 @@ class SecretManagerSecret:
         if not refresh and value is not None and self._clock() < self._expires:
             return value
         with self._lock:
-            # Another thread may have read it while we waited for the lock.
-            if not refresh and self._value is not None and self._clock() < self._expires:
-                return self._value
-            if refresh:
-                self._value = None
-            self._value = self._read()
-            self._expires = self._clock() + self._ttl
-            return self._value
+            now = self._clock()
+            value = self._value
+            if not refresh and value is not None and now < self._expires:
+                return value
+            if self._failure is not None and now < self._failed_until:
+                raise self._failure
+            flight, lead = self._flight, self._flight is None
+            if lead:
+                flight = self._flight = _Flight()
+            stale = not refresh and value is not None and now < self._expires + MAX_STALE_SECONDS
+        assert flight is not None
+        if stale:
+            if lead:  # refreshed in the background: no caller waits for it
+                threading.Thread(target=self._fly, args=(flight,), name="capi-secret-refresh", daemon=True).start()
+            return value  # type: ignore[return-value]
+        if lead:
+            self._fly(flight)
+        elif not flight.done.wait(self._timeout + 1.0):
+            raise SecretUnavailable(f"Secret Manager secret {self.name}: read still in flight", secret=self.name)
+        if flight.error is not None:
+            raise flight.error
+        assert flight.value is not None
+        return flight.value
+
+    def _fly(self, flight: _Flight) -> None:
+        try:
+            flight.value = self._read()
+        except SecretUnavailable as exc:
+            flight.error = exc
+        except Exception as exc:  # noqa: BLE001 - whatever failed, every waiter gets an answer
+            flight.error = self._unavailable(f"read failed ({type(exc).__name__})", "check Secret Manager availability")
+        finally:
+            with self._lock:
+                now = self._clock()
+                if flight.value is not None:
+                    self._value, self._expires, self._failure = flight.value, now + self._ttl, None
+                else:
+                    self._failure, self._failed_until = flight.error, now + FAILURE_SECONDS
+                self._flight = None
+            flight.done.set()
 
     def _read(self) -> str:
         from google.api_core import exceptions as gexc
@@ -128,4 +182,4 @@ class SecretManagerSecret:
 
     def _unavailable(self, what: str, fix: str) -> SecretUnavailable:
         log(logging.ERROR, "secret unavailable", secret=self.name, problem=what, fix=fix)
-        return SecretUnavailable(f"Secret Manager secret {self.name}: {what}", secret=self.name)
+        return SecretUnavailable(f"Secret Manager secret {self.name}: {what}", secret=self.name, fix=fix)

@@ -20,8 +20,9 @@ from capi import browsers, shutdown
 from capi.browsers import ad_user_data_granted
 from capi.config import Config
 from capi.delivery import Sender, Sent, log_config_refusal, send_split
+from capi.delivery.deadletter import MAX_EVENT_BYTES
 from capi.destinations import Destination, Inherit, route
-from capi.errors import CapiError, MetaError, StoreUnavailable, UnavailableError
+from capi.errors import CapiError, MetaError, StoreUnavailable, TokenUnreadable
 from capi.events import Draft, Finished, Rejection, Skip, finish, prepare
 from capi.inputs import Envelope, Skipped
 from capi.inputs import read as read_envelope
@@ -48,8 +49,9 @@ class BrowserStore(Protocol):
 
 
 class DeadLetterStore(Protocol):
-    def store(self, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None) -> int:
-        """Keep events for replay; returns how many were stored. Raises StoreUnavailable."""
+    def store(self, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None) -> list[int]:
+        """Keep events for replay; returns the positions of those too large to keep (each
+        reported alone, the others stored). Raises StoreUnavailable."""
         ...
 
 
@@ -133,6 +135,7 @@ class Delivery:
     message: str | None = None
     meta_messages: list[str] = field(default_factory=list)  # Meta's own `messages`
     held: int = 0  # events the idempotency guard held back (duplicate or in flight)
+    too_large: int = 0  # kept events too large for a dead letter (unsent, the others stored)
     dry_run: bool = False
 
     def count(self, state: str) -> int:
@@ -470,7 +473,7 @@ class EventService:
 
     # -- building ---------------------------------------------------------------------
 
-    def _build(self, envelope: Envelope) -> _Batch:
+    def _build(self, envelope: Envelope, allowed: frozenset[str] | None = None) -> _Batch:
         batch = _Batch(received=len(envelope.events), dialects=envelope.dialects)
         batch.messages.extend(envelope.messages)
         now = self.clock()
@@ -488,7 +491,7 @@ class EventService:
             if isinstance(result, Draft):
                 result.dialect = dialect
                 batch.count_consent(result.consent_signal, "granted")
-                result = self._route(batch, raw, result)
+                result = self._route(batch, raw, result, allowed)
             elif (
                 isinstance(result, Rejection)
                 and self._several
@@ -512,20 +515,25 @@ class EventService:
         deadline = time.monotonic() + self.config.firestore_timeout_seconds
         profiles = self._profiles(drafts, batch) if enrich and drafts else {}
         remembered = self._remembered(sorted(set(browser_of.values())), deadline, batch) if browser_of else None
-        sent: set[tuple[str, str]] = set()  # (event_name, event_id): each goes once per request
+        # (event_name, event_id), or an order's key -> the destinations it goes to already: each
+        # goes once per request and destination (two shops' orders may share a transaction_id).
+        sent: dict[Key, set[str]] = {}
         for draft in drafts:
             self._finish(batch, draft, profiles.get(draft.user_id) if draft.user_id else None, sent)
         if remembered is not None:
             self._use_browsers(batch, browser_of, remembered)
         return batch
 
-    def _route(self, batch: _Batch, raw: dict[str, Any], draft: Draft) -> Draft | Skip | Rejection:
+    def _route(
+        self, batch: _Batch, raw: dict[str, Any], draft: Draft, allowed: frozenset[str] | None = None
+    ) -> Draft | Skip | Rejection:
         """Record the destinations of a valid event; or skip it (no destination takes it),
-        or reject it (its own `destinations` names one that does not exist)."""
+        or reject it (its own `destinations` names one that does not exist, or it would go
+        only where the request's ingest key may not send: INGEST_KEYS)."""
         # An event's `destinations` is read only when several pixels are configured; with one,
         # prepare() names it ignored (a GA4 parameter of that name is not a routing request).
         chosen = raw.get("destinations") if self._several else None
-        if self._only is not None and chosen is None:
+        if self._only is not None and chosen is None and allowed is None:
             batch.targets[draft.index] = self._only  # prepare() applied its FORWARD_EVENTS already
             return draft
         meta_name = draft.event["event_name"]
@@ -535,7 +543,12 @@ class EventService:
             return Rejection(draft.index, draft.given_id, "destinations", found.problem, event_name=meta_name)
         if found.skip:
             return Skip(draft.index, draft.given_id, found.skip, event_name=meta_name)
-        batch.targets[draft.index] = found.names
+        names = found.names if allowed is None else tuple(n for n in found.names if n in allowed)
+        # An event that names a destination itself names only those its key may send to.
+        if not names or (names != found.names and chosen is not None):
+            problem = f"the ingest key may send only to {', '.join(sorted(allowed or ()))} (INGEST_KEYS)"
+            return Rejection(draft.index, draft.given_id, "destinations", problem, event_name=meta_name)
+        batch.targets[draft.index] = names
         return draft
 
     def _route_problem(self, raw: dict[str, Any], rejection: Rejection) -> Rejection:
@@ -547,7 +560,7 @@ class EventService:
         return replace(rejection, problems=(*problems, ("destinations", found.problem)))
 
     def _finish(
-        self, batch: _Batch, draft: Draft, profile: Mapping[str, Any] | None, sent: set[tuple[str, str]]
+        self, batch: _Batch, draft: Draft, profile: Mapping[str, Any] | None, sent: dict[Key, set[str]]
     ) -> None:
         done = finish(draft, profile, self.config.default_country)
         if draft.notes:
@@ -556,17 +569,23 @@ class EventService:
             batch.rejected.append(done)
             return
         # Checked once finished: a first copy that was rejected must not make a valid repeat a duplicate.
+        # A repeat is judged per destination: it is a duplicate only where the pair goes already.
         key = (done.event["event_name"], done.event["event_id"])
-        if key in sent:
+        names = batch.targets[draft.index]  # set by _route for every draft
+        fresh = tuple(name for name in names if name not in sent.get(key, ()))
+        if not fresh:
             batch.skipped.append(Skip(draft.index, key[1], "duplicate", event_name=key[0]))
             return
         order = order_key(done.event)
         if order is not None:
-            if order in sent:  # the same order under another event_id: one Purchase per order
+            # The same order under another event_id: one Purchase per order and destination.
+            fresh = tuple(name for name in fresh if name not in sent.get(order, ()))
+            if not fresh:
                 batch.skipped.append(Skip(draft.index, key[1], "duplicate_order", event_name=key[0]))
                 return
-            sent.add(order)
-        sent.add(key)
+            sent.setdefault(order, set()).update(fresh)
+        batch.targets[draft.index] = fresh
+        sent.setdefault(key, set()).update(fresh)
         batch.finished.append(done)
 
     def _profiles(self, drafts: list[Draft], batch: _Batch) -> Mapping[str, dict[str, Any]]:
@@ -651,7 +670,7 @@ class EventService:
 
     # -- entry points -----------------------------------------------------------------
 
-    def validate(self, payload: Any) -> Outcome:
+    def validate(self, payload: Any, allowed: frozenset[str] | None = None) -> Outcome:
         """Run the whole pipeline and return the exact body that would be sent; send nothing.
 
         Values a Firestore profile filled are replaced by a placeholder: no endpoint returns
@@ -659,7 +678,7 @@ class EventService:
         who can enumerate, e.g., phone numbers).
         """
         events, code = parse_envelope(payload)
-        batch = self._build(events)
+        batch = self._build(events, allowed)
         shown = []
         hidden = False
         hidden_browser = False
@@ -705,13 +724,14 @@ class EventService:
         ]
         return Outcome(batch, extra={"payload": body, "match_keys": match_keys, "dialect": batch.dialect})
 
-    def forward(self, payload: Any, *, set_cookies: bool = False) -> Outcome:
-        """Build, deliver, remember. `set_cookies` (the sGTM tag's X-Capi-Set-Cookies) adds
+    def forward(self, payload: Any, allowed: frozenset[str] | None = None, *, set_cookies: bool = False) -> Outcome:
+        """Build, deliver, remember. `allowed`: the destinations the request's ingest key may
+        send to (None: every one). `set_cookies` (the sGTM tag's X-Capi-Set-Cookies) adds
         `set_cookies` to the answer: for each event delivered or stored, the fbp / fbc Meta
         gets, which the tag sets as the browser's _fbp / _fbc. An event capi did not take
         (consent denied, rejected, duplicate) has none, so the tag sets nothing for it."""
         events, code = parse_envelope(payload)
-        batch = self._build(events)
+        batch = self._build(events, allowed)
         if len(self.targets) == 1:  # every event kept is routed to it
             jobs = [(self.targets[0], batch.finished)]
         else:
@@ -793,19 +813,8 @@ class EventService:
             for f in events:
                 delivery.states[f.index] = "forwarded"
             return delivery
-        try:
+        try:  # an unreadable token comes back as kept events (TokenUnreadable), stored below
             sent = send_split(target.sender, [f.event for f in events], code, stopping=self.stopping)
-        except UnavailableError as exc:
-            self._release(target.idempotency, claims)
-            if not self._named:
-                raise  # one destination: the request itself failed (capi.http answers it)
-            # Its token could not be read: nothing was sent to it; the caller retries.
-            for f in events:
-                delivery.states[f.index] = "unsent"
-            delivery.error = exc
-            delivery.message = f"{exc.message}: nothing was sent to this destination; retry the request"
-            log(logging.ERROR, "destination unavailable; nothing sent", destination=destination.name, error=exc.code)
-            return delivery
         except Exception:
             self._release(target.idempotency, claims)
             raise
@@ -872,21 +881,26 @@ class EventService:
         for positions, error in sent.kept:
             group = [events[p] for p in positions]
             # Once a write failed, Firestore is down: do not spend another deadline on it.
-            reachable = reachable and self._store(target, [f.event for f in group], error, test_event_code)
-            for f in group:
-                delivery.states[f.index] = "stored" if reachable else "unsent"
-            (stored if reachable else released).extend(key for f in group for key in _keys(f))
+            too_large = self._store(target, [f.event for f in group], error, test_event_code) if reachable else None
+            reachable = too_large is not None
+            for i, f in enumerate(group):
+                kept = reachable and i not in (too_large or ())
+                delivery.states[f.index] = "stored" if kept else "unsent"
+                (stored if kept else released).extend(_keys(f))
+            delivery.too_large += len(too_large or ())
         self._report(delivery, sent)
         delivered = [key for p in sent.delivered for key in _keys(events[p])]
         self._bookkeep(target.idempotency, delivered, stored, released)
 
     def _store(
         self, target: Target, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None
-    ) -> bool:
+    ) -> set[int] | None:
+        """The positions of events too large to store (the others are stored); None when
+        Firestore could not store them."""
         try:
             if target.deadletter is None:
                 raise StoreUnavailable("no dead-letter store configured")
-            target.deadletter.store(events, error, test_event_code)
+            return set(target.deadletter.store(events, error, test_event_code))
         except StoreUnavailable as exc:
             log(
                 logging.ERROR,
@@ -896,8 +910,7 @@ class EventService:
                 error=exc.code,
                 detail=exc.message,
             )
-            return False
-        return True
+            return None
 
     def _report(self, delivery: Delivery, sent: Sent) -> None:
         """The destination's error and message, and the configuration ERROR line when due."""
@@ -911,11 +924,18 @@ class EventService:
             delivery.message = (
                 f"Meta did not take the events ({error.message}) and they could not be stored for replay:"
                 " retry the request"
+                if delivery.unsent > delivery.too_large
+                else f"Meta did not take the events ({error.message}); {delivery.too_large} of them too large"
+                f" to store for replay (over {MAX_EVENT_BYTES} bytes), the others stored: retry the request"
             )
             return
         if error.kind == "config":
             log_config_refusal(error, delivery.stored, delivery.name)
-            delivery.message = f"Meta refused capi's configuration ({error.message}); events stored for replay"
+            delivery.message = (
+                f"{error.message[0].upper()}{error.message[1:]}; events stored for replay"
+                if isinstance(error, TokenUnreadable)
+                else f"Meta refused capi's configuration ({error.message}); events stored for replay"
+            )
         elif error.kind == "transient":
             delivery.message = f"Meta is unavailable ({error.message}); events stored for replay"
         elif error.kind == "unreadable":

@@ -55,7 +55,7 @@ locals {
       META_API_VERSION      = var.meta_api_version
       PROFILE_COLLECTION    = var.profile_collection
       FIRESTORE_DATABASE    = var.firestore_database
-      DEADLETTER_COLLECTION = var.deadletter_collection
+      DEADLETTER_COLLECTION = coalesce(var.deadletter_collection, "${var.name}_deadletter")
       LOG_LEVEL             = var.log_level
       GOOGLE_CLOUD_PROJECT  = var.project_id
       EMQ_ALERT_BELOW       = tostring(var.emq_alert_below)

@@ -160,12 +160,12 @@ variable "firestore_location" {
 }
 
 variable "deadletter_collection" {
-  description = "DEADLETTER_COLLECTION: Firestore collection for events kept for replay."
+  description = "DEADLETTER_COLLECTION: Firestore collection for events kept for replay. Default: \"<name>_deadletter\" (capi_deadletter for the default name), so two deployments in one project keep their dead letters apart."
   type        = string
-  default     = "capi_deadletter"
+  default     = null
   validation {
-    condition     = length(var.deadletter_collection) > 0
-    error_message = "deadletter_collection must not be empty."
+    condition     = var.deadletter_collection == null || try(length(var.deadletter_collection) > 0, false)
+    error_message = "deadletter_collection must not be empty (leave it unset for \"<name>_deadletter\")."
   }
 }
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from capi.delivery import MAX_SPLIT_CALLS
-from capi.delivery.graph import FIX_APP_SECRET, FIX_PERMISSION, FIX_PIXEL, FIX_TOKEN
+from capi.delivery.graph import FIX_APP_SECRET, FIX_PERMISSION, FIX_PIXEL, FIX_TOKEN, literal_fix
 from tests.conftest import PIXEL_ID, log_lines, make_app, purchase, serve
 
 pytestmark = pytest.mark.emulator
@@ -136,7 +136,8 @@ def test_replay_isolates_a_poisoned_dead_letter(firestore_db: Any, graph: Any, c
 @pytest.mark.parametrize(
     ("answer", "code", "subcode", "fix", "calls"),
     [
-        ("code:190", 190, None, FIX_TOKEN, 2),  # the token is re-read once (rotation) first
+        # The token is re-read once (rotation) first; it came from META_ACCESS_TOKEN (issue 20 item 4).
+        ("code:190", 190, None, literal_fix(FIX_TOKEN, token=True, app_secret=True), 2),
         ("code:10", 10, None, FIX_PERMISSION, 1),
         ("code:200", 200, None, FIX_PERMISSION, 1),
         ("code:294", 294, None, FIX_PERMISSION, 1),
@@ -187,7 +188,10 @@ def test_wrong_app_secret_is_configuration_not_the_events(firestore_db: Any, gra
     client = serve(make_app(graph, firestore=firestore_db, META_APP_SECRET="a-wrong-one"))
     response = client.post("/events", json={"events": [purchase("S1"), purchase("S2")]})
     assert response.status_code == 202
-    assert (response.get_json()["error"], response.get_json()["fix"]) == ("meta_config", FIX_APP_SECRET)
+    # The secret came from META_APP_SECRET: that is the setting named (issue 20 item 4).
+    fix = literal_fix(FIX_APP_SECRET, token=True, app_secret=True)
+    assert "check META_APP_SECRET:" in fix and "META_APP_SECRET_SECRET" not in fix
+    assert (response.get_json()["error"], response.get_json()["fix"]) == ("meta_config", fix)
     assert graph.fake.requests == 1 and set(dead_letters(firestore_db)) == {"S1", "S2"}
 
 

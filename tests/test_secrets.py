@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
 from capi.app import Application
 from capi.errors import SecretUnavailable
-from capi.secrets import SecretManagerSecret, resource_name
+from capi.secrets import FAILURE_SECONDS, SecretManagerSecret, resource_name
 from tests.conftest import EMULATOR_PROJECT, at_once, log_lines, make_app, serve
 
 TOKEN_SECRET = f"projects/{EMULATOR_PROJECT}/secrets/meta-token"
@@ -55,6 +56,11 @@ def test_cached_within_ttl_and_reread_after(secret_manager: Any) -> None:
     now[0] = 299
     assert secret.get() == "v1"
     now[0] = 301
+    # Past its TTL the value is served while one background read refreshes it (issue 19 F17).
+    assert secret.get() == "v1"
+    deadline = time.monotonic() + 5
+    while secret.get() != "v2" and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert secret.get() == "v2"
     assert secret_manager.fake.accesses[TOKEN_SECRET] == 2
 
@@ -69,11 +75,17 @@ def test_concurrent_first_calls_read_once(secret_manager: Any) -> None:
     assert secret_manager.fake.accesses[TOKEN_SECRET] == 1
 
 
-def test_failed_read_is_not_cached(secret_manager: Any) -> None:
-    secret = SecretManagerSecret(f"{TOKEN_SECRET}/versions/latest", client=secret_manager.client)
+def test_failed_read_is_remembered_briefly(secret_manager: Any) -> None:
+    now = [0.0]
+    secret = SecretManagerSecret(f"{TOKEN_SECRET}/versions/latest", client=secret_manager.client, clock=lambda: now[0])
     with pytest.raises(SecretUnavailable):
         secret.get()
     secret_manager.fake.add_version(TOKEN_SECRET, "v1")
+    now[0] = FAILURE_SECONDS - 0.1  # issue 19 F17: a failing Secret Manager is not asked by every request
+    with pytest.raises(SecretUnavailable):
+        secret.get()
+    assert secret_manager.fake.accesses[TOKEN_SECRET] == 1
+    now[0] = FAILURE_SECONDS
     assert secret.get() == "v1"
     assert secret_manager.fake.accesses[TOKEN_SECRET] == 2
 
@@ -117,19 +129,29 @@ def test_190_rereads_the_secret_once_and_retries_once(secret_manager: Any, graph
         ),
     ],
 )
-def test_secret_errors_are_503_naming_the_resource_never_the_value(
-    secret_manager: Any, graph: Any, capsys: Any, setup: str, problem: str, fix: str
+@pytest.mark.emulator
+def test_unreadable_token_secret_stores_for_replay_naming_the_resource_never_the_value(
+    secret_manager: Any,
+    graph: Any,
+    firestore_db: Any,
+    capsys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    setup: str,
+    problem: str,
+    fix: str,
 ) -> None:
+    monkeypatch.setattr("capi.secrets.FAILURE_SECONDS", 0.0)  # the replay below reads again at once
+    # Issue 19 F18: sGTM does not retry a 503, so an unreadable token stores like a refused one.
     if setup == "denied":
         secret_manager.fake.add_version(TOKEN_SECRET, "s3cr3t-value")
         secret_manager.fake.denied.add(TOKEN_SECRET)
-    client = serve(build(secret_manager, graph))
+    client = serve(build(secret_manager, graph, firestore=firestore_db))
     response = client.post("/events", json=lead())
-    assert response.status_code == 503
+    assert response.status_code == 202
     body = response.get_json()
-    assert body["error"] == "secret_unavailable"
-    assert body["secret"] == f"{TOKEN_SECRET}/versions/latest"
-    assert problem in body["message"]
+    assert (body["error"], body["stored"], body["fix"]) == ("secret_unavailable", 1, fix)
+    assert f"{TOKEN_SECRET}/versions/latest" in body["message"] and problem in body["message"]
+    assert [d.to_dict()["event_id"] for d in firestore_db.collection("capi_deadletter").stream()] == ["L-1"]
     logged = capsys.readouterr().out
     assert "s3cr3t-value" not in logged and "s3cr3t-value" not in response.get_data(as_text=True)
     [line] = log_lines(logged, "secret unavailable")
@@ -139,7 +161,14 @@ def test_secret_errors_are_503_naming_the_resource_never_the_value(
         problem,
         fix,
     )
+    [stored] = log_lines(logged, "the token could not be read; events stored for replay")
+    assert (stored["severity"], stored["fix"], stored["stored"]) == ("ERROR", fix, 1)
     assert graph.fake.requests == 0
+    # Once the secret is readable again, the replay delivers the event.
+    secret_manager.fake.denied.clear()
+    secret_manager.fake.add_version(TOKEN_SECRET, graph.fake.token)
+    assert client.post("/replay").get_json()["delivered"] == 1
+    assert graph.fake.delivered == {("Lead", "L-1"): 1}
 
 
 def test_app_secret_from_secret_manager(secret_manager: Any, graph: Any) -> None:

@@ -26,6 +26,7 @@ DELIBERATE_DEFAULTS = {
     "META_ACCESS_TOKEN": "a literal token is for local runs; the module uses META_ACCESS_TOKEN_SECRET",
     "META_APP_SECRET": "literal, local runs only; the module sets META_APP_SECRET_SECRET when asked",
     "INGEST_API_KEY": "literal, local runs only; the module sets INGEST_API_KEY_SECRET when asked",
+    "INGEST_KEYS": "keys bound to destinations are opt-in, named by the deployer (docs: several pixels)",
     "SHOPIFY_SIGNING_KEY": "literal, local runs only; the module sets SHOPIFY_SIGNING_KEY_SECRET when asked",
     "WOOCOMMERCE_SIGNING_KEY": "literal, local runs only; the module sets WOOCOMMERCE_SIGNING_KEY_SECRET when asked",
     "META_API_BASE_URL": "Meta's own Graph API host",

@@ -25,6 +25,7 @@ import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_environ_proxies
 
 from capi import shutdown
+from capi.delivery.watchdog import bounded_call, guarded_pool
 from capi.destinations import DEFAULT
 from capi.errors import MetaAuthError, MetaError
 from capi.lazy import Lazy
@@ -46,12 +47,30 @@ FIX_PIXEL = "check META_PIXEL_ID: Meta knows no such pixel, or this token cannot
 FIX_APP_SECRET = "check META_APP_SECRET_SECRET: it must be the secret of the token's app"
 
 
+# A literal token or app secret (local runs) is fixed in its own variable, not in a secret.
+_LITERAL_FIXES = {
+    "token": ("add a new version to META_ACCESS_TOKEN_SECRET", "set META_ACCESS_TOKEN to a new token"),
+    "app_secret": ("META_APP_SECRET_SECRET", "META_APP_SECRET"),
+}
+
 # With META_DESTINATIONS, what to fix is a key of one destination, not a variable.
 _DESTINATION_KEYS = {
     "META_ACCESS_TOKEN_SECRET": "access_token_secret",
+    "META_ACCESS_TOKEN": "access_token",
     "META_PIXEL_ID": "pixel_id",
     "META_APP_SECRET_SECRET": "app_secret_secret",
+    "META_APP_SECRET": "app_secret",
 }
+_VARIABLE = re.compile(r"\bMETA_[A-Z_]+\b")
+
+
+def literal_fix(fix: str, *, token: bool, app_secret: bool) -> str:
+    """`fix` naming the setting actually used: META_ACCESS_TOKEN (META_APP_SECRET) when the
+    value came from that variable rather than from a Secret Manager secret."""
+    for used, (secret_text, literal_text) in _LITERAL_FIXES.items():
+        if token if used == "token" else app_secret:
+            fix = fix.replace(secret_text, literal_text)
+    return fix
 
 
 # Meta's refusals on policy grounds that are final for the event, whatever the code or
@@ -105,9 +124,12 @@ def warn_version(header: str | None, api_version: str, destination: str) -> None
 
 def destination_fix(fix: str, destination: str) -> str:
     """`fix` for one destination of META_DESTINATIONS: its own key named instead of the variable."""
-    for variable, key in _DESTINATION_KEYS.items():
-        fix = fix.replace(variable, f"{key} of destination {destination!r} (META_DESTINATIONS)")
-    return fix
+
+    def key(match: re.Match[str]) -> str:
+        name = _DESTINATION_KEYS.get(match.group(0))
+        return f"{name} of destination {destination!r} (META_DESTINATIONS)" if name else match.group(0)
+
+    return _VARIABLE.sub(key, fix)
 
 
 def _config_fix(code: int | None, subcode: int | None, message: str) -> str | None:
@@ -278,7 +300,7 @@ def _new_pool(url: str, pool_size: int) -> urllib3.PoolManager:
     proxies = get_environ_proxies(url)
     proxy = proxies.get(url.split(":", 1)[0]) or proxies.get("all")
     options: dict[str, Any] = {"maxsize": pool_size, "retries": False, "ca_certs": ca_certs}
-    return urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+    return guarded_pool(urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options))
 
 
 class GraphClient:
@@ -306,11 +328,15 @@ class GraphClient:
         stopping: Callable[[], bool] = shutdown.stopping,
         destination: str = DEFAULT,
         from_destinations: bool = False,
+        literal_token: bool = False,
+        literal_app_secret: bool = False,
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/{api_version}/{pixel_id}/events"
+        self.pixel_id = pixel_id
         self.api_version = api_version
         self.destination = destination
         self._from_destinations = from_destinations  # configured in META_DESTINATIONS
+        self._literal = {"token": literal_token, "app_secret": literal_app_secret}  # not Secret Manager
         self._token = token
         self._app_secret = app_secret
         self._session = Lazy(lambda: session or _new_pool(self.url, pool_size))
@@ -349,31 +375,44 @@ class GraphClient:
         while True:
             wire = self._wire(body, state.refresh)
             remaining = max(0.05, state.remaining(self._clock()))
-            read_by = self._clock() + min(self._timeout, remaining)  # the answer, headers and body
+            # The whole call (connecting, sending, the answer's headers and body) ends by
+            # `read_by`: socket timeouts bound each read only, so a watchdog cuts a dripping answer.
+            bound = min(self._timeout, remaining)
+            read_by = self._clock() + bound
             retry_after: float | None = None
-            try:
-                response = self.session.request(
-                    "POST",
-                    self.url,
-                    body=wire,
-                    headers={"Content-Type": "application/json"},
-                    timeout=urllib3.Timeout(
-                        connect=min(CONNECT_TIMEOUT, remaining), read=min(self._timeout, remaining)
-                    ),
-                    preload_content=False,  # read a bounded answer, never a whole unbounded one
-                    retries=False,
-                    redirect=False,
-                )
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
-                error = MetaError(f"could not reach Meta ({type(exc).__name__})", kind="transient")
-            else:
-                raw = _read_bounded(response, read_by, self._clock)
-                if raw is None:
-                    response.close()  # the rest is not read: this connection cannot be reused
+            response: urllib3.BaseHTTPResponse | None = None
+            raw: bytes | None = None
+            with bounded_call(time.monotonic() + bound) as call:
+                try:
+                    response = self.session.request(
+                        "POST",
+                        self.url,
+                        body=wire,
+                        headers={"Content-Type": "application/json"},
+                        timeout=urllib3.Timeout(connect=min(CONNECT_TIMEOUT, remaining), read=bound),
+                        preload_content=False,  # read a bounded answer, never a whole unbounded one
+                        retries=False,
+                        redirect=False,
+                    )
+                except (urllib3.exceptions.HTTPError, OSError) as exc:
+                    error = MetaError(f"could not reach Meta ({type(exc).__name__})", kind="transient")
+                else:
+                    raw = _read_bounded(response, read_by, self._clock)
+            # The connection goes back to the pool only once the watchdog let go of it.
+            if response is not None:
+                if raw is None or call.cut:
+                    response.close()  # not read to its end, or cut: this connection cannot be reused
                 response.release_conn()
                 warn_version(response.headers.get(VERSION_WARNING_HEADER), self.api_version, self.destination)
-                error = self._answer(response, raw, state.attempts + 1)
+                error = self._answer(response, raw, state.attempts + 1, len(body.get("data") or ()))
                 retry_after = _retry_after(response)
+            if call.cut and not isinstance(error, GraphResult):
+                # Cut by the watchdog: Meta's answer took longer than the call's total bound.
+                error = MetaError(
+                    f"Meta's answer took over {bound:.1f} s in total (the bound of one call); cut",
+                    kind="transient",
+                    http_status=error.http_status,
+                )
             if isinstance(error, GraphResult):
                 return error
             log(
@@ -392,6 +431,8 @@ class GraphClient:
                 error, now=self._clock(), retry_after=retry_after, rng=self._rng, stopping=self._stopping()
             )
             if next_state is None:
+                if error.fix:
+                    error.fix = literal_fix(error.fix, **self._literal)
                 if error.fix and self._from_destinations:
                     error.fix = destination_fix(error.fix, self.destination)
                 raise error
@@ -400,7 +441,9 @@ class GraphClient:
                 self._sleep(state.wait)
 
     @staticmethod
-    def _answer(response: urllib3.BaseHTTPResponse, raw: bytes | None, attempt: int) -> GraphResult | MetaError:
+    def _answer(
+        response: urllib3.BaseHTTPResponse, raw: bytes | None, attempt: int, sent: int
+    ) -> GraphResult | MetaError:
         status = response.status
         if raw is None:
             return MetaError(
@@ -414,6 +457,16 @@ class GraphClient:
             payload = None
         if 200 <= status < 300:
             result = _accepted(payload, attempt)
+            if result is not None and result.events_received is not None and result.events_received < sent:
+                # Meta says it took fewer events than it was sent and not which: the outcome of
+                # each is unknown, so all are kept for replay (Meta deduplicates a second copy).
+                return MetaError(
+                    f"Meta answered events_received {result.events_received} for {sent} events sent:"
+                    " unknown which it took",
+                    kind="unreadable",
+                    http_status=status,
+                    fbtrace_id=result.fbtrace_id,
+                )
             if result is not None:
                 return result
             if not (isinstance(payload, dict) and isinstance(payload.get("error"), dict)):

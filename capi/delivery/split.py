@@ -21,12 +21,30 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from capi import shutdown
-from capi.errors import MetaError
+from capi.errors import MetaError, SecretUnavailable, TokenUnreadable
 from capi.log import log
 from capi.payload import GraphResult, request_body
 
 MAX_SPLIT_CALLS = 32  # enough to isolate one bad event in 1000 (about 20 calls) with room
 SPLIT_SECONDS = 10.0
+
+
+class Unresolved(MetaError):
+    """Events kept without Meta saying anything about any of them alone: a refused batch
+    whose splitting stopped at a bound, or a part not sent (out of time, SIGTERM). Replay
+    counts no attempt against them and carries on splitting where this stopped."""
+
+    @classmethod
+    def of(cls, error: MetaError) -> Unresolved:
+        return cls(
+            error.message,
+            kind=error.kind,
+            http_status=error.http_status,
+            meta_code=error.meta_code,
+            meta_subcode=error.meta_subcode,
+            fbtrace_id=error.fbtrace_id,
+            fix=error.fix,
+        )
 
 
 class Sender(Protocol):
@@ -78,24 +96,27 @@ def send_split(
     while pending:
         group = pending.pop(0)
         if stopping():  # SIGTERM: no new call; what is left is kept and the caller answered
-            sent.kept.append((group, MetaError("the instance is stopping; kept for replay", kind="transient")))
+            sent.kept.append((group, Unresolved("the instance is stopping; kept for replay", kind="transient")))
             continue
         if sent.calls and clock() > deadline:  # out of time: the parts not sent yet wait for replay
-            sent.kept.append((group, MetaError("no time left to split the batch; kept for replay", kind="transient")))
+            sent.kept.append((group, Unresolved("no time left to split the batch; kept for replay", kind="transient")))
             continue
         sent.calls += 1
         # The first call has the whole retry budget; the parts of a split share what is left of
         # SPLIT_SECONDS, so a split request ends about when an unsplit one would.
         body = request_body([events[i] for i in group], test_event_code)
         try:
-            sent.results.append(sender.send(body) if sent.calls == 1 else sender.send(body, deadline=deadline))
+            try:
+                sent.results.append(sender.send(body) if sent.calls == 1 else sender.send(body, deadline=deadline))
+            except SecretUnavailable as unreadable:
+                raise TokenUnreadable(unreadable) from None  # nothing sent: kept like a refused token
         except MetaError as error:
             if error.kept:
                 sent.kept.append((group, error))
             elif len(group) == 1:
                 sent.refused.append((group[0], error))
             elif sent.calls + len(pending) + 2 > MAX_SPLIT_CALLS or clock() > deadline or stopping():
-                sent.kept.append((group, error))  # replay splits further
+                sent.kept.append((group, Unresolved.of(error)))  # replay splits further
             else:
                 half = len(group) // 2
                 pending[:0] = [group[:half], group[half:]]
@@ -105,11 +126,14 @@ def send_split(
 
 
 def log_config_refusal(error: MetaError, stored: int, destination: str) -> None:
-    """The one ERROR line that says what to fix when Meta refuses capi's configuration."""
+    """The one ERROR line that says what to fix when Meta refuses capi's configuration (or
+    its token cannot be read)."""
     if error.kind == "config":
         log(
             logging.ERROR,
-            "Meta refused capi's configuration",
+            "the token could not be read; events stored for replay"
+            if isinstance(error, TokenUnreadable)
+            else "Meta refused capi's configuration",
             destination=destination,
             error=error.code,
             meta_code=error.meta_code,

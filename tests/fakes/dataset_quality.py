@@ -74,7 +74,8 @@ SAMPLE_WEB: list[dict[str, Any]] = [
 
 @dataclass
 class FakeDatasetQuality:
-    """Answers per pixel id; `mode` fails on demand: ok, code:<n>, empty, html, garbage, big, hang, stall."""
+    """Answers per pixel id; `mode` fails on demand: ok, code:<n>, empty, html, garbage, big, hang, stall,
+    drip (the whole answer, one byte every 50 ms)."""
 
     token: str = "test-token"
     web: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # pixel id -> web list
@@ -91,6 +92,8 @@ class FakeDatasetQuality:
             stop.wait(30)
         if self.mode == "stall":
             return 200, lambda handler: _stall(handler, stop)
+        if self.mode == "drip":
+            return 200, lambda handler: _drip(handler, stop, b'{"web": []}' + b" " * 1000)
         if self.mode == "html":
             return 502, "<html><body>Bad Gateway</body></html>"
         if self.mode == "garbage":
@@ -123,3 +126,17 @@ def _stall(handler: Any, stop: threading.Event) -> None:
     handler.wfile.write(b'{"web": [')
     handler.wfile.flush()
     stop.wait(30)
+
+
+def _drip(handler: Any, stop: threading.Event, body: bytes) -> None:
+    """A well-formed answer one byte at a time: every read is quick, the whole answer is not."""
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    handler.close_connection = True
+    for byte in head.encode() + body:
+        if stop.wait(0.05):
+            return
+        try:
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+        except OSError:
+            return

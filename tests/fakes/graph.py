@@ -117,7 +117,7 @@ class Script:
     """One scripted answer: `kind` is ok, 500, 503, 429, code:<n>[:<subcode>], hang, drop, html
     (a 502 page); garbage, html200, no_count (Meta took the events, the 200 answer is unreadable);
     huge_trace (a 200 whose fbtrace_id is `huge_bytes` long), bad_trace (a short but malformed
-    fbtrace_id)."""
+    fbtrace_id); short_count (Meta took the events but answers `events_received: 0`)."""
 
     kind: str
     retry_after: str | None = None
@@ -139,6 +139,7 @@ class FakeGraph:
     down: str | None = None  # when set, every request fails this way
     poison: set[str] = field(default_factory=set)  # event_ids Meta refuses (and with them the request)
     huge_bytes: int = 8 * 1024 * 1024
+    drip: float = 0.0  # when set, every answer (status line, headers, body) is sent one byte per `drip` s
     refused_requests: int = 0  # requests refused for a poisoned event
     received: threading.Event = field(default_factory=threading.Event)  # set by the first request
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -239,7 +240,8 @@ class FakeGraph:
             trace = "A" * self.huge_bytes
         elif kind == "bad_trace":
             trace = "<script>alert(1)</script>"
-        return 200, {"events_received": len(data), "messages": [], "fbtrace_id": trace}, {}
+        received = 0 if kind == "short_count" else len(data)
+        return 200, {"events_received": received, "messages": [], "fbtrace_id": trace}, {}
 
     @property
     def duplicates(self) -> int:
@@ -277,6 +279,8 @@ class _Handler(BaseHTTPRequestHandler):
             content_type, data = UNREADABLE_ANSWERS[payload]
         else:
             data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        if self.server.fake.drip:
+            return self._drip(status, content_type, data)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -287,6 +291,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # capi stopped reading a huge answer
             self.close_connection = True
+
+    def _drip(self, status: int, content_type: str, data: bytes) -> None:
+        """The whole answer one byte at a time, headers included (a stalling peer or proxy)."""
+        head = f"HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}\r\n\r\n"
+        self.close_connection = True
+        for byte in head.encode() + data:
+            if self.server.fake.stop_event.wait(self.server.fake.drip):
+                return
+            try:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            except OSError:  # capi cut the call
+                return
 
     def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
