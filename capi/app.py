@@ -16,8 +16,12 @@ import flask
 
 from capi.auth import Authenticator, split_keys
 from capi.config import Config, load_config
+from capi.delivery.consume import Consumer, ThrottleAwarePolicy
 from capi.delivery.deadletter import FirestoreDeadLetter
+from capi.delivery.drain import DeadLetterDrain
 from capi.delivery.graph import GraphClient, RetryPolicy
+from capi.delivery.publish import Publisher
+from capi.delivery.pubsub import PubSubClient, full_name
 from capi.delivery.replay import Replayer
 from capi.destinations import Destination
 from capi.errors import ConfigError
@@ -45,6 +49,7 @@ class Application:
         secret_client: Any = None,
         sleep: Callable[[float], None] | None = None,
         rng: Callable[[], float] | None = None,
+        pubsub_client: PubSubClient | None = None,
     ) -> None:
         self.config = config
         setup_logging(config.log_level)
@@ -69,7 +74,24 @@ class Application:
             if config.profile_collection
             else None
         )
-        self.service = EventService(config, profiles=profiles, targets=targets)
+        # DELIVERY=queue: /events publishes (not in a dry run, which sends nothing anywhere).
+        pubsub = pubsub_client or PubSubClient(pool_size=max(16, config.threads))
+        queue = (
+            Publisher(pubsub, full_name(config.pubsub_topic, "topics", config.project))
+            if config.delivery == "queue" and not config.dry_run
+            else None
+        )
+        self.service = EventService(config, profiles=profiles, targets=targets, queue=queue)
+        self.consumer = Consumer(self.service, window=config.batch_window_ms / 1000)
+        self.drain = (
+            DeadLetterDrain(
+                pubsub,
+                full_name(config.pubsub_deadletter_subscription, "subscriptions", config.project),
+                self.consumer,
+            )
+            if config.pubsub_deadletter_subscription and not config.dry_run
+            else None
+        )
         # A dry run sends nothing, dead letters included.
         live = {} if config.dry_run else {name: sender for name, sender in self.senders.items() if sender is not None}
         self.replayer = (
@@ -90,6 +112,7 @@ class Application:
         self.events = guarded(self._events)
         self.replay = guarded(self._replay)
         self.quality = guarded(self._quality)
+        self.deliver = guarded(self._deliver)
 
     def _graph_client(self, destination: Destination, token: SecretSource, retry: Mapping[str, Any]) -> GraphClient:
         config = self.config
@@ -100,7 +123,10 @@ class Application:
             token=token,
             app_secret=self._secret(destination.app_secret, destination.app_secret_secret),
             timeout=config.timeout_seconds,
-            policy=RetryPolicy(max_attempts=config.max_attempts, budget=config.retry_budget_seconds),
+            # Queued, a throttled call is not retried in place: capi_deliver pauses the pixel.
+            policy=(ThrottleAwarePolicy if config.delivery == "queue" else RetryPolicy)(
+                max_attempts=config.max_attempts, budget=config.retry_budget_seconds
+            ),
             pool_size=max(16, config.threads),
             destination=destination.name,
             from_destinations=not destination.implicit,
@@ -178,6 +204,8 @@ class Application:
         status = outcome_status(outcome)
         severity = {200: logging.INFO, 202: logging.WARNING}.get(status, logging.ERROR)
         fields, keys_by_name = outcome.log_summary()
+        if "delivery" in outcome.extra:  # DELIVERY=queue: queued, or delivered directly as a fallback
+            fields.update(queued=outcome.extra["queued"], delivery=outcome.extra["delivery"])
         log(severity, "events processed", status=status, **fields)
         log_by_name(fields["by_event"], keys_by_name)
         return json_response(status, outcome.body)
@@ -188,7 +216,16 @@ class Application:
         if self.replayer is None:
             return json_response(200, {"message": "DRY_RUN (or no token): nothing is replayed"})
         counts = self.replayer.run()
+        if self.drain is not None:
+            counts = {**counts, "queue": self.drain.run()}
         return json_response(200, counts)
+
+    def _deliver(self, request: flask.Request) -> flask.Response:
+        """capi_deliver: one Pub/Sub push; its status acks (2xx) or nacks the message."""
+        set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)
+        route_job(request, "deliver")
+        status, body = self.consumer.push(read_json(request))
+        return json_response(status, body)
 
     def _quality(self, request: flask.Request) -> flask.Response:
         set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)

@@ -24,6 +24,7 @@ import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_environ_proxies
 
 from capi import shutdown
+from capi.delivery.throttle import regain_after
 from capi.destinations import DEFAULT
 from capi.errors import MetaAuthError, MetaError
 from capi.lazy import Lazy
@@ -319,6 +320,8 @@ class GraphClient:
                 response.release_conn()
                 error = self._answer(response, raw, state.attempts + 1)
                 retry_after = _retry_after(response)
+                if isinstance(error, MetaError):  # how long Meta says to wait (the queued path pauses)
+                    error.regain_after = regain_after(response.headers, retry_after)
             if isinstance(error, GraphResult):
                 return error
             log(
