@@ -223,6 +223,8 @@ class Application:
     def _deliver(self, request: flask.Request) -> flask.Response:
         """capi_deliver: one Pub/Sub push; its status acks (2xx) or nacks the message."""
         set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)
+        if request.path.rstrip("/") == "/healthz" and request.method in ("GET", "HEAD"):
+            return health()  # a probe, as capi_events answers it
         route_job(request, "deliver")
         status, body = self.consumer.push(read_json(request))
         return json_response(status, body)

@@ -32,7 +32,8 @@ from capi.log import log
 from capi.payload import GraphResult, appsecret_proof
 from capi.secrets import SecretSource
 
-TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 368, 613, 80003, 80004})
+# Throttling (4, 17, 613, 80000-80014) is transient too: the events are fine, Meta asks to wait.
+TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 368, 613, *range(80000, 80015)})
 CONNECT_TIMEOUT = 3.05
 MAX_ANSWER_BYTES = 256 * 1024  # Meta's answers are a few hundred bytes; more is not Meta's
 MAX_ECHOED_MESSAGES = 20
