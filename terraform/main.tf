@@ -9,6 +9,7 @@ locals {
   # add`), and the variable that names each one to the code. With several destinations, each
   # has its own token secret (and app secret), named in META_DESTINATIONS instead.
   several = length(var.destinations) > 0
+  queued  = var.delivery == "queue"
   destination_secrets = merge(
     { for d in var.destinations : "token-${d.name}" => "${var.name}-meta-token-${d.name}" },
     { for d in var.destinations : "app-secret-${d.name}" => "${var.name}-meta-app-secret-${d.name}" if d.app_secret },
@@ -66,6 +67,14 @@ locals {
     var.idempotency_collection != "" ? { IDEMPOTENCY_COLLECTION = var.idempotency_collection } : {},
     var.meta_test_event_code != "" ? { META_TEST_EVENT_CODE = var.meta_test_event_code } : {},
     local.secret_env,
+    # DELIVERY=queue (queue.tf): the topic capi_events publishes to, capi_deliver's window, and the
+    # dead-letter subscription capi_replay drains.
+    local.queued ? {
+      DELIVERY                       = "queue"
+      PUBSUB_TOPIC                   = "projects/${var.project_id}/topics/${var.name}-events"
+      BATCH_WINDOW_MS                = tostring(var.batch_window_ms)
+      PUBSUB_DEADLETTER_SUBSCRIPTION = "projects/${var.project_id}/subscriptions/${var.name}-deadletter"
+    } : {},
   )
 
   apis = [
@@ -79,6 +88,7 @@ locals {
     "storage.googleapis.com",
     "logging.googleapis.com",
     "monitoring.googleapis.com",
+    "pubsub.googleapis.com",
   ]
 }
 

@@ -412,3 +412,25 @@ def test_threads_do_not_leak_from_the_batcher() -> None:
     batcher: Batcher[int, int] = Batcher(lambda key, items: items, window=0.0, max_size=10)
     assert batcher.submit("k", 7) == 7
     assert threading.active_count() == before
+
+
+def test_capi_delivers_lines_feed_the_same_metrics_and_alerts(graph: GraphServer, capsys: Any) -> None:
+    from tests.logquery import matches
+    from tests.test_alerts import FILTERS, captured, metric_filter, only
+
+    client = deliver_client(build(graph, DELIVERY="queue", PUBSUB_TOPIC="capi-events", BATCH_WINDOW_MS="0"))
+    assert client.post("/", json=push_body("A-1")).status_code == 200
+    graph.fake.token = "another-token"
+    assert client.post("/", json=push_body("A-2", message_id="m-2")).status_code == 503
+    records = captured(capsys, "capi-deliver")
+    delivered = only(records, "events processed", status=200)
+    assert matches(metric_filter("requests"), delivered)
+    assert matches(metric_filter("forwarding_requests"), delivered)
+    forwarded = only(records, "events by name", outcome="forwarded")
+    assert matches(metric_filter("events"), forwarded)
+    assert matches(metric_filter("match_keys", "em"), forwarded)
+    assert matches(FILTERS["meta_config"], only(records, "Meta refused capi's configuration"))
+    failed = [r for r in records if r["jsonPayload"]["message"] == "Meta call failed"]
+    assert failed and all(matches(metric_filter("meta_errors"), r) for r in failed)
+    held = only(records, "events processed", status=503)
+    assert not matches(metric_filter("forwarding_requests"), held)
