@@ -434,3 +434,59 @@ def test_capi_delivers_lines_feed_the_same_metrics_and_alerts(graph: GraphServer
     assert failed and all(matches(metric_filter("meta_errors"), r) for r in failed)
     held = only(records, "events processed", status=503)
     assert not matches(metric_filter("forwarding_requests"), held)
+
+
+class SlowPubSub:
+    """Pub/Sub's publish call as the Publisher sees it, each call held until the test lets it go."""
+
+    def __init__(self, fail_call: int | None = None) -> None:
+        self.calls: list[int] = []  # messages per call
+        self.release = threading.Semaphore(0)
+        self.fail_call = fail_call
+        self.lock = threading.Lock()
+
+    def publish(self, topic: str, messages: list[dict[str, Any]], *, seconds: float) -> list[str]:
+        from capi.errors import QueueUnavailable
+
+        with self.lock:
+            self.calls.append(len(messages))
+            number = len(self.calls)
+        self.release.acquire(timeout=5)
+        if number == self.fail_call:
+            raise QueueUnavailable("Pub/Sub answered HTTP 503")
+        return [f"{number}-{n}" for n in range(len(messages))]
+
+
+@pytest.mark.parametrize("fail_call", [None, 2])
+def test_concurrent_requests_share_publish_calls_and_their_fate(fail_call: int | None) -> None:
+    from capi.delivery.publish import Publisher
+    from capi.errors import QueueUnavailable
+
+    pubsub = SlowPubSub(fail_call)
+    publisher = Publisher(pubsub, "projects/p/topics/t")  # type: ignore[arg-type]
+    results: dict[str, Any] = {}
+
+    def request(name: str, size: int) -> None:
+        try:
+            results[name] = publisher.publish([Queued("default", [meta_event(name)] * size, None, [()] * size)])
+        except QueueUnavailable as exc:
+            results[name] = exc.code
+
+    first = threading.Thread(target=request, args=("first", 1))
+    first.start()
+    wait_until(lambda: pubsub.calls == [1])  # in flight: the next requests wait for it
+    others = [threading.Thread(target=request, args=(f"r{n}", 2)) for n in range(3)]
+    for thread in others:
+        thread.start()
+    time.sleep(0.2)
+    pubsub.release.release(2)  # the first call, then the one carrying the three others
+    for thread in [first, *others]:
+        thread.join(timeout=10)
+    assert pubsub.calls == [1, 3]  # one message per request
+    assert results["first"] == ["1-0"]
+    if fail_call is None:
+        assert sorted(id_ for n in range(3) for id_ in results[f"r{n}"]) == ["2-0", "2-1", "2-2"]
+    else:
+        assert [results[f"r{n}"] for n in range(3)] == ["queue_unavailable"] * 3
+    pubsub.release.release(1)
+    assert publisher.publish([Queued("default", [meta_event("later")], None, [()])]) == ["3-0"]  # not stuck

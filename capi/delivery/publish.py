@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,12 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from capi.errors import RequestError
+from capi.errors import QueueUnavailable, RequestError
 
 if TYPE_CHECKING:  # the pure core imports this module's Queued: no HTTP library for it
     from capi.delivery.pubsub import PubSubClient
 
-PUBLISH_SECONDS = 2.0  # the whole publish call: /events never waits longer on Pub/Sub, then falls back
+PUBLISH_SECONDS = 2.0  # one publish call, connect to answer; /events waits at most two (Publisher)
+MAX_BATCH_MESSAGES = 1000  # per publish call: Pub/Sub's own limit
+MAX_BATCH_BYTES = 8 * 1024 * 1024  # of message data per call, under Pub/Sub's 10 MB request limit
 MAX_EVENTS = 1000  # per message: a request holds at most 1000 events
 
 
@@ -95,8 +98,28 @@ def decode(message: Any, attempt: Any = None) -> Queued:
     )
 
 
+@dataclass(eq=False)  # compared by identity: each is one request
+class _Waiting:
+    """One request's encoded messages, waiting for a publish call to carry them."""
+
+    messages: list[dict[str, Any]]
+    size: int
+    wake: threading.Event = field(default_factory=threading.Event)  # done, or its turn to lead
+    lead: bool = False
+    ids: list[str] | None = None
+    error: QueueUnavailable | None = None
+
+
 class Publisher:
-    """Publishes a request's messages to one topic, in one call bounded by PUBLISH_SECONDS."""
+    """Publishes each request's messages to one topic; concurrent requests share calls.
+
+    Group commit: while a publish call is in flight, the requests that arrive wait, and the
+    first of them then publishes them all in one call (at most MAX_BATCH_MESSAGES messages and
+    MAX_BATCH_BYTES). One request alone is published at once: nothing waits for a window. Under
+    sGTM's concurrency this spends one call, not eight, on eight events: less CPU per event
+    and less queueing at Pub/Sub. Every call is bounded by `seconds`, so a request waits at most
+    two calls (the one in flight, then its own): 2 x PUBLISH_SECONDS.
+    """
 
     def __init__(
         self,
@@ -110,11 +133,66 @@ class Publisher:
         self.topic = topic
         self._seconds = seconds
         self._clock = clock
+        self._lock = threading.Lock()
+        self._waiting: list[_Waiting] = []
+        self._busy = False  # a call is in flight, or about to be
 
     def publish(self, messages: Sequence[Queued]) -> list[str]:
-        """Raises QueueUnavailable: nothing was published (Pub/Sub takes a call's messages
-        all or none), so the caller delivers them another way."""
+        """The message ids. Raises QueueUnavailable: none of this request's messages were
+        published (Pub/Sub takes a call's messages all or none), so the caller delivers
+        them another way."""
         now = self._clock()
         for message in messages:
             message.queued_at = now
-        return self.client.publish(self.topic, [m.encode() for m in messages], seconds=self._seconds)
+        encoded = [m.encode() for m in messages]
+        me = _Waiting(encoded, sum(len(m["data"]) for m in encoded))
+        with self._lock:
+            self._waiting.append(me)
+            if not self._busy:
+                self._busy = me.lead = True
+        # Woken when a call carried it, or when it is first in line to lead the next call. Calls
+        # are bounded, so the wait ends in time; past it, leave the line (never promoted then).
+        if not me.lead and not me.wake.wait(2 * self._seconds + 1):
+            with self._lock:
+                if not me.lead and me in self._waiting:
+                    self._waiting.remove(me)
+        if me.lead:
+            self._publish_next()
+        if me.ids is None:
+            raise me.error or QueueUnavailable("Pub/Sub did not confirm the messages in time")
+        return me.ids
+
+    def _publish_next(self) -> None:
+        """Publish the waiting requests (the leader's first) in one call, then hand over."""
+        with self._lock:
+            group, size, count = [], 0, 0
+            for waiting in self._waiting:
+                if group and (
+                    count + len(waiting.messages) > MAX_BATCH_MESSAGES or size + waiting.size > MAX_BATCH_BYTES
+                ):
+                    break
+                group.append(waiting)
+                size += waiting.size
+                count += len(waiting.messages)
+            del self._waiting[: len(group)]
+        try:
+            ids = self.client.publish(self.topic, [m for w in group for m in w.messages], seconds=self._seconds)
+        except QueueUnavailable as exc:
+            for waiting in group:
+                waiting.error = exc
+        else:
+            start = 0
+            for waiting in group:
+                waiting.ids = ids[start : start + len(waiting.messages)]
+                start += len(waiting.messages)
+        finally:
+            with self._lock:
+                following = self._waiting[0] if self._waiting else None
+                if following is not None:
+                    following.lead = True  # the next call is its to make
+                else:
+                    self._busy = False
+            for waiting in group:
+                waiting.wake.set()
+            if following is not None:
+                following.wake.set()
