@@ -490,3 +490,61 @@ def test_concurrent_requests_share_publish_calls_and_their_fate(fail_call: int |
         assert [results[f"r{n}"] for n in range(3)] == ["queue_unavailable"] * 3
     pubsub.release.release(1)
     assert publisher.publish([Queued("default", [meta_event("later")], None, [()])]) == ["3-0"]  # not stuck
+
+
+def test_an_unreadable_answer_from_meta_is_redelivered(graph: GraphServer) -> None:
+    client = deliver_client(build(graph, DELIVERY="queue", PUBSUB_TOPIC="capi-events", BATCH_WINDOW_MS="0"))
+    graph.fake.fail_next("garbage")  # Meta took the events, its answer cannot be read
+    response = client.post("/", json=push_body("U-1"))
+    assert response.status_code == 503 and response.get_json()["error"] == "meta_unreadable"
+    assert client.post("/", json=push_body("U-1")).status_code == 200  # Pub/Sub pushes it again
+    assert graph.fake.delivered == {("Purchase", "U-1"): 2}  # Meta deduplicates the copy by event_id
+
+
+@pytest.mark.emulator
+def test_one_message_per_destination_with_its_attributes(pubsub_emulator: str, graph: GraphServer) -> None:
+    admin = PubSubAdmin(pubsub_emulator)
+    topic = admin.topic()
+    tap = admin.pull_subscription(topic)
+    destinations = [
+        {"name": "shop", "pixel_id": "111", "access_token": "tok-a"},
+        {"name": "brand", "pixel_id": "222", "access_token": "tok-b", "test_event_code": "TEST9"},
+    ]
+    graph.fake.tokens.update({"111": "tok-a", "222": "tok-b"})
+    env = {
+        "META_DESTINATIONS": json.dumps(destinations),
+        "GOOGLE_CLOUD_PROJECT": "demo-capi-test",
+        "ALLOW_UNAUTHENTICATED": "true",
+        "PROFILE_COLLECTION": "",
+        "META_API_BASE_URL": graph.base_url,
+        "DELIVERY": "queue",
+        "PUBSUB_TOPIC": topic,
+        "BATCH_WINDOW_MS": "0",
+    }
+
+    def application(pubsub: PubSubClient | None) -> Application:
+        return Application(load_config(env), pubsub_client=pubsub, sleep=lambda seconds: None)
+
+    try:
+        response = serve(application(PubSubClient(emulator_host=pubsub_emulator))).post(
+            "/events", json=[purchase("M-1"), purchase("M-2")]
+        )
+        assert response.status_code == 202
+        assert (response.get_json()["queued"], response.get_json()["delivery"]) == (4, "queue")
+        pulled = admin.pull(tap)
+        attributes = sorted((m["message"]["attributes"] for m in pulled), key=lambda a: a["destination"])
+        assert attributes == [
+            {"destination": "brand", "events": "2", "test_event_code": "TEST9"},
+            {"destination": "shop", "events": "2"},
+        ]
+        consumer = deliver_client(application(None))
+        for entry in pulled:
+            assert consumer.post("/", json={"message": entry["message"]}).status_code == 200
+        assert {pixel: sorted(c) for pixel, c in graph.fake.delivered_by_pixel.items()} == {
+            "111": [("Purchase", "M-1"), ("Purchase", "M-2")],
+            "222": [("Purchase", "M-1"), ("Purchase", "M-2")],
+        }
+        assert graph.fake.bodies_by_pixel["222"][0]["test_event_code"] == "TEST9"
+    finally:
+        admin.delete(tap)
+        admin.delete(topic)
