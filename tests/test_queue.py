@@ -548,3 +548,42 @@ def test_one_message_per_destination_with_its_attributes(pubsub_emulator: str, g
     finally:
         admin.delete(tap)
         admin.delete(topic)
+
+
+@pytest.mark.parametrize(
+    ("env", "field", "message"),
+    [
+        ({"DELIVERY": "later"}, "DELIVERY", "DELIVERY must be one of direct, queue, got 'later'"),
+        ({"DELIVERY": "queue"}, "PUBSUB_TOPIC", "PUBSUB_TOPIC is required with DELIVERY=queue"),
+        (
+            {"DELIVERY": "queue", "PUBSUB_TOPIC": "capi-events", "GOOGLE_CLOUD_PROJECT": ""},
+            "PUBSUB_TOPIC",
+            "PUBSUB_TOPIC is a short name, so GOOGLE_CLOUD_PROJECT must be set",
+        ),
+        ({"PUBSUB_TOPIC": "projects/p/subscriptions/s"}, "PUBSUB_TOPIC", None),
+        ({"PUBSUB_TOPIC": "ab"}, "PUBSUB_TOPIC", None),
+        ({"BATCH_WINDOW_MS": "20000"}, "BATCH_WINDOW_MS", None),
+        ({"PUBSUB_DEADLETTER_SUBSCRIPTION": "projects/p/topics/t"}, "PUBSUB_DEADLETTER_SUBSCRIPTION", None),
+    ],
+)
+def test_queue_settings_fail_with_one_line_naming_the_variable(
+    env: dict[str, str], field: str, message: str | None
+) -> None:
+    from capi.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_config(base_env(None, **env))
+    assert info.value.field == field and "\n" not in info.value.message
+    if message is not None:
+        assert info.value.message == message
+
+
+def test_queue_settings_defaults_and_full_names() -> None:
+    from capi.delivery.pubsub import full_name
+
+    config = load_config(base_env(None))
+    assert (config.delivery, config.pubsub_topic, config.batch_window_ms) == ("direct", None, 500)
+    config = load_config(base_env(None, DELIVERY="Queue", PUBSUB_TOPIC="capi-events"))
+    assert config.delivery == "queue"
+    assert full_name(config.pubsub_topic, "topics", config.project) == "projects/demo-capi-test/topics/capi-events"
+    assert full_name("projects/x/topics/t", "topics", "p") == "projects/x/topics/t"
