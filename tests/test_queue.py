@@ -382,7 +382,7 @@ def test_two_consumers_at_once_never_send_an_event_twice(queue: dict[str, Any], 
 
 
 @pytest.mark.emulator
-def test_capi_replay_drains_the_dead_letter_topic(pubsub_emulator: str, graph: GraphServer) -> None:
+def test_capi_replay_drains_the_dead_letter_topic(pubsub_emulator: str, graph: GraphServer, firestore_db: Any) -> None:
     admin = PubSubAdmin(pubsub_emulator)
     topic = admin.topic("capi-deadletter")
     subscription = admin.pull_subscription(topic)
@@ -392,6 +392,7 @@ def test_capi_replay_drains_the_dead_letter_topic(pubsub_emulator: str, graph: G
         application = build(
             graph,
             PubSubClient(emulator_host=pubsub_emulator),
+            firestore_db,  # capi_replay replays the Firestore dead letters first (none here)
             DELIVERY="queue",
             PUBSUB_TOPIC="capi-events",
             PUBSUB_DEADLETTER_SUBSCRIPTION=subscription,
@@ -587,3 +588,25 @@ def test_queue_settings_defaults_and_full_names() -> None:
     assert config.delivery == "queue"
     assert full_name(config.pubsub_topic, "topics", config.project) == "projects/demo-capi-test/topics/capi-events"
     assert full_name("projects/x/topics/t", "topics", "p") == "projects/x/topics/t"
+
+
+@pytest.mark.emulator
+def test_replay_still_answers_when_the_dead_letter_topic_cannot_be_reached(
+    graph: GraphServer, firestore_db: Any, capsys: Any
+) -> None:
+    application = build(
+        graph,
+        PubSubClient(emulator_host=f"127.0.0.1:{free_port()}"),  # nothing listens
+        firestore_db,
+        DELIVERY="queue",
+        PUBSUB_TOPIC="capi-events",
+        PUBSUB_DEADLETTER_SUBSCRIPTION="capi-deadletter",
+    )
+    app = flask.Flask("replay")
+    app.add_url_rule("/", "replay", lambda: application.replay(flask.request), methods=["POST"])
+    response = app.test_client().post("/")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["found"] == 0 and body["queue"] == {"error": "queue_unavailable"}  # Firestore's replay ran
+    [line] = log_lines(capsys.readouterr().out, "dead-letter topic not drained")
+    assert line["severity"] == "ERROR"
