@@ -623,22 +623,23 @@ class EventService:
         never stored: the subscription's retry policy and dead-letter topic keep it."""
         destination = target.destination
         delivery = Delivery(name=destination.name, pixel_id=destination.pixel_id)
-        if target.idempotency is not None:
-            guarded = self._claim(target.idempotency, events, delivery)
+        guard = target.idempotency if not self.config.dry_run else None  # as _deliver: no claims in a dry run
+        if guard is not None:
+            guarded = self._claim(guard, events, delivery)
             if guarded is None:
                 return delivery
             events = guarded
         if not events:
             return delivery
-        claims = [_key(f) for f in events] if target.idempotency is not None else []
-        if target.sender is None:  # a dry run: nothing is sent
+        claims = [_key(f) for f in events] if guard is not None else []
+        if self.config.dry_run or target.sender is None:  # nothing is sent
             delivery.dry_run = True
             delivery.states.update((f.index, "forwarded") for f in events)
             return delivery
         try:
             sent = send_split(target.sender, [f.event for f in events], code, stopping=self.stopping)
         except Exception as exc:
-            self._release(target.idempotency, claims)
+            self._release(guard, claims)
             if not isinstance(exc, UnavailableError):
                 raise
             delivery.states.update((f.index, "unsent") for f in events)
@@ -664,7 +665,7 @@ class EventService:
             if error.kind == "config":
                 log_config_refusal(error, 0, destination.name)
         released = [_key(events[p]) for p, _ in sent.refused] + [_key(events[p]) for ps, _ in sent.kept for p in ps]
-        self._bookkeep(target.idempotency, [_key(events[p]) for p in sent.delivered], [], released)
+        self._bookkeep(guard, [_key(events[p]) for p in sent.delivered], [], released)
         return delivery
 
     def _deliver_all(self, jobs: list[tuple[Target, list[Finished]]], code: str | None) -> list[Delivery]:

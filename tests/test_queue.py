@@ -610,3 +610,12 @@ def test_replay_still_answers_when_the_dead_letter_topic_cannot_be_reached(
     assert body["found"] == 0 and body["queue"] == {"error": "queue_unavailable"}  # Firestore's replay ran
     [line] = log_lines(capsys.readouterr().out, "dead-letter topic not drained")
     assert line["severity"] == "ERROR"
+
+
+def test_a_dry_run_consumer_sends_nothing_and_acks(graph: GraphServer, capsys: Any) -> None:
+    client = deliver_client(build(graph, DRY_RUN="true", BATCH_WINDOW_MS="0", IDEMPOTENCY_COLLECTION="never-touched"))
+    response = client.post("/", json=push_body("Y-1"))
+    assert response.status_code == 200 and response.get_json()["forwarded"] == 1
+    assert graph.fake.requests == 0  # nothing sent, and no Firestore claim was tried (none is reachable)
+    [line] = log_lines(capsys.readouterr().out, "events processed")
+    assert line["forwarded"] == 1
