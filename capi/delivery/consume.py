@@ -158,6 +158,7 @@ class Consumer:
         fields, keys_by_name = outcome.log_summary()
         status = max(status for status, _ in answers)
         queued = [m.queued_at for m in messages if m.queued_at is not None]
+        attempts = [m.attempt for m in messages if m.attempt is not None]  # with a dead-letter policy
         severity = logging.INFO if status == 200 else logging.WARNING
         log(
             severity,
@@ -166,6 +167,7 @@ class Consumer:
             delivery="queue",
             messages=len(messages),
             queued_seconds=round(self._clock() - min(queued), 3) if queued else None,
+            delivery_attempt=max(attempts) if attempts else None,
             **fields,
         )
         log_by_name(fields["by_event"], keys_by_name)
