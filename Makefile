@@ -74,9 +74,21 @@ test: $(STAMP) $(EXTRA_STAMPS) lint tf-check
 unit: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "not emulator"
 
-bench: $(STAMP)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt
-	$(VENV)/bin/python -m bench
+# The figures are measured on python3.12, the runtime capi deploys to (python312), in a
+# virtualenv of its own (BENCH_PYTHON: pythonX.Y from PATH, else pyenv's newest X.Y.*).
+BENCH_PYTHON ?= 3.12
+BENCH_VENV   := $(VENV)-bench
+
+$(BENCH_VENV)/.installed: requirements.txt requirements-dev.txt bench/requirements.txt
+	@py=$$(python$(BENCH_PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null \
+	  || ls -d $(PYENV_ROOT)/versions/$(BENCH_PYTHON).*/bin/python 2>/dev/null | sort -V | tail -1); \
+	test -n "$$py" || { echo "Python $(BENCH_PYTHON) not found: pyenv install $(BENCH_PYTHON)" >&2; exit 1; }; \
+	echo "$$py -m venv $(BENCH_VENV)"; $$py -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt -r bench/requirements.txt
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m bench
 
 clean:
-	rm -rf $(VENV) $(VENV)-py* $(TOOLS) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV)-py* $(BENCH_VENV) $(TOOLS) .pytest_cache .ruff_cache .hypothesis

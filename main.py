@@ -1,5 +1,6 @@
-"""Cloud Functions entry points: `capi_events` (forward events), `capi_replay` (dead letters)
-and `capi_quality` (Meta's Event Match Quality, daily).
+"""Cloud Functions entry points: `capi_events` (forward events), `capi_replay` (dead letters),
+`capi_quality` (Meta's Event Match Quality, daily) and `capi_deliver` (the queue's consumer,
+DELIVERY=queue).
 
 Thin on purpose: the configuration is loaded once per instance, here at start-up, and every
 request is handed to `capi.app.Application`.
@@ -55,3 +56,9 @@ def capi_replay(request: flask.Request) -> flask.Response:
 def capi_quality(request: flask.Request) -> flask.Response:
     """Read Meta's Dataset Quality API for each destination; log EMQ per event name (Cloud Scheduler, OIDC)."""
     return app.quality(request)
+
+
+@functions_framework.http
+def capi_deliver(request: flask.Request) -> flask.Response:
+    """Pub/Sub push (OIDC): deliver queued events in batches; 2xx acks, anything else nacks."""
+    return app.deliver(request)

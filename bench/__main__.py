@@ -763,7 +763,15 @@ BENCHES = {
     "instructions": bench_instructions,
     "outbound": bench_outbound_and_throughput,
     "firestore": bench_firestore,
+    "queue": lambda: _queue().bench_queue(),  # DELIVERY=queue vs direct (bench/queue.py)
 }
+
+
+def _queue() -> Any:
+    import bench.queue  # imports this module's helpers: loaded when its bench runs
+
+    return bench.queue
+
 
 # (figures a line needs, the line): printed when its bench ran.
 REPORT = (
@@ -853,7 +861,7 @@ def main() -> None:
         print(f"  ({name} took {time.perf_counter() - started:.1f} s)", file=sys.stderr)
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}, indent=1))
     print()
-    for needed, line in REPORT:
+    for needed, line in (*REPORT, *(_queue().REPORT if "queue_vs_direct_p50" in figures else ())):
         if all(k in figures for k in needed):
             print(line(figures))
 

@@ -17,11 +17,15 @@ import flask
 from capi.auth import Authenticator, split_keys
 from capi.browsers import FirestoreBrowserStore
 from capi.config import Config, load_config
+from capi.delivery.consume import Consumer, ThrottleAwarePolicy
 from capi.delivery.deadletter import FirestoreDeadLetter
+from capi.delivery.drain import DeadLetterDrain
 from capi.delivery.graph import GraphClient, RetryPolicy
+from capi.delivery.publish import Publisher
+from capi.delivery.pubsub import PubSubClient, full_name
 from capi.delivery.replay import Replayer
 from capi.destinations import Destination
-from capi.errors import ConfigError
+from capi.errors import ConfigError, QueueUnavailable
 from capi.firestore import FirestoreIdempotency, FirestoreProfileStore
 from capi.firestore import new_client as new_firestore_client
 from capi.http import (
@@ -58,6 +62,7 @@ class Application:
         secret_client: Any = None,
         sleep: Callable[[float], None] | None = None,
         rng: Callable[[], float] | None = None,
+        pubsub_client: PubSubClient | None = None,
     ) -> None:
         self.config = config
         setup_logging(config.log_level)
@@ -87,7 +92,24 @@ class Application:
             if config.browser_collection
             else None
         )
-        self.service = EventService(config, profiles=profiles, browsers=browsers, targets=targets)
+        # DELIVERY=queue: /events publishes (not in a dry run, which sends nothing anywhere).
+        pubsub = pubsub_client or PubSubClient(pool_size=max(16, config.threads))
+        queue = (
+            Publisher(pubsub, full_name(config.pubsub_topic, "topics", config.project))
+            if config.delivery == "queue" and not config.dry_run
+            else None
+        )
+        self.service = EventService(config, profiles=profiles, browsers=browsers, targets=targets, queue=queue)
+        self.consumer = Consumer(self.service, window=config.batch_window_ms / 1000)
+        self.drain = (
+            DeadLetterDrain(
+                pubsub,
+                full_name(config.pubsub_deadletter_subscription, "subscriptions", config.project),
+                self.consumer,
+            )
+            if config.pubsub_deadletter_subscription and not config.dry_run
+            else None
+        )
         # A dry run sends nothing, dead letters included.
         live = {} if config.dry_run else {name: sender for name, sender in self.senders.items() if sender is not None}
         guards = {t.destination.name: t.idempotency for t in targets}
@@ -123,6 +145,7 @@ class Application:
         self.events = guarded(self._events)
         self.replay = guarded(self._replay)
         self.quality = guarded(self._quality)
+        self.deliver = guarded(self._deliver)
 
     def _graph_client(self, destination: Destination, token: SecretSource, retry: Mapping[str, Any]) -> GraphClient:
         config = self.config
@@ -133,7 +156,10 @@ class Application:
             token=token,
             app_secret=self._secret(destination.app_secret, destination.app_secret_secret),
             timeout=config.timeout_seconds,
-            policy=RetryPolicy(max_attempts=config.max_attempts, budget=config.retry_budget_seconds),
+            # Queued, a throttled call is not retried in place: capi_deliver pauses the pixel.
+            policy=(ThrottleAwarePolicy if config.delivery == "queue" else RetryPolicy)(
+                max_attempts=config.max_attempts, budget=config.retry_budget_seconds
+            ),
             pool_size=max(16, config.threads),
             destination=destination.name,
             from_destinations=not destination.implicit,
@@ -259,6 +285,8 @@ class Application:
         if source is not None:
             fields["source"] = source
         fields["by_event"], keys_by_name = fold_names(fields["by_event"], keys_by_name, self.event_names)
+        if "delivery" in outcome.extra:  # DELIVERY=queue: queued, or delivered directly as a fallback
+            fields.update(queued=outcome.extra["queued"], delivery=outcome.extra["delivery"])
         log(severity, "events processed", status=status, **fields)
         log_by_name(fields["by_event"], keys_by_name)
         return json_response(status, outcome.body)
@@ -269,7 +297,22 @@ class Application:
         if self.replayer is None:
             return json_response(200, {"message": "DRY_RUN (or no token): nothing is replayed"})
         counts = self.replayer.run()
+        if self.drain is not None:
+            try:
+                counts = {**counts, "queue": self.drain.run()}
+            except QueueUnavailable as exc:  # the Firestore replay above still counts
+                log(logging.ERROR, "dead-letter topic not drained", error=exc.code, detail=exc.message)
+                counts = {**counts, "queue": {"error": exc.code}}
         return json_response(200, counts)
+
+    def _deliver(self, request: flask.Request) -> flask.Response:
+        """capi_deliver: one Pub/Sub push; its status acks (2xx) or nacks the message."""
+        set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)
+        if request.path.rstrip("/") == "/healthz" and request.method in ("GET", "HEAD"):
+            return health()  # a probe, as capi_events answers it
+        route_job(request, "deliver")
+        status, body = self.consumer.push(read_json(request))
+        return json_response(status, body)
 
     def _quality(self, request: flask.Request) -> flask.Response:
         set_trace(request.headers.get("X-Cloud-Trace-Context"), self.config.project)

@@ -176,6 +176,29 @@ def forward_events(text: str) -> frozenset[str] | None:
     return frozenset(names)
 
 
+DELIVERIES = ("direct", "queue")
+
+
+def delivery(text: str) -> str:
+    if text.lower() not in DELIVERIES:
+        raise Invalid(f"must be one of {', '.join(DELIVERIES)}")
+    return text.lower()
+
+
+def pubsub_name(kind: str) -> Callable[[str], str | None]:
+    """A Pub/Sub topic or subscription: its full name, or a short one completed at load time."""
+
+    def parse(text: str) -> str | None:
+        if not text:
+            return None
+        short = r"[A-Za-z][\w.~+%-]{2,254}"
+        if not (re.fullmatch(short, text) or re.fullmatch(rf"projects/[^/]+/{kind}/{short}", text)):
+            raise Invalid(f"must be projects/P/{kind}/NAME or a short NAME (3-255 letters, digits, -_.~+%)")
+        return text
+
+    return parse
+
+
 def destinations(text: str) -> tuple[dest.Destination, ...]:
     """META_DESTINATIONS (capi.destinations); () when unset: META_PIXEL_ID's one destination."""
     try:
@@ -474,6 +497,38 @@ SETTINGS: tuple[Setting, ...] = (
         " (`POST /validate` shows it)",
     ),
     Setting(
+        "DELIVERY",
+        "delivery",
+        "direct",
+        delivery,
+        "`direct`: `/events` sends to Meta and answers with Meta's result; `queue`: `/events` publishes the"
+        " hashed events to `PUBSUB_TOPIC` and answers `202`, `capi_deliver` sends them in batches (docs/queue.md)",
+    ),
+    Setting(
+        "PUBSUB_TOPIC",
+        "pubsub_topic",
+        "",
+        pubsub_name("topics"),
+        "with `DELIVERY=queue`: the topic `/events` publishes to, `projects/P/topics/T` or a short name `T`"
+        " (project from `GOOGLE_CLOUD_PROJECT`)",
+    ),
+    Setting(
+        "BATCH_WINDOW_MS",
+        "batch_window_ms",
+        "500",
+        number(minimum=0, maximum=10_000, whole=True),
+        "`capi_deliver` gathers the messages that arrive within this window into one Graph call per pixel"
+        " (at most 1000 events)",
+    ),
+    Setting(
+        "PUBSUB_DEADLETTER_SUBSCRIPTION",
+        "pubsub_deadletter_subscription",
+        "",
+        pubsub_name("subscriptions"),
+        "with `DELIVERY=queue`: the dead-letter topic's subscription that `capi_replay` drains,"
+        " `projects/P/subscriptions/S` or a short name",
+    ),
+    Setting(
         "THREADS",
         "threads",
         "",
@@ -597,6 +652,14 @@ def _check_together(config: Config) -> None:
             "META_ACCESS_TOKEN_SECRET is required (or META_ACCESS_TOKEN for local runs, or DRY_RUN=true)",
             field="META_ACCESS_TOKEN_SECRET",
         )
+    if config.delivery == "queue" and not config.pubsub_topic:
+        raise ConfigError("PUBSUB_TOPIC is required with DELIVERY=queue", field="PUBSUB_TOPIC")
+    for name, value in (
+        ("PUBSUB_TOPIC", config.pubsub_topic),
+        ("PUBSUB_DEADLETTER_SUBSCRIPTION", config.pubsub_deadletter_subscription),
+    ):
+        if value and "/" not in value and not config.project:
+            raise ConfigError(f"{name} is a short name, so GOOGLE_CLOUD_PROJECT must be set", field=name)
     secrets = [
         ("META_ACCESS_TOKEN_SECRET", config.access_token_secret),
         ("META_APP_SECRET_SECRET", config.app_secret_secret),

@@ -90,6 +90,12 @@ class StoreUnavailable(UnavailableError):
     code = "store_unavailable"
 
 
+class QueueUnavailable(UnavailableError):
+    """Pub/Sub did not take (or give) messages in time (DELIVERY=queue)."""
+
+    code = "queue_unavailable"
+
+
 class MetaError(CapiError):
     """Meta's Graph API did not accept a request, and what that means for its events.
 
@@ -105,6 +111,9 @@ class MetaError(CapiError):
 
     status = 502
     code = "meta_refused"
+    # Seconds Meta says a throttled app or pixel must wait (X-Business-Use-Case-Usage's
+    # estimated_time_to_regain_access, else Retry-After); set by the Graph client.
+    regain_after: float | None = None
     CODES: ClassVar[dict[str, str]] = {
         "transient": "meta_unavailable",
         "config": "meta_config",

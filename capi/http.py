@@ -279,6 +279,8 @@ def outcome_status(outcome: Outcome) -> int:
     destinations'. 503 when an event could be neither delivered nor stored (or is in flight
     elsewhere) and the caller must retry; 502 when Meta refused a destination's events and
     nothing was kept for it; 202 when events were stored for replay; 200 otherwise."""
+    if not outcome.deliveries and outcome.extra.get("delivery") == "queue":
+        return 202  # DELIVERY=queue: accepted, Meta's answer comes later (in capi_deliver's logs)
     return max((STATUS_BY_RESULT[d.result] for d in outcome.deliveries), default=200)
 
 

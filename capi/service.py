@@ -21,8 +21,9 @@ from capi.browsers import ad_user_data_granted
 from capi.config import Config
 from capi.delivery import Sender, Sent, log_config_refusal, send_split
 from capi.delivery.deadletter import MAX_EVENT_BYTES
+from capi.delivery.publish import Queued
 from capi.destinations import Destination, Inherit, route
-from capi.errors import CapiError, MetaError, StoreUnavailable, TokenUnreadable
+from capi.errors import CapiError, MetaError, QueueUnavailable, StoreUnavailable, TokenUnreadable, UnavailableError
 from capi.events import Draft, Finished, Rejection, Skip, finish, prepare
 from capi.inputs import Envelope, Skipped
 from capi.inputs import read as read_envelope
@@ -52,6 +53,12 @@ class DeadLetterStore(Protocol):
     def store(self, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None) -> list[int]:
         """Keep events for replay; returns the positions of those too large to keep (each
         reported alone, the others stored). Raises StoreUnavailable."""
+        ...
+
+
+class Publisher(Protocol):
+    def publish(self, messages: Sequence[Queued]) -> list[str]:
+        """Publish all or none; raises QueueUnavailable when Pub/Sub did not take them."""
         ...
 
 
@@ -450,6 +457,7 @@ class EventService:
         clock: Callable[[], float] = time.time,
         mint: Callable[[], str] = lambda: str(uuid.uuid4()),
         stopping: Callable[[], bool] = shutdown.stopping,
+        queue: Publisher | None = None,
     ) -> None:
         if targets is None:
             if len(config.destinations) > 1 and (sender or deadletter or idempotency):
@@ -463,6 +471,7 @@ class EventService:
         self.clock = clock
         self.mint = mint
         self.stopping = stopping
+        self.queue = queue  # DELIVERY=queue: /events publishes, capi_deliver delivers
         # prepare() skips what no destination forwards; each destination filters on its own.
         self._prepare_config = _forwarding_any(config, self.destinations)
         self._named = not (len(self.destinations) == 1 and self.destinations[0].implicit)
@@ -738,13 +747,111 @@ class EventService:
             jobs = [
                 (t, [f for f in batch.finished if t.destination.name in batch.targets[f.index]]) for t in self.targets
             ]
+        if self.queue is not None:
+            queued = self._publish(batch, jobs, code)
+            if queued is not None:  # taken: Pub/Sub keeps them until capi_deliver delivers them
+                self._remember(batch)
+                if set_cookies:
+                    queued.extra["set_cookies"] = _cookie_entries([f for _, events in jobs for f in events])
+                return queued
         deliveries = self._deliver_all(jobs, code)
         outcome = Outcome(batch, deliveries, named=self._named)
         self._settle(outcome)
         self._remember(batch)
         if set_cookies:
             outcome.extra["set_cookies"] = _cookies_to_set(outcome)
+        if self.queue is not None:
+            outcome.extra["queued"] = 0
+            outcome.extra["delivery"] = "direct"
         return outcome
+
+    def code_for(self, destination: Destination, request_code: str | None) -> str | None:
+        """The test_event_code a destination's events go with: the request's, else the
+        destination's, else META_TEST_EVENT_CODE."""
+        return request_code or destination.test_event_code or self.config.test_event_code
+
+    def _publish(self, batch: _Batch, jobs: list[tuple[Target, list[Finished]]], code: str | None) -> Outcome | None:
+        """DELIVERY=queue: one message per destination with events, in one publish call; the
+        answer says `queued` (events, summed over destinations). None when Pub/Sub did not
+        take them: the caller delivers them directly (and says so)."""
+        messages = [
+            Queued(
+                destination=t.destination.name,
+                events=[f.event for f in events],
+                test_event_code=self.code_for(t.destination, code),
+                from_profile=[f.from_profile for f in events],
+            )
+            for t, events in jobs
+            if events
+        ]
+        if messages:
+            try:
+                self.queue.publish(messages)  # type: ignore[union-attr]
+            except QueueUnavailable as exc:
+                log(logging.ERROR, "events not queued; delivered directly", error=exc.code, detail=exc.message)
+                batch.messages.append(
+                    {"message": f"{exc.message}: the events were not queued and went to Meta directly"}
+                )
+                return None
+        return Outcome(batch, extra={"queued": sum(len(m.events) for m in messages), "delivery": "queue"})
+
+    def outcome_of(self, finished: list[Finished], delivery: Delivery) -> Outcome:
+        """The outcome of a queued batch, for the direct path's log lines (capi_deliver)."""
+        return Outcome(_Batch(received=len(finished), finished=finished), [delivery], named=self._named)
+
+    def deliver_queued(self, target: Target, events: list[Finished], code: str | None) -> Delivery:
+        """capi_deliver: a destination's events taken from the queue, delivered as the direct
+        path delivers them (the same idempotency claim, bisection and bookkeeping), except
+        that what Meta did not take is released and left `unsent` for Pub/Sub to redeliver,
+        never stored: the subscription's retry policy and dead-letter topic keep it."""
+        destination = target.destination
+        delivery = Delivery(name=destination.name, pixel_id=destination.pixel_id)
+        guard = target.idempotency if not self.config.dry_run else None  # as _deliver: no claims in a dry run
+        if guard is not None:
+            guarded = self._claim(guard, events, delivery)
+            if guarded is None:
+                return delivery
+            events = guarded
+        if not events:
+            return delivery
+        claims = [key for f in events for key in _keys(f)] if guard is not None else []
+        if self.config.dry_run or target.sender is None:  # nothing is sent
+            delivery.dry_run = True
+            delivery.states.update((f.index, "forwarded") for f in events)
+            return delivery
+        try:
+            sent = send_split(target.sender, [f.event for f in events], code, stopping=self.stopping)
+        except Exception as exc:
+            self._release(guard, claims)
+            if not isinstance(exc, UnavailableError):
+                raise
+            delivery.states.update((f.index, "unsent") for f in events)
+            delivery.error = exc
+            return delivery
+        for position in sent.delivered:
+            delivery.states[events[position].index] = "forwarded"
+        for position, error in sorted(sent.refused, key=lambda refused: refused[0]):
+            f = events[position]
+            delivery.states[f.index] = "failed"
+            delivery.failed.append(
+                Failure(f.index, f.event["event_id"], error.message, error.meta_code, error.meta_subcode)
+            )
+        for positions, _ in sent.kept:
+            delivery.states.update((events[p].index, "unsent") for p in positions)
+        delivery.events_received = sent.events_received
+        delivery.fbtrace_id = sent.fbtrace_id
+        delivery.meta_messages = sent.messages
+        error = sent.first_error
+        if error is not None:
+            delivery.error = error
+            delivery.fbtrace_id = delivery.fbtrace_id or error.fbtrace_id
+            if error.kind == "config":
+                log_config_refusal(error, 0, destination.name)
+        released = [key for p, _ in sent.refused for key in _keys(events[p])]
+        released += [key for ps, _ in sent.kept for p in ps for key in _keys(events[p])]
+        delivered = [key for p in sent.delivered for key in _keys(events[p])]
+        self._bookkeep(guard, delivered, [], released)
+        return delivery
 
     def _deliver_all(self, jobs: list[tuple[Target, list[Finished]]], code: str | None) -> list[Delivery]:
         """Each destination's delivery, in parallel: one Graph call (and its retries) per
@@ -979,10 +1086,17 @@ def _cookies_to_set(outcome: Outcome) -> list[dict[str, Any]]:
     the names of the browser cookies the sGTM tag sets from them."""
     if any(d.dry_run for d in outcome.deliveries):
         return []
+    return _cookie_entries([f for f in outcome.batch.finished if not TAKEN.isdisjoint(outcome.states_of(f))])
+
+
+def _cookie_entries(taken: list[Finished]) -> list[dict[str, Any]]:
+    """The `set_cookies` entries of events capi took (delivered, stored or queued), once each."""
     entries = []
-    for f in outcome.batch.finished:
-        if TAKEN.isdisjoint(outcome.states_of(f)):
+    seen: set[int] = set()
+    for f in taken:
+        if f.index in seen:
             continue
+        seen.add(f.index)
         user_data = f.event["user_data"]
         cookies = {name: user_data[key] for name, key in (("_fbp", "fbp"), ("_fbc", "fbc")) if key in user_data}
         if cookies:

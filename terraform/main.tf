@@ -9,6 +9,7 @@ locals {
   # add`), and the variable that names each one to the code. With several destinations, each
   # has its own token secret (and app secret), named in META_DESTINATIONS instead.
   several = length(var.destinations) > 0
+  queued  = var.delivery == "queue"
   destination_secrets = merge(
     { for d in var.destinations : "token-${d.name}" => "${var.name}-meta-token-${d.name}" },
     { for d in var.destinations : "app-secret-${d.name}" => "${var.name}-meta-app-secret-${d.name}" if d.app_secret },
@@ -76,6 +77,14 @@ locals {
     var.meta_test_event_code != "" ? { META_TEST_EVENT_CODE = var.meta_test_event_code } : {},
     var.limited_data_use != "off" ? { LIMITED_DATA_USE = var.limited_data_use } : {},
     local.secret_env,
+    # DELIVERY=queue (queue.tf): the topic capi_events publishes to, capi_deliver's window, and the
+    # dead-letter subscription capi_replay drains.
+    local.queued ? {
+      DELIVERY                       = "queue"
+      PUBSUB_TOPIC                   = "projects/${var.project_id}/topics/${var.name}-events"
+      BATCH_WINDOW_MS                = tostring(var.batch_window_ms)
+      PUBSUB_DEADLETTER_SUBSCRIPTION = "projects/${var.project_id}/subscriptions/${var.name}-deadletter"
+    } : {},
   )
 
   # iam and cloudresourcemanager: the service accounts and the project's IAM bindings;

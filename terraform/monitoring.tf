@@ -6,8 +6,9 @@
 # that each filter below matches the line capi writes for its condition and not its neighbour.
 
 locals {
-  # The three functions run as Cloud Run services; their stdout is their log.
-  capi_logs = "resource.type=\"cloud_run_revision\" AND (resource.labels.service_name=\"${var.name}-events\" OR resource.labels.service_name=\"${var.name}-replay\" OR resource.labels.service_name=\"${var.name}-quality\")"
+  # The functions (capi_deliver too, with delivery = "queue") run as Cloud Run services; their
+  # stdout is their log.
+  capi_logs = "resource.type=\"cloud_run_revision\" AND (resource.labels.service_name=\"${var.name}-events\" OR resource.labels.service_name=\"${var.name}-replay\" OR resource.labels.service_name=\"${var.name}-quality\" OR resource.labels.service_name=\"${var.name}-deliver\")"
 
   # Every Logging query of the module, in one table.
   filters = {

@@ -77,3 +77,18 @@ output "woocommerce_signing_key_secret" {
   description = "Secret to add the WooCommerce webhook secret to (null when create_woocommerce_signing_key is false); point the webhook at events_url + /webhooks/woocommerce."
   value       = try(google_secret_manager_secret.capi["woocommerce_signing_key"].secret_id, null)
 }
+
+output "deliver_url" {
+  description = "URL of capi_deliver (delivery = queue only; internal ingress; pushed to by Pub/Sub with OIDC)."
+  value       = local.queued ? google_cloudfunctions2_function.deliver[0].service_config[0].uri : null
+}
+
+output "queue_topic" {
+  description = "Pub/Sub topic capi_events publishes to (delivery = queue only)."
+  value       = local.queued ? google_pubsub_topic.events[0].id : null
+}
+
+output "queue_deadletter_subscription" {
+  description = "Subscription of the dead-letter topic that capi_replay drains (delivery = queue only)."
+  value       = local.queued ? google_pubsub_subscription.deadletter[0].id : null
+}

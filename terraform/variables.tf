@@ -388,3 +388,75 @@ variable "match_key_metrics" {
     error_message = "match_key_metrics entries are user_data keys such as em or fbp."
   }
 }
+
+# -- queued delivery (DELIVERY=queue, docs/queue.md) ---------------------------------------------
+
+variable "delivery" {
+  description = "direct: capi_events sends to Meta and answers with Meta's result. queue: capi_events publishes to a Pub/Sub topic and answers 202; capi_deliver (a push subscription) sends in batches."
+  type        = string
+  default     = "direct"
+  validation {
+    condition     = contains(["direct", "queue"], var.delivery)
+    error_message = "delivery must be direct or queue."
+  }
+}
+
+variable "batch_window_ms" {
+  description = "BATCH_WINDOW_MS: capi_deliver gathers the pushes of this window into one Graph call per pixel (at most 1000 events)."
+  type        = number
+  default     = 500
+  validation {
+    condition     = var.batch_window_ms >= 0 && var.batch_window_ms <= 10000
+    error_message = "batch_window_ms must be between 0 and 10000."
+  }
+}
+
+variable "deliver_request_concurrency" {
+  description = "Pushes one capi_deliver instance serves at once: gathering needs many (gen2 defaults to 1). 250 covers 200 messages/s with a 500 ms window and Meta's latency."
+  type        = number
+  default     = 250
+  validation {
+    condition     = var.deliver_request_concurrency >= 1 && var.deliver_request_concurrency <= 1000
+    error_message = "deliver_request_concurrency must be between 1 and 1000 (Cloud Run's bound)."
+  }
+}
+
+variable "deliver_available_cpu" {
+  description = "CPUs of a capi_deliver instance: a concurrency above 1 needs at least 1."
+  type        = string
+  default     = "1"
+}
+
+variable "deliver_available_memory" {
+  description = "Memory of a capi_deliver instance (the bench measures it under load; docs/queue.md)."
+  type        = string
+  default     = "512Mi"
+}
+
+variable "deliver_max_instance_count" {
+  description = "Upper bound of capi_deliver instances: fewer instances gather bigger batches."
+  type        = number
+  default     = 10
+}
+
+variable "queue_max_delivery_attempts" {
+  description = "Pushes of a message before Pub/Sub moves it to the dead-letter topic (5-100), which capi_replay drains."
+  type        = number
+  default     = 20
+  validation {
+    condition     = var.queue_max_delivery_attempts >= 5 && var.queue_max_delivery_attempts <= 100
+    error_message = "queue_max_delivery_attempts must be between 5 and 100 (Pub/Sub's bounds)."
+  }
+}
+
+variable "queue_minimum_backoff" {
+  description = "Pub/Sub's first wait before pushing a nacked message again."
+  type        = string
+  default     = "10s"
+}
+
+variable "queue_maximum_backoff" {
+  description = "Pub/Sub's longest wait between pushes of a nacked message (at most 600s): with 20 attempts, a message rides out about two hours of Meta outage before the dead-letter topic."
+  type        = string
+  default     = "600s"
+}

@@ -138,8 +138,15 @@ def test_both_functions_match_main_py_entry_points(functions: dict[str, dict[str
         if isinstance(node, ast.FunctionDef)
         and any(ast.unparse(d) == "functions_framework.http" for d in node.decorator_list)
     }
+    # capi_deliver is in queue.tf (delivery = "queue"; tests/test_terraform_queue.py).
+    queued = {
+        name: body
+        for block in load(TF / "queue.tf")["resource"]
+        for name, body in block.get("google_cloudfunctions2_function", {}).items()
+    }
+    functions = {**functions, **queued}
     entry_points = {one(f["build_config"])["entry_point"] for f in functions.values()}
-    assert entry_points == {"capi_events", "capi_replay", "capi_quality"} == defined
+    assert entry_points == {"capi_events", "capi_replay", "capi_quality", "capi_deliver"} == defined
     for function in functions.values():
         assert one(function["build_config"])["runtime"] == "python312"
         service = one(function["service_config"])

@@ -4,6 +4,10 @@
 - `split`: sending a batch so that one refused event never sinks the others (bisection);
 - `deadletter`: events Meta could not take, kept in Firestore;
 - `replay`: dead letters sent again (`capi_replay`).
+- `throttle`: Meta's throttling codes and usage header, and the pixels paused meanwhile;
+- DELIVERY=queue: `pubsub` (Pub/Sub's REST API), `publish` (the messages, published by
+  `/events`), `batcher` (gathering concurrent pushes), `consume` (`capi_deliver`, the push
+  consumer) and `drain` (the dead-letter topic, drained by `capi_replay`).
 
 `capi.service` orchestrates these; nothing here knows about input dialects or HTTP requests.
 """

@@ -25,6 +25,7 @@ import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_environ_proxies
 
 from capi import shutdown
+from capi.delivery.throttle import regain_after
 from capi.delivery.watchdog import bounded_call, guarded_pool
 from capi.destinations import DEFAULT
 from capi.errors import MetaAuthError, MetaError
@@ -33,7 +34,8 @@ from capi.log import log
 from capi.payload import GraphResult, appsecret_proof
 from capi.secrets import SecretSource
 
-TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 368, 613, 80003, 80004})
+# Throttling (4, 17, 613, 80000-80014) is transient too: the events are fine, Meta asks to wait.
+TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 368, 613, *range(80000, 80015)})
 CONNECT_TIMEOUT = 3.05
 MAX_ANSWER_BYTES = 256 * 1024  # Meta's answers are a few hundred bytes; more is not Meta's
 MAX_ECHOED_MESSAGES = 20
@@ -406,6 +408,8 @@ class GraphClient:
                 warn_version(response.headers.get(VERSION_WARNING_HEADER), self.api_version, self.destination)
                 error = self._answer(response, raw, state.attempts + 1, len(body.get("data") or ()))
                 retry_after = _retry_after(response)
+                if isinstance(error, MetaError):  # how long Meta says to wait (the queued path pauses)
+                    error.regain_after = regain_after(response.headers, retry_after)
             if call.cut and not isinstance(error, GraphResult):
                 # Cut by the watchdog: Meta's answer took longer than the call's total bound.
                 error = MetaError(

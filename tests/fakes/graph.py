@@ -122,6 +122,7 @@ class Script:
     kind: str
     retry_after: str | None = None
     delay: float = 0.0
+    usage: str | None = None  # an X-Business-Use-Case-Usage header (throttling)
 
 
 @dataclass
@@ -159,9 +160,11 @@ class FakeGraph:
     # Restrictive Region", code 368 marked transient): the request is refused.
     policy_refused: set[str] = field(default_factory=set)
 
-    def fail_next(self, *kinds: str, retry_after: str | None = None, delay: float = 0.0) -> None:
+    def fail_next(
+        self, *kinds: str, retry_after: str | None = None, delay: float = 0.0, usage: str | None = None
+    ) -> None:
         with self.lock:
-            self.script.extend(Script(k, retry_after, delay) for k in kinds)
+            self.script.extend(Script(k, retry_after, delay, usage) for k in kinds)
 
     def handle(self, path: str, raw: bytes) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
         match = re.fullmatch(r"/v\d+\.\d+/(\d+)/events", path)
@@ -177,6 +180,8 @@ class FakeGraph:
         if self.latency or pixel in self.pixel_latency:
             time.sleep(self.pixel_latency.get(pixel, self.latency))
         headers = {"Retry-After": step.retry_after} if step and step.retry_after else {}
+        if step and step.usage:
+            headers["X-Business-Use-Case-Usage"] = step.usage
         if kind == "hang":
             self.stop_event.wait(30)
             return 200, {"events_received": 0}, {}
