@@ -619,3 +619,35 @@ def test_a_dry_run_consumer_sends_nothing_and_acks(graph: GraphServer, capsys: A
     assert graph.fake.requests == 0  # nothing sent, and no Firestore claim was tried (none is reachable)
     [line] = log_lines(capsys.readouterr().out, "events processed")
     assert line["forwarded"] == 1
+
+
+@pytest.mark.emulator
+def test_queued_path_counts_an_order_once_and_answers_the_tags_cookies(
+    queue: dict[str, Any], graph: GraphServer
+) -> None:
+    """The queued path keeps the direct path's promises: one Purchase per order (the order key is
+    claimed by capi_deliver, whatever the event_id), and `set_cookies` for the events it took
+    (queued), none for one skipped for consent."""
+    fbp = "fb.1.1700000000000.1234567890"
+    with serving(queue["consumer"]()) as url, PushRouter(url) as router:
+        subscribe(queue, router.url)
+        first = queue["events"].post(
+            "/events",
+            json=purchase("P-1", transaction_id="ORDER-9", **{"x-fb-ck-fbp": fbp}),
+            headers={"X-Capi-Set-Cookies": "1"},
+        )
+        assert first.status_code == 202
+        assert first.get_json()["set_cookies"] == [{"index": 0, "event_id": "P-1", "_fbp": fbp}]
+        wait_until(lambda: len(graph.fake.delivered) == 1)
+        # The thank-you page reloaded: a new event_id for the same order.
+        again = queue["events"].post("/events", json=purchase("P-2", transaction_id="ORDER-9"))
+        assert again.status_code == 202 and again.get_json()["queued"] == 1
+        wait_until(lambda: len(router.statuses) == 2)
+        denied = queue["events"].post(
+            "/events",
+            json=purchase("P-3", consent={"ad_storage": "DENIED"}, **{"x-fb-ck-fbp": fbp}),
+            headers={"X-Capi-Set-Cookies": "1"},
+        )
+    assert denied.get_json()["set_cookies"] == []
+    assert router.statuses == [200, 200]  # the repeat is acked: a duplicate order is final
+    assert graph.fake.delivered == {("Purchase", "P-1"): 1}

@@ -34,10 +34,13 @@ from capi.delivery.throttle import Pauses, is_throttle
 from capi.errors import MetaError, RequestError
 from capi.events import Finished
 from capi.log import log
+from capi.orders import DUPLICATE, DUPLICATE_ORDER
 from capi.report import log_by_name
 from capi.service import EventService
 
-ACKED = frozenset({"forwarded", "failed", "duplicate"})  # an event's states that end its message
+# An event's states that end its message: sent, finally refused, or already counted (the same
+# event, or another event for the same order: capi.orders). "in flight" is not: it is redelivered.
+ACKED = frozenset({"forwarded", "failed", DUPLICATE, DUPLICATE_ORDER})
 
 
 @dataclass(frozen=True)
@@ -145,9 +148,11 @@ class Consumer:
             "message_id": message.message_id,
             "forwarded": states.count("forwarded"),
             "failed": states.count("failed"),
-            "duplicate": states.count("duplicate"),
+            "duplicate": states.count(DUPLICATE),
             "unsent": len(states) - sum(states.count(s) for s in ACKED),
         }
+        if DUPLICATE_ORDER in states:  # another event for an order already counted
+            body["duplicate_order"] = states.count(DUPLICATE_ORDER)
         if error is not None:
             body["error"] = getattr(error, "code", "unavailable")
         return body
