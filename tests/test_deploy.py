@@ -546,8 +546,13 @@ def test_options_pass_their_variables_and_ask_for_their_secrets(cloud: Cloud, mo
     assert stored["capi-shopify-signing-key"] == ["shpss_shopkey123"]
     assert stored["capi-woocommerce-signing-key"] == ["wc_secret_456"]
     assert "shpss_shopkey123" not in out.getvalue() and "wc_secret_456" not in out.getvalue()
-    assert f"Shopify webhook (order payment / order updated, JSON): {EVENTS_URL}/webhooks/shopify" in out.getvalue()
-    assert f"{EVENTS_URL}/webhooks/woocommerce" in out.getvalue()
+    for call in cloud.calls():  # on stdin only: never in a command's arguments
+        assert "shpss_shopkey123" not in " ".join(call["argv"]) and "wc_secret_456" not in " ".join(call["argv"])
+    assert f"Shopify webhook (Event: Order payment, Format: JSON): {EVENTS_URL}/webhooks/shopify " in out.getvalue()
+    assert (
+        f"WooCommerce webhooks (Topics: Order created, Order updated): {EVENTS_URL}/webhooks/woocommerce "
+        in out.getvalue()
+    )
 
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # a second run asks for nothing
     again = io.StringIO()
