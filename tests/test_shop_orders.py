@@ -331,7 +331,16 @@ def test_shopify_webhook_signature_is_required_and_checked(graph: Any) -> None:
             headers={SIGNATURE_HEADER["shopify"]: sign(orjson.dumps(order), SHOPIFY_KEY)},
             content_type="application/json",
         ),
+        # checked before the body is parsed: a body that is no JSON is 401, not 400, unless signed
+        "not JSON, wrong signature": client.post(
+            "/webhooks/shopify",
+            data=b"{not json",
+            headers={SIGNATURE_HEADER["shopify"]: sign(b"{not json", "another key")},
+            content_type="application/json",
+        ),
     }
+    signed_garbage = deliver(client, "shopify", b"{not json", "orders/paid")
+    assert signed_garbage.status_code == 400 and signed_garbage.get_json()["field"] == "body"
     for case, answer in cases.items():
         assert answer.status_code == 401, case
         assert answer.get_json()["error"] == "unauthorized", case
