@@ -143,6 +143,14 @@ def test_user_visible_pointers_name_a_docs_page_and_heading_that_exist(path: Pat
         assert not anchor or anchor in anchors(target), f"{path.name} cites docs/{page}#{anchor}"
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "capi").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_code_comments_point_to_docs_pages_and_headings_that_exist(path: Path) -> None:
+    for page, anchor in DOCS_POINTER.findall(path.read_text()):
+        target = ROOT / "docs" / page
+        assert target.is_file(), f"{path.name} cites docs/{page}"
+        assert not anchor or anchor in anchors(target), f"{path.name} cites docs/{page}#{anchor}"
+
+
 def test_every_docs_page_is_linked_from_the_readme() -> None:
     linked = {(README.parent / target.partition("#")[0]).resolve() for target in links(README)}
     for page in sorted((ROOT / "docs").glob("*.md")):
