@@ -1,4 +1,4 @@
-"""Consent Mode v2 and the other consent signals an event may carry (README "Consent").
+"""Consent Mode v2 and the other consent signals an event may carry (docs/api.md#consent).
 
 Pure: no I/O. `decide(event)` reads every signal present and answers whether the event may go
 to Meta and, when it may not, which signal said so. An event is refused when any signal says

@@ -1,4 +1,4 @@
-"""Several pixels: the destinations an event goes to (README "Several pixels").
+"""Several pixels: the destinations an event goes to (docs/destinations.md).
 
 `META_DESTINATIONS` is parsed here into `Destination`s; `route` says which of them one event
 belongs to: the ones it names itself (`"destinations": [...]`), else every destination whose

@@ -99,7 +99,7 @@ class QueueUnavailable(UnavailableError):
 class MetaError(CapiError):
     """Meta's Graph API did not accept a request, and what that means for its events.
 
-    `kind` (README "Delivery guarantees"; docs/meta-capi.md §7):
+    `kind` (docs/delivery.md#delivery-guarantees; docs/meta-capi.md §7):
     - `transient`: try later (retried, then stored for replay);
     - `config`: capi's configuration is wrong (token, permission, pixel); the events are fine
       and are stored until it is fixed;

@@ -11,7 +11,7 @@ request are read in one batch between them:
    returns the Meta event, or a `Rejection` when no customer information is left.
 
 One bad event never affects another: every problem is reported for its own index. Every bound
-(README "Bounds") is checked here, before a value reaches a cache, the Graph body or the answer.
+(docs/delivery.md#bounds) is checked here, before a value reaches a cache, the Graph body or the answer.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from capi.normalize import (
 MAX_AGE_SECONDS = 7 * 24 * 3600  # Meta rejects the whole request for an older event
 MAX_FUTURE_SECONDS = 60
 
-# Bounds (README "Bounds"). Each keeps one event's work linear and small, and keeps every value
+# Bounds (docs/delivery.md#bounds). Each keeps one event's work linear and small, and keeps every value
 # that reaches the Graph body or the answer encodable (orjson refuses ints beyond 64 bits and
 # nesting deeper than 254).
 MAX_MONEY = 1e15  # value, prices, predicted_ltv: |x| below this (Meta's own accounts stop far below)
@@ -67,7 +67,7 @@ MAX_PLAIN_CHARS: Mapping[str, int] = {
 }
 MAX_ID_CHARS = 512  # event_id, order ids, and the never-hashed Meta ids
 MAX_MICROS_DIGITS = 19  # timestamp_micros: int64 microseconds (a longer string is never made an int)
-# The answer's notes (README "Bounds"): an event names at most MAX_IGNORED_NAMED keys it does
+# The answer's notes (docs/delivery.md#bounds): an event names at most MAX_IGNORED_NAMED keys it does
 # not use (each cut to MAX_NAME_CHARS) and counts the rest; it carries at most
 # MAX_NOTES_PER_EVENT notes, the rest counted in one more. A 1 MiB body can then never make an
 # answer many times its size (issue 19 findings 3 and 4).
@@ -210,7 +210,7 @@ def ignored_message(names: Sequence[str], message: str, index: int | None = None
 # optional fifth segment (docs/meta-capi.md §9).
 _FB_COOKIE = re.compile(r"fb\.[0-9]\.[0-9]{10,13}\.[^\s.]+(\.[^\s.]+)?")
 
-# Firestore profile field -> Meta key (README "Firestore user profiles").
+# Firestore profile field -> Meta key (docs/api.md#firestore-user-profiles).
 PROFILE_FIELDS: Mapping[str, str] = {
     "email": "em", "phone": "ph", "first_name": "fn", "last_name": "ln", "city": "ct",
     "state": "st", "zip": "zp", "country": "country", "date_of_birth": "db", "gender": "ge",
@@ -440,7 +440,7 @@ def _number(value: Any, name: str) -> float | int:
 
 
 def _money(value: Any, name: str) -> float | int:
-    """A value or price: a finite number below 1e15 either way (README "Bounds")."""
+    """A value or price: a finite number below 1e15 either way (docs/delivery.md#bounds)."""
     kind = type(value)
     if (kind is float or kind is int) and -MAX_MONEY < value < MAX_MONEY:  # the common case (NaN fails it)
         return value
@@ -451,7 +451,7 @@ def _money(value: Any, name: str) -> float | int:
 
 
 def _count(value: Any, name: str, minimum: int) -> int:
-    """A whole number from `minimum` to 2**31 - 1 (README "Bounds")."""
+    """A whole number from `minimum` to 2**31 - 1 (docs/delivery.md#bounds)."""
     if type(value) is int and minimum <= value <= MAX_COUNT:  # the common case
         return value
     number = _number(value, name)

@@ -136,7 +136,7 @@ class EarlyRefusal:
       stands in for the key, and a request without one is refused (`capi.webhooks.refuse_early`).
 
     None reads a byte of the body; the server then discards at most what it bounds itself
-    (README "Protecting the function"). Every other request goes on with `wsgi.input` capped at
+    (docs/api.md#protecting-the-function). Every other request goes on with `wsgi.input` capped at
     `max_bytes + 1` bytes, so a chunked body without a length is cut there too. With
     `read_first` (the jobs, whose bound is small) a chunked body is read here and refused when
     over the bound, so a job never runs on one. `Expect: 100-continue` is answered only now,
@@ -275,7 +275,7 @@ STATUS_BY_RESULT = {"delivered": 200, "stored": 202, "refused": 502, "unsent": 5
 
 
 def outcome_status(outcome: Outcome) -> int:
-    """The HTTP status of a request's outcome (README "Response": statuses): the worst of its
+    """The HTTP status of a request's outcome (docs/api.md#response: statuses): the worst of its
     destinations'. 503 when an event could be neither delivered nor stored (or is in flight
     elsewhere) and the caller must retry; 502 when Meta refused a destination's events and
     nothing was kept for it; 202 when events were stored for replay; 200 otherwise."""

@@ -48,7 +48,10 @@ FETCH_SECONDS = 30.0  # the whole GET of one destination, however its answer tri
 RUN_SECONDS = 90.0  # the whole run, every destination (capi_quality's timeout is 120 s)
 
 # What to do when Meta refuses the read: the Dataset Quality API needs more than sending does.
-_FIX_TOKEN = "the token is invalid or expired: add a new version to the token secret (README: Rotate the token)"
+_FIX_TOKEN = (
+    "the token is invalid or expired: add a new version to the token secret"
+    " (docs/operations.md#rotate-the-token-and-recover-the-events-stored-while-it-was-refused)"
+)
 _FIX_PERMISSION = (
     "the token may send events but not read quality: its (system) user needs 'Use events dataset' on the"
     " dataset and the app ads_read; a token generated in Events Manager before July 2025 needs Meta's opt-in"
@@ -137,16 +140,16 @@ DEDUP_BELOW = "deduplication below threshold"
 COVERAGE_BELOW = "event coverage below Meta's goal"
 IP_DIAGNOSTIC = "Meta IP diagnostic"
 _FIX_DEDUP_SERVER = (
-    "server events lack the Pixel's event id: send the Pixel's eventID as event_id (README: the deduplication"
-    " recipe); an event_id capi mints cannot match any Pixel event"
+    "server events lack the Pixel's event id: send the Pixel's eventID as event_id"
+    " (docs/sgtm.md#5-deduplicate-with-the-browser-pixel); an event_id capi mints cannot match any Pixel event"
 )
 _FIX_DEDUP_BROWSER = (
     "Pixel events lack an eventID: pass {eventID: ...} to fbq('track', ...) and send the same value as the"
-    " server's event_id (README: the deduplication recipe)"
+    " server's event_id (docs/sgtm.md#5-deduplicate-with-the-browser-pixel)"
 )
 _FIX_DEDUP_MISMATCH = (
     "both sides send ids that do not match: the Pixel's eventID and the server's event_id must be the same"
-    " value for the same Meta event name, sent within 48 h (README: the deduplication recipe)"
+    " value for the same Meta event name, sent within 48 h (docs/sgtm.md#5-deduplicate-with-the-browser-pixel)"
 )
 _FIX_COVERAGE = (
     "Meta gets fewer server events than Pixel events for this name: send every event the Pixel sends through"

@@ -1,5 +1,5 @@
 """The HTTP server's own bounds: gunicorn as functions-framework runs it (issue 19 findings 9,
-10 and 23; README "Protecting the function").
+10 and 23; docs/api.md#protecting-the-function).
 
 functions-framework starts gunicorn with `limit_request_line=0` (no bound on the request line)
 and no way to pass another setting: `functions_framework/_cli.py` calls

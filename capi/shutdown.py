@@ -5,7 +5,7 @@ runs gunicorn: the arbiter passes SIGTERM on to its worker, whose handler stops 
 connections and waits (up to gunicorn's `graceful_timeout`, 30 s) for the requests in flight.
 Those requests must answer before Cloud Run's kill, so once the flag is set the Graph client
 starts no new try and splitting stops: what is not delivered yet is stored for replay and
-the caller gets its answer (see README "Delivery guarantees").
+the caller gets its answer (see docs/delivery.md#delivery-guarantees).
 
 The handler chains to the one it replaces, so gunicorn's own shutdown still runs.
 """

@@ -302,9 +302,13 @@ def print_settings(s: Settings, run: Runner, events_url: str | None, key: str) -
         '"page_location": "https://shop.example.com/thanks", "user_agent": "Mozilla/5.0", "value": 1, '
         '"currency": "USD", "user_data": {"email_address": "check@example.com"}}\''
     )
-    for option, path in (("SHOPIFY", "/webhooks/shopify"), ("WOOCOMMERCE", "/webhooks/woocommerce")):
+    webhooks = (
+        ("SHOPIFY", "Shopify webhook (Event: Order payment, Format: JSON)", "/webhooks/shopify"),
+        ("WOOCOMMERCE", "WooCommerce webhooks (Topics: Order created, Order updated)", "/webhooks/woocommerce"),
+    )
+    for option, what, path in webhooks:
         if option in s.options:
-            run.say(f"{option.title()} webhook (order payment / order updated, JSON): {url}{path}")
+            run.say(f"{what}: {url}{path}  (docs/orders.md)")
     channel = f"to {s.alert_email}" if s.alert_email else "without a channel (ALERT_EMAIL=you@example.com adds one)"
     run.say(f"Alerts: Cloud Monitoring > Alerting, {channel}; dashboard: Monitoring > Dashboards > capi.")
 

@@ -65,10 +65,15 @@ OPTIONS = (
         prompt="WooCommerce webhook secret (WooCommerce > Settings > Advanced > Webhooks > your"
         " webhook: Secret; typing is hidden): ",
     ),
+    # The idempotency guard and the order key (one Purchase per order). SHOPIFY / WOOCOMMERCE
+    # turn it on with SHOP_IDEMPOTENCY_COLLECTION when it is not given: shops retry their
+    # webhooks for hours, and the order key is what makes a retry harmless.
+    Option("IDEMPOTENCY_COLLECTION", "idempotency_collection"),
     # HOOK, issue 24: queued delivery (Pub/Sub topic, push subscription with OIDC to
     # capi_deliver, dead-letter topic), once the module has its variable.
     Option("DELIVERY", "delivery"),
 )
+SHOP_IDEMPOTENCY_COLLECTION = "capi_idempotency"
 TOKEN_PROMPT = (
     "Meta access token (Events Manager > your dataset > Settings > Conversions API >"
     " Generate access token; typing is hidden): "
@@ -132,6 +137,8 @@ class Settings:
                 options[option.env] = "true"
             elif not option.boolean and get(option.env):
                 options[option.env] = get(option.env)
+        if {"SHOPIFY", "WOOCOMMERCE"} & options.keys():
+            options.setdefault("IDEMPOTENCY_COLLECTION", SHOP_IDEMPOTENCY_COLLECTION)
         return cls(
             project=project,
             region=region,

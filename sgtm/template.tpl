@@ -117,8 +117,8 @@ ___TEMPLATE_PARAMETERS___
 ___SANDBOXED_JS_FOR_SERVER___
 
 // capi tag: forwards this event to a capi function (POST {url}/events), which validates,
-// enriches, hashes and sends it to Meta's Conversions API. Source and docs: capi's README,
-// "Connect server-side GTM".
+// enriches, hashes and sends it to Meta's Conversions API. Source and docs: capi's
+// docs/sgtm.md ("Connect server-side GTM").
 const computeEffectiveTldPlusOne = require('computeEffectiveTldPlusOne');
 const decodeUriComponent = require('decodeUriComponent');
 const generateRandom = require('generateRandom');
@@ -1022,4 +1022,5 @@ setup: |-
 ___NOTES___
 
 The tag template of capi, the Cloud Function for Meta's Conversions API. Setup, failure
-guide and tests: capi's README, section "Connect server-side GTM".
+guide and tests: capi's docs/sgtm.md ("Connect server-side GTM"; every field in its section
+4, "Create the tag and its trigger").

@@ -2,7 +2,7 @@
 #
 # Cloud Logging keeps each JSON line's fields under jsonPayload (`message` too, as
 # jsonPayload.message) and lifts `severity` out to the entry's severity. The log lines and
-# their fields are part of capi's contract (README, Operations); tests/test_alerts.py checks
+# their fields are part of capi's contract (docs/operations.md, Log lines); tests/test_alerts.py checks
 # that each filter below matches the line capi writes for its condition and not its neighbour.
 
 locals {
@@ -284,7 +284,7 @@ resource "google_monitoring_notification_channel" "email" {
 
 # -- alert policies ------------------------------------------------------------------------------
 # Log-match policies notify at most once per rate-limit period; each documentation block is
-# what the notification says, and the README's runbook says the same at more length.
+# what the notification says, and docs/operations.md's runbook says the same at more length.
 
 resource "google_monitoring_alert_policy" "meta_config" {
   project               = var.project_id
@@ -306,7 +306,7 @@ resource "google_monitoring_alert_policy" "meta_config" {
   }
   documentation {
     mime_type = "text/markdown"
-    content   = "Meta answered 190 (token invalid or expired), 10/200-299 (permission) or 100/33 (no such pixel). Events are stored for replay, not lost. The log line's `fix` says what to do (and `destination`, with several pixels, which one); README, Runbook: rotate the token, then run the replay job by hand."
+    content   = "Meta answered 190 (token invalid or expired), 10/200-299 (permission) or 100/33 (no such pixel). Events are stored for replay, not lost. The log line's `fix` says what to do (and `destination`, with several pixels, which one); docs/operations.md#runbook: rotate the token, then run the replay job by hand."
   }
 }
 
@@ -338,7 +338,7 @@ resource "google_monitoring_alert_policy" "stored_for_replay" {
   }
   documentation {
     mime_type = "text/markdown"
-    content   = "Meta failed transiently (or answered something unreadable) after retries; capi kept the events in Firestore and capi_replay re-sends them every 15 minutes. A lasting alert means Meta is down for capi: see the `events stored for replay` lines' `error`. README, Runbook."
+    content   = "Meta failed transiently (or answered something unreadable) after retries; capi kept the events in Firestore and capi_replay re-sends them every 15 minutes. A lasting alert means Meta is down for capi: see the `events stored for replay` lines' `error`. docs/operations.md#runbook."
   }
   depends_on = [google_logging_metric.stored_for_replay]
 }
@@ -371,7 +371,7 @@ resource "google_monitoring_alert_policy" "replay_gave_up" {
   }
   documentation {
     mime_type = "text/markdown"
-    content   = "capi_replay deleted dead letters it could not deliver: after REPLAY_MAX_ATTEMPTS tries, or older than Meta's 7 days. These events are lost to Meta. The lines `dead letter dropped: ...` name each event_id. README, Runbook."
+    content   = "capi_replay deleted dead letters it could not deliver: after REPLAY_MAX_ATTEMPTS tries, or older than Meta's 7 days. These events are lost to Meta. The lines `dead letter dropped: ...` name each event_id. docs/operations.md#runbook."
   }
   depends_on = [google_logging_metric.replay_gave_up]
 }
@@ -429,7 +429,7 @@ resource "google_monitoring_alert_policy" "secret" {
   }
   documentation {
     mime_type = "text/markdown"
-    content   = "capi cannot read a Secret Manager secret (the Meta token or an ingest key): capi_events answers 503 and stores nothing, so callers must retry. The line's `secret` and `fix` say which and why (no version, or the runtime account lost secretAccessor). README, Runbook."
+    content   = "capi cannot read a Secret Manager secret (the Meta token or an ingest key): capi_events answers 503 and stores nothing, so callers must retry. The line's `secret` and `fix` say which and why (no version, or the runtime account lost secretAccessor). docs/operations.md#runbook."
   }
 }
 
@@ -456,7 +456,7 @@ resource "google_monitoring_alert_policy" "emq_below" {
   }
   documentation {
     mime_type = "text/markdown"
-    content   = "Meta's Event Match Quality for an event name is under EMQ_ALERT_BELOW. Run capi_quality by hand and read `match_keys` (coverage per identifier), `dedupe` and `diagnostics` for that event name. README, Runbook: reading capi_quality."
+    content   = "Meta's Event Match Quality for an event name is under EMQ_ALERT_BELOW. Run capi_quality by hand and read `match_keys` (coverage per identifier), `dedupe` and `diagnostics` for that event name. docs/operations.md#read-capi_qualitys-answer."
   }
 }
 
@@ -561,7 +561,7 @@ resource "google_monitoring_alert_policy" "quality_unavailable" {
   }
   documentation {
     mime_type = "text/markdown"
-    content   = "capi_quality got no quality data (`no_data`), or an answer it could not read. Without it the EMQ alert cannot fire. README, Runbook: reading capi_quality."
+    content   = "capi_quality got no quality data (`no_data`), or an answer it could not read. Without it the EMQ alert cannot fire. docs/operations.md#read-capi_qualitys-answer."
   }
 }
 
@@ -584,7 +584,7 @@ resource "google_monitoring_alert_policy" "nothing_forwarded" {
   }
   documentation {
     mime_type = "text/markdown"
-    content   = "capi_events answered requests but forwarded no event to Meta. Look at the `events processed` lines: `rejections` (invalid events: a changed tag or client), `skipped` (consent, FORWARD_EVENTS), `status` 502/503 and `error`. README, Runbook."
+    content   = "capi_events answered requests but forwarded no event to Meta. Look at the `events processed` lines: `rejections` (invalid events: a changed tag or client), `skipped` (consent, FORWARD_EVENTS), `status` 502/503 and `error`. docs/operations.md#runbook."
   }
   depends_on = [google_logging_metric.requests, google_logging_metric.forwarding_requests]
 }

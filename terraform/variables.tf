@@ -34,7 +34,7 @@ variable "pixel_id" {
 }
 
 variable "destinations" {
-  description = "Several pixels (META_DESTINATIONS, README \"Several pixels\"): one entry per Meta dataset; the module creates a token secret per entry (and an app secret when app_secret is true). Use instead of pixel_id."
+  description = "Several pixels (META_DESTINATIONS, docs/destinations.md): one entry per Meta dataset; the module creates a token secret per entry (and an app secret when app_secret is true). Use instead of pixel_id."
   type = list(object({
     name                 = string
     pixel_id             = string

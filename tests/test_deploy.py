@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from deploy.deploy import deploy
+from deploy.deploy import deploy, option_vars
 from deploy.errors import DeployError, diagnose
 from deploy.runner import Runner
 from deploy.settings import APIS, OPTIONS, Settings
@@ -530,6 +530,7 @@ def test_options_pass_their_variables_and_ask_for_their_secrets(cloud: Cloud, mo
     """SHOPIFY, WOOCOMMERCE and BROWSER_COLLECTION: deploy/terraform passes the module's variables
     on (create_shopify_signing_key, ...), and the shops' signing keys are read like the token."""
     wired = {"create_shopify_signing_key", "create_woocommerce_signing_key", "browser_collection"}
+    wired |= {"idempotency_collection"}
     assert wired <= load_root_variables()
     monkeypatch.setenv("PATH", f"{cloud.bin}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_CLOUD", str(cloud.home))
@@ -542,12 +543,19 @@ def test_options_pass_their_variables_and_ask_for_their_secrets(cloud: Cloud, mo
     applied = cloud.state()["terraform"]["applied"]["variables"]
     assert applied["create_shopify_signing_key"] == applied["create_woocommerce_signing_key"] == "true"
     assert applied["browser_collection"] == "browsers"
+    # Shops retry their webhooks for hours: a shop webhook turns the order key on.
+    assert applied["idempotency_collection"] == "capi_idempotency"
     stored = cloud.secrets()
     assert stored["capi-shopify-signing-key"] == ["shpss_shopkey123"]
     assert stored["capi-woocommerce-signing-key"] == ["wc_secret_456"]
     assert "shpss_shopkey123" not in out.getvalue() and "wc_secret_456" not in out.getvalue()
-    assert f"Shopify webhook (order payment / order updated, JSON): {EVENTS_URL}/webhooks/shopify" in out.getvalue()
-    assert f"{EVENTS_URL}/webhooks/woocommerce" in out.getvalue()
+    for call in cloud.calls():  # on stdin only: never in a command's arguments
+        assert "shpss_shopkey123" not in " ".join(call["argv"]) and "wc_secret_456" not in " ".join(call["argv"])
+    assert f"Shopify webhook (Event: Order payment, Format: JSON): {EVENTS_URL}/webhooks/shopify " in out.getvalue()
+    assert (
+        f"WooCommerce webhooks (Topics: Order created, Order updated): {EVENTS_URL}/webhooks/woocommerce "
+        in out.getvalue()
+    )
 
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # a second run asks for nothing
     again = io.StringIO()
@@ -558,3 +566,12 @@ def test_options_pass_their_variables_and_ask_for_their_secrets(cloud: Cloud, mo
 
 def load_root_variables() -> set[str]:
     return {name for block in load(ROOT / "deploy" / "terraform" / "variables.tf")["variable"] for name in block}
+
+
+def test_a_shop_webhook_turns_on_the_order_key_unless_a_collection_is_given() -> None:
+    base = {"PROJECT": "p", "REGION": "europe-west1", "PIXEL_ID": "1"}
+    assert "IDEMPOTENCY_COLLECTION" not in Settings.from_env(base).options
+    assert Settings.from_env({**base, "WOOCOMMERCE": "1"}).options["IDEMPOTENCY_COLLECTION"] == "capi_idempotency"
+    given = Settings.from_env({**base, "SHOPIFY": "1", "IDEMPOTENCY_COLLECTION": "sent"})
+    assert given.options["IDEMPOTENCY_COLLECTION"] == "sent"
+    assert "-var=idempotency_collection=sent" in option_vars(given)

@@ -119,6 +119,38 @@ def test_every_relative_link_and_anchor_resolves(page: Path) -> None:
     assert broken_links(page) == []
 
 
+# The files whose text users read outside the docs (a `fix` in capi_quality's answer, an alert's
+# documentation, a Terraform variable's description, the tag template's notes): the docs pages
+# they point to must exist, and they no longer point to README sections that moved to docs/.
+USER_VISIBLE_POINTERS = [
+    ROOT / "capi" / "quality.py",
+    *sorted((ROOT / "terraform").rglob("*.tf")),
+    *sorted((ROOT / "terraform" / "examples").rglob("*.example")),
+    ROOT / "sgtm" / "template.tpl",
+    ROOT / "sgtm" / "README.md",
+]
+DOCS_POINTER = re.compile(r"docs/([a-z0-9-]+\.md)(?:#([\w-]+))?")
+
+
+@pytest.mark.parametrize("path", USER_VISIBLE_POINTERS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_user_visible_pointers_name_a_docs_page_and_heading_that_exist(path: Path) -> None:
+    text = path.read_text()
+    readme_section = re.search(r"README[\s,:/]+(section\s+)?(\\?\"|[A-Z][a-z]+)", text)
+    assert readme_section is None, "points to a README section: name its docs page"
+    for page, anchor in DOCS_POINTER.findall(text):
+        target = ROOT / "docs" / page
+        assert target.is_file(), f"{path.name} cites docs/{page}"
+        assert not anchor or anchor in anchors(target), f"{path.name} cites docs/{page}#{anchor}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "capi").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_code_comments_point_to_docs_pages_and_headings_that_exist(path: Path) -> None:
+    for page, anchor in DOCS_POINTER.findall(path.read_text()):
+        target = ROOT / "docs" / page
+        assert target.is_file(), f"{path.name} cites docs/{page}"
+        assert not anchor or anchor in anchors(target), f"{path.name} cites docs/{page}#{anchor}"
+
+
 def test_every_docs_page_is_linked_from_the_readme() -> None:
     linked = {(README.parent / target.partition("#")[0]).resolve() for target in links(README)}
     for page in sorted((ROOT / "docs").glob("*.md")):

@@ -83,7 +83,7 @@ def test_warns_per_event_name_with_the_fix(
     # AddToCart: the server events carry no event id at all (Meta's sample: 0 %).
     assert add_to_cart["deduplicated"] == 0 and add_to_cart["server"] == 0 and add_to_cart["browser"] == 100
     assert add_to_cart["threshold"] == 50 and "send the Pixel's eventID as event_id" in add_to_cart["fix"]
-    assert "deduplication recipe" in add_to_cart["fix"]
+    assert "(docs/sgtm.md#5-deduplicate-with-the-browser-pixel)" in add_to_cart["fix"]
     # Purchase: both sides carry ids, 14.8 % deduplicated: they do not match.
     assert purchase_dedup["deduplicated"] == 14.8 and "do not match" in purchase_dedup["fix"]
     assert purchase_coverage == {

@@ -331,7 +331,16 @@ def test_shopify_webhook_signature_is_required_and_checked(graph: Any) -> None:
             headers={SIGNATURE_HEADER["shopify"]: sign(orjson.dumps(order), SHOPIFY_KEY)},
             content_type="application/json",
         ),
+        # checked before the body is parsed: a body that is no JSON is 401, not 400, unless signed
+        "not JSON, wrong signature": client.post(
+            "/webhooks/shopify",
+            data=b"{not json",
+            headers={SIGNATURE_HEADER["shopify"]: sign(b"{not json", "another key")},
+            content_type="application/json",
+        ),
     }
+    signed_garbage = deliver(client, "shopify", b"{not json", "orders/paid")
+    assert signed_garbage.status_code == 400 and signed_garbage.get_json()["field"] == "body"
     for case, answer in cases.items():
         assert answer.status_code == 401, case
         assert answer.get_json()["error"] == "unauthorized", case
@@ -370,11 +379,14 @@ def test_shopify_test_notification_and_refunds_send_nothing(graph: Any, capsys: 
         assert secret not in out
 
 
-def test_woocommerce_order_webhook_and_ping(graph: Any, firestore_db: Any) -> None:
+def test_woocommerce_order_webhook_and_ping(graph: Any, firestore_db: Any, capsys: Any) -> None:
     client = shop_app(graph, firestore_db, IDEMPOTENCY_COLLECTION="capi_sent")
+    capsys.readouterr()
     # saving a webhook in WooCommerce posts an unsigned, form-encoded ping first (WC_Webhook::deliver_ping)
     ping = client.post("/webhooks/woocommerce", data=b"webhook_id=7", content_type="application/x-www-form-urlencoded")
     assert ping.status_code == 200 and ping.get_json() == {"ping": True, "source": "woocommerce"}
+    [line] = log_lines(capsys.readouterr().out, "webhook ping answered")  # docs/orders.md, Operations
+    assert line["source"] == "woocommerce" and line["severity"] == "INFO"
     site = {"X-WC-Webhook-Source": "https://shop.example.org/"}
     pending = deliver(client, "woocommerce", {**woo_checkout(), "status": "pending"}, "order.created", **site)
     assert pending.get_json()["skipped"] == [{"index": 0, "event_id": "727", "reason": "unpaid"}]
@@ -389,6 +401,15 @@ def test_woocommerce_order_webhook_and_ping(graph: Any, firestore_db: Any) -> No
     refunded = deliver(client, "woocommerce", {**woo_checkout(), "status": "refunded"}, "order.updated", **site)
     assert refunded.get_json()["skipped"] == [{"index": 0, "event_id": "727", "reason": "refunded"}]
     assert graph.fake.delivered == {("Purchase", "727"): 1}
+
+
+def test_woocommerce_deleted_order_is_a_cancelled_skip(graph: Any) -> None:
+    # A `deleted` topic carries only the resource id (WC_Webhook::build_payload: array( 'id' => $resource_id )).
+    client = shop_app(graph)
+    deleted = deliver(client, "woocommerce", {"id": 727}, "order.deleted")
+    assert deleted.status_code == 200
+    assert deleted.get_json()["skipped"] == [{"index": 0, "event_id": "727", "reason": "cancelled"}]
+    assert graph.fake.requests == 0
 
 
 def test_woocommerce_unsigned_order_is_refused(graph: Any) -> None:

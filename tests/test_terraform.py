@@ -284,3 +284,19 @@ def test_gcloudignore_keeps_only_the_function() -> None:
     # The trial found these shipped: a new top-level file or folder never is.
     for name in ("CHANGELOG.md", "LICENSE", "README.md", "docs/meta-capi.md", "deploy/deploy.py", ".git"):
         assert name not in listed
+
+
+def test_every_output_the_docs_read_from_the_example_exists() -> None:
+    """docs/terraform.md and docs/orders.md run `terraform output ... NAME` in
+    terraform/examples/basic: each NAME is an output there, and each example output reads a
+    module output that exists."""
+    example = ROOT / "terraform" / "examples" / "basic"
+    outputs = {k: v for block in load(example / "outputs.tf")["output"] for k, v in block.items()}
+    cited = set()
+    for page in ("terraform.md", "orders.md", "deploy.md", "sgtm.md"):
+        cited |= set(re.findall(r"terraform output (?:-raw |-json )?([a-z_]+)", (ROOT / "docs" / page).read_text()))
+    assert {"meta_token_secret", "shopify_signing_key_secret"} <= cited
+    assert cited - set(outputs) == set()
+    module_outputs = {k for block in load(TF / "outputs.tf")["output"] for k in block}
+    read = set(re.findall(r"module\.capi\.(\w+)", (example / "outputs.tf").read_text()))
+    assert read - module_outputs == set()

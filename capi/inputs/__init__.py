@@ -1,6 +1,6 @@
 """Input dialects: every body shape real clients send, read into capi's one internal event.
 
-Pure: no I/O. `read(payload)` recognises the dialect from the body (README "What capi accepts")
+Pure: no I/O. `read(payload)` recognises the dialect from the body (docs/dialects.md)
 and returns an `Envelope`: the events, each already in the internal form that
 `capi.events.prepare` maps (the GA4 / sGTM event model with Meta's names also accepted), with
 the dialect it was read from and the input keys its adapter left out. The mapping, normalization

@@ -51,4 +51,5 @@ module "capi" {
   browser_ttl_days               = var.browser_ttl_days
   create_shopify_signing_key     = var.create_shopify_signing_key
   create_woocommerce_signing_key = var.create_woocommerce_signing_key
+  idempotency_collection         = var.idempotency_collection
 }

@@ -54,3 +54,9 @@ variable "create_woocommerce_signing_key" {
   type        = bool
   default     = false
 }
+
+variable "idempotency_collection" {
+  description = "IDEMPOTENCY_COLLECTION=...: the idempotency guard and the order key (one Purchase per order); SHOPIFY=1 / WOOCOMMERCE=1 set capi_idempotency when it is not given (empty: off)."
+  type        = string
+  default     = ""
+}

@@ -42,3 +42,13 @@ output "quality_now_command" {
   description = "Runs capi_quality now (its answer is in the function's logs: dataset quality lines)."
   value       = "gcloud scheduler jobs run ${module.capi.quality_job} --location=${var.region} --project=${var.project_id}"
 }
+
+output "shopify_signing_key_secret" {
+  description = "With create_shopify_signing_key = true in the module block: the secret to add Shopify's webhook signing key to (docs/orders.md#shop-webhooks)."
+  value       = module.capi.shopify_signing_key_secret
+}
+
+output "woocommerce_signing_key_secret" {
+  description = "With create_woocommerce_signing_key = true in the module block: the secret to add the WooCommerce webhook secret to (docs/orders.md#shop-webhooks)."
+  value       = module.capi.woocommerce_signing_key_secret
+}
