@@ -22,7 +22,7 @@ from capi.delivery.graph import GraphClient, RetryPolicy
 from capi.delivery.replay import Replayer
 from capi.destinations import Destination
 from capi.errors import ConfigError
-from capi.firestore import FirestoreIdempotency, FirestoreProfileStore
+from capi.firestore import FirestoreIdempotency, FirestoreLookup
 from capi.firestore import new_client as new_firestore_client
 from capi.http import (
     guarded,
@@ -77,9 +77,11 @@ class Application:
                 tokens.append(QualityDestination(destination.name, destination.pixel_id, token))
             self.senders[destination.name] = sender
             targets.append(self._target(destination, None if config.dry_run else sender, firestore))
-        profiles = (
-            FirestoreProfileStore(firestore, config.profile_collection, config.firestore_timeout_seconds)
-            if config.profile_collection
+        lookup = (
+            FirestoreLookup(
+                firestore, config.profile_collection, config.browser_collection, config.firestore_timeout_seconds
+            )
+            if config.profile_collection or config.browser_collection
             else None
         )
         browsers = (
@@ -87,7 +89,7 @@ class Application:
             if config.browser_collection
             else None
         )
-        self.service = EventService(config, profiles=profiles, browsers=browsers, targets=targets)
+        self.service = EventService(config, lookup=lookup, browsers=browsers, targets=targets)
         # A dry run sends nothing, dead letters included.
         live = {} if config.dry_run else {name: sender for name, sender in self.senders.items() if sender is not None}
         guards = {t.destination.name: t.idempotency for t in targets}
