@@ -11,7 +11,7 @@ do the same in a `_gtmeec` cookie; capi keeps them server-side, where no script 
   the Firestore TTL policy (terraform/ and `make deploy`); a document past it is ignored on
   read even before Firestore deletes it (TTL deletion can lag by a day or more).
 - Consent: remembered and added only when the event's consent grants ad_user_data
-  (`ad_user_data_granted`).
+  (`capi.consent.ad_user_data_granted`).
 - Written only when an event teaches something new; a known browser costs no write.
 - Read in the request's one batched lookup, in the same BatchGetDocuments call and deadline
   as the profiles (capi.firestore.FirestoreLookup).
@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from capi import consent
 from capi.normalize import HASHED_KEYS, Dropped, FieldContext, hash_value
 
 TTL_FIELD = "expire_at"  # the Firestore TTL policy's field (terraform/, make deploy)
@@ -41,32 +40,6 @@ Remembered = dict[str, list[str]]  # Meta key -> digests
 def document_id(browser_id: str) -> str:
     """The document of a browser: a digest of its id, so the collection never holds the id."""
     return hashlib.sha256(browser_id.encode("utf-8")).hexdigest()
-
-
-def ad_user_data_granted(event: Mapping[str, Any], consent_required: bool) -> bool:
-    """Whether the event's consent lets capi remember and add customer data for its browser.
-
-    A signal must grant ad_user_data itself: capi's `consent.ad_user_data`, Stape's
-    `consent_state.ad_user_data`, or the third pair of `x-ga-gcd`. `x-ga-gcs` says nothing
-    about ad_user_data, so it alone is not enough. An event with no consent signal at all is
-    treated as its forwarding is: allowed unless CONSENT_REQUIRED. capi.consent already
-    skipped every event a signal denies.
-    """
-    present = [name for name in consent.SIGNALS if event.get(name) is not None]
-    if not present:
-        return not consent_required
-    for name in present:
-        value = event[name]
-        if name == "x-ga-gcd" and isinstance(value, str):
-            if consent.gcd_state(value, consent.GCD_AD_USER_DATA) == consent.GRANTED:
-                return True
-        elif name == "consent" and isinstance(value, Mapping):
-            state = value.get("ad_user_data")
-            if isinstance(state, str) and state.strip().lower() == consent.GRANTED:
-                return True
-        elif name == "consent_state" and isinstance(value, Mapping) and value.get("ad_user_data") is True:
-            return True
-    return False
 
 
 def learned(user_data: Mapping[str, Any], keys: Iterable[str]) -> Remembered:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from capi import browsers, shutdown
-from capi.browsers import ad_user_data_granted
 from capi.config import Config
+from capi.consent import ad_user_data_granted
 from capi.delivery import Sender, Sent, log_config_refusal, send_split
 from capi.delivery.deadletter import MAX_EVENT_BYTES
 from capi.destinations import Destination, Inherit, route
@@ -501,7 +501,11 @@ class EventService:
             if isinstance(result, Draft):
                 drafts.append(result)
                 fbp = result.plain.get("fbp")
-                if self.browsers is not None and fbp and ad_user_data_granted(raw, self.config.consent_required):
+                if (
+                    self.browsers is not None
+                    and fbp
+                    and ad_user_data_granted(raw, self.config.consent_required, envelope.consent)
+                ):
                     browser_of[result.index] = fbp
             elif isinstance(result, Skip):
                 if result.reason == "consent":

@@ -21,11 +21,11 @@ import pytest
 from capi.browsers import (
     MAX_DIGESTS_PER_KEY,
     TTL_FIELD,
-    ad_user_data_granted,
     document_id,
     learned,
     merged,
 )
+from capi.consent import ad_user_data_granted
 from tests.conftest import CountingFirestore, make_app, serve
 from tests.fakes.emulator import emulator_process, firestore_client_at
 
@@ -235,14 +235,17 @@ def test_profiles_and_browsers_are_read_in_one_firestore_call(firestore_db: Any,
 
 
 def test_consent_reading() -> None:
-    assert ad_user_data_granted({"x-ga-gcd": GRANTED}, consent_required=True)
-    assert not ad_user_data_granted({"x-ga-gcs": "G111"}, consent_required=False)
-    assert ad_user_data_granted({"consent": {"ad_user_data": "GRANTED"}}, consent_required=True)
-    assert ad_user_data_granted({"consent_state": {"ad_user_data": True}}, consent_required=True)
-    assert not ad_user_data_granted({"consent_state": {"ad_user_data": "true"}}, consent_required=False)
+    assert ad_user_data_granted({"x-ga-gcd": GRANTED}, True)
+    assert not ad_user_data_granted({"x-ga-gcs": "G111"}, False)
+    assert ad_user_data_granted({"consent": {"ad_user_data": "GRANTED"}}, True)
+    assert ad_user_data_granted({"consent_state": {"ad_user_data": True}}, True)
+    assert not ad_user_data_granted({"consent_state": {"ad_user_data": "true"}}, False)
     # No signal at all: as the event itself, allowed unless CONSENT_REQUIRED.
-    assert ad_user_data_granted({}, consent_required=False)
-    assert not ad_user_data_granted({}, consent_required=True)
+    assert ad_user_data_granted({}, False)
+    assert not ad_user_data_granted({}, True)
+    # The request's signals count as the event's (the Measurement Protocol's request-level consent).
+    assert ad_user_data_granted({}, True, {"consent": {"ad_user_data": "GRANTED"}})
+    assert not ad_user_data_granted({"x-ga-gcs": "G111"}, False, {"consent": {"ad_storage": "GRANTED"}})
 
 
 def test_merge_keeps_the_newest_few_and_reports_nothing_new() -> None:
