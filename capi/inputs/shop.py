@@ -1,5 +1,6 @@
-"""What the shop dialects (capi.inputs.shopify, capi.inputs.woocommerce) share: the parts of
-a paid order's one Purchase event that do not depend on the shop's field names.
+"""What the shop dialects (capi.inputs.shopify, capi.inputs.woocommerce) share: small readers
+of an order's fields, and the parts of a paid order's one Purchase event that do not depend on
+the shop's field names (capi.webhooks reads order ids with `first_text` too).
 
 Each dialect reads its own fields and passes them here, so a rule about the event (which keys
 it carries, when a browser field is left out) is written once.
@@ -9,11 +10,51 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 # The browser cookies a shop's checkout stores with the order (docs/orders.md): the names its
 # snippet uses, with or without the underscore that hides them from the buyer.
 FBP_NAMES = ("_fbp", "fbp")
 FBC_NAMES = ("_fbc", "fbc")
+
+
+def first_text(*values: Any) -> str | None:
+    """The first value that is a non-empty string or an integer, as text (shop ids are JSON numbers)."""
+    for value in values:
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def attribute(pairs: Any, names: tuple[str, ...], key: str = "name") -> str | None:
+    """The value of the first `{key: name, "value": ...}` entry named one of `names` (Shopify's
+    note_attributes, WooCommerce's meta_data), when it is a non-empty string."""
+    if not isinstance(pairs, list):
+        return None
+    for name in names:
+        for pair in pairs:
+            if isinstance(pair, dict) and pair.get(key) == name:
+                value = pair.get("value")
+                if isinstance(value, str) and value.strip():
+                    return value.strip()
+    return None
+
+
+def origin(url: Any) -> str | None:
+    """`https://host` of an absolute http(s) URL (the shop's site), else None."""
+    if not isinstance(url, str):
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def address(fields: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from capi.inputs import shop
-from capi.inputs.common import Incoming, Skipped, attribute, first_text, origin
+from capi.inputs.common import Incoming, Skipped
+from capi.inputs.shop import attribute, first_text, origin
 
 DIALECT = "woocommerce"
 PAID = frozenset({"processing", "completed"})
