@@ -592,11 +592,11 @@ class EventService:
     def _lookup(
         self, user_ids: list[str], browser_ids: list[str], batch: _Batch
     ) -> tuple[Mapping[str, dict[str, Any]], dict[str, dict[str, list[str]]] | None]:
-        """(profiles, remembered): when the read fails, no profile, and None for the browsers:
-        then nothing is added, and nothing written either (a write without what is known
-        would replace it, and Firestore is not answering)."""
+        """(profiles, remembered), read in one call. `remembered` is None when no browser was
+        asked for or nothing could be read: then nothing is added, and nothing written either
+        (a write without what is known would replace it)."""
         if self.lookup is None or not (user_ids or browser_ids):
-            return {}, ({} if browser_ids else None)
+            return {}, None
         try:
             profiles, remembered = self.lookup.get_many(user_ids, browser_ids)
             return profiles, (remembered if browser_ids else None)
