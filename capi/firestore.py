@@ -113,7 +113,7 @@ class FirestoreLookup:
         # Document path -> (kind, id): paths, not collection names, tell the two kinds apart,
         # so even one collection holding both cannot mix them up.
         wanted: dict[str, tuple[str, str]] = {}
-        refs = []
+        refs: list[Any] = []
         if self._profiles:
             collection = client.collection(self._profiles)
             for uid in user_ids:
