@@ -26,7 +26,7 @@ from capi.delivery.pubsub import PubSubClient, full_name
 from capi.delivery.replay import Replayer
 from capi.destinations import Destination
 from capi.errors import ConfigError, QueueUnavailable
-from capi.firestore import FirestoreIdempotency, FirestoreProfileStore
+from capi.firestore import FirestoreIdempotency, FirestoreLookup
 from capi.firestore import new_client as new_firestore_client
 from capi.http import (
     guarded,
@@ -82,9 +82,11 @@ class Application:
                 tokens.append(QualityDestination(destination.name, destination.pixel_id, token))
             self.senders[destination.name] = sender
             targets.append(self._target(destination, None if config.dry_run else sender, firestore))
-        profiles = (
-            FirestoreProfileStore(firestore, config.profile_collection, config.firestore_timeout_seconds)
-            if config.profile_collection
+        lookup = (
+            FirestoreLookup(
+                firestore, config.profile_collection, config.browser_collection, config.firestore_timeout_seconds
+            )
+            if config.profile_collection or config.browser_collection
             else None
         )
         browsers = (
@@ -99,7 +101,7 @@ class Application:
             if config.delivery == "queue" and not config.dry_run
             else None
         )
-        self.service = EventService(config, profiles=profiles, browsers=browsers, targets=targets, queue=queue)
+        self.service = EventService(config, lookup=lookup, browsers=browsers, targets=targets, queue=queue)
         self.consumer = Consumer(self.service, window=config.batch_window_ms / 1000)
         self.drain = (
             DeadLetterDrain(

@@ -11,9 +11,10 @@ do the same in a `_gtmeec` cookie; capi keeps them server-side, where no script 
   the Firestore TTL policy (terraform/ and `make deploy`); a document past it is ignored on
   read even before Firestore deletes it (TTL deletion can lag by a day or more).
 - Consent: remembered and added only when the event's consent grants ad_user_data
-  (`ad_user_data_granted`).
+  (`capi.consent.ad_user_data_granted`).
 - Written only when an event teaches something new; a known browser costs no write.
-- Read in one batched call per request, inside the deadline the profile lookup uses.
+- Read in the request's one batched lookup, in the same BatchGetDocuments call and deadline
+  as the profiles (capi.firestore.FirestoreLookup).
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from capi import consent
-from capi.normalize import HASHED_KEYS, FieldContext, hash_value
+from capi.normalize import HASHED_KEYS, Dropped, FieldContext, hash_value
 
 TTL_FIELD = "expire_at"  # the Firestore TTL policy's field (terraform/, make deploy)
 KEYS_FIELD = "keys"
@@ -40,32 +40,6 @@ Remembered = dict[str, list[str]]  # Meta key -> digests
 def document_id(browser_id: str) -> str:
     """The document of a browser: a digest of its id, so the collection never holds the id."""
     return hashlib.sha256(browser_id.encode("utf-8")).hexdigest()
-
-
-def ad_user_data_granted(event: Mapping[str, Any], consent_required: bool) -> bool:
-    """Whether the event's consent lets capi remember and add customer data for its browser.
-
-    A signal must grant ad_user_data itself: capi's `consent.ad_user_data`, Stape's
-    `consent_state.ad_user_data`, or the third pair of `x-ga-gcd`. `x-ga-gcs` says nothing
-    about ad_user_data, so it alone is not enough. An event with no consent signal at all is
-    treated as its forwarding is: allowed unless CONSENT_REQUIRED. capi.consent already
-    skipped every event a signal denies.
-    """
-    present = [name for name in consent.SIGNALS if event.get(name) is not None]
-    if not present:
-        return not consent_required
-    for name in present:
-        value = event[name]
-        if name == "x-ga-gcd" and isinstance(value, str):
-            if consent.gcd_state(value, consent.GCD_AD_USER_DATA) == consent.GRANTED:
-                return True
-        elif name == "consent" and isinstance(value, Mapping):
-            state = value.get("ad_user_data")
-            if isinstance(state, str) and state.strip().lower() == consent.GRANTED:
-                return True
-        elif name == "consent_state" and isinstance(value, Mapping) and value.get("ad_user_data") is True:
-            return True
-    return False
 
 
 def learned(user_data: Mapping[str, Any], keys: Iterable[str]) -> Remembered:
@@ -105,8 +79,18 @@ def _clean(raw: Any) -> Remembered:
     return out
 
 
+def remembered(record: Mapping[str, Any], now: datetime) -> Remembered:
+    """The keys a browser's stored document holds, or {} once it is past `expire_at`. The
+    read itself is part of the request's one enrichment lookup (capi.firestore.FirestoreLookup)."""
+    expires = record.get(TTL_FIELD)
+    if not isinstance(expires, datetime) or expires <= now:
+        return {}
+    return _clean(record.get(KEYS_FIELD))
+
+
 class FirestoreBrowserStore:
-    """Remembered keys by browser id in `collection`: one batched read, writes only when new."""
+    """Remembered keys by browser id in `collection`: written only when new, and deleted on
+    request. Read by the request's one enrichment lookup (capi.firestore.FirestoreLookup)."""
 
     def __init__(
         self,
@@ -120,31 +104,6 @@ class FirestoreBrowserStore:
         self._collection = collection
         self._ttl = timedelta(days=ttl_days)
         self._clock = clock
-
-    def get_many(self, browser_ids: list[str], timeout: float) -> dict[str, Remembered]:
-        """Remembered keys by browser id (unknown or expired browsers are absent), in one
-        BatchGetDocuments call without retries, within `timeout` seconds."""
-        ids = list(dict.fromkeys(browser_ids))[:MAX_BROWSERS_PER_READ]
-        if not ids or timeout <= 0:
-            return {}
-        client = self._client()
-        collection = client.collection(self._collection)
-        by_doc = {document_id(browser): browser for browser in ids}
-        refs = [collection.document(doc) for doc in by_doc]
-        deadline = time.monotonic() + timeout
-        now = datetime.fromtimestamp(self._clock(), UTC)
-        found: dict[str, Remembered] = {}
-        for snapshot in client.get_all(refs, field_paths=[KEYS_FIELD, TTL_FIELD], retry=None, timeout=timeout):
-            if snapshot.exists:
-                record = snapshot.to_dict() or {}
-                expires = record.get(TTL_FIELD)
-                if isinstance(expires, datetime) and expires > now:
-                    keys = _clean(record.get(KEYS_FIELD))
-                    if keys:
-                        found[by_doc[snapshot.id]] = keys
-            if time.monotonic() > deadline:
-                raise TimeoutError("browser lookup over its time budget")
-        return found
 
     def remember(self, updates: Mapping[str, Remembered], timeout: float) -> None:
         """Write each browser's merged keys (the caller passes only browsers with something
@@ -208,7 +167,11 @@ def main(argv: Sequence[str] | None = None, client: Callable[[], Any] | None = N
         count = store.forget_browser(args.fbp.strip())
     else:
         key, value = ("em", args.email) if args.email else ("ph", args.phone)
-        count = store.forget_user(key, hash_value(key, value, FieldContext(None, None)))
+        try:
+            digest = hash_value(key, value, FieldContext(None, None))
+        except Dropped as exc:
+            parser.error(f"--{'email' if key == 'em' else 'phone'}: {exc}")
+        count = store.forget_user(key, digest)
     print(f"forgot {count} browser(s)")
     return 0
 

@@ -131,3 +131,31 @@ def decide(
     if seen is None and required:
         return False, REQUIRED
     return True, seen
+
+
+def ad_user_data_granted(event: Mapping[str, Any], required: bool, request: Mapping[str, Any] | None = None) -> bool:
+    """Whether consent lets capi remember and add customer data for the event's browser
+    (enhanced event coverage, capi.browsers): a stricter question than `decide`'s.
+
+    A signal, the event's or the request's, must grant ad_user_data itself: capi's
+    `consent.ad_user_data`, Stape's `consent_state.ad_user_data`, or the third pair of
+    `x-ga-gcd`. `x-ga-gcs` says nothing about ad_user_data, so it alone is not enough. With no
+    signal at all, as the event's forwarding: allowed unless CONSENT_REQUIRED. Any denial was
+    already applied by `decide`, which skips the event.
+    """
+    present = [
+        (name, signals[name]) for signals in (event, request or {}) for name in SIGNALS if signals.get(name) is not None
+    ]
+    if not present:
+        return not required
+    for name, value in present:
+        if name == "x-ga-gcd" and isinstance(value, str):
+            if gcd_state(value, GCD_AD_USER_DATA) == GRANTED:
+                return True
+        elif name == "consent" and isinstance(value, Mapping):
+            state = value.get("ad_user_data")
+            if isinstance(state, str) and state.strip().lower() == GRANTED:
+                return True
+        elif name == "consent_state" and isinstance(value, Mapping) and value.get("ad_user_data") is True:
+            return True
+    return False

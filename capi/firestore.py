@@ -1,5 +1,5 @@
-"""Firestore edges: user profiles, the idempotency guard, and the helpers the dead-letter
-store and the replay (capi/delivery/) share.
+"""Firestore edges: the enrichment lookup (profiles and remembered browsers in one read), the
+idempotency guard, and the helpers the dead-letter store and the replay (capi/delivery/) share.
 
 One Firestore client per instance, created on first use through `capi.lazy.Lazy` (never at
 import: cold starts stay fast and paths that need no Firestore never pay for it).
@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from capi import browsers
 from capi.destinations import DEFAULT
 from capi.errors import StoreUnavailable
 from capi.events import PROFILE_FIELDS
@@ -52,59 +54,98 @@ def new_client(project: str | None, database: str) -> Any:
     return firestore.Client(project=project, database=database)
 
 
-def _doc_id(*parts: str) -> str:
+def doc_id(*parts: str) -> str:
     """A stable document id: event ids may hold '/' or be longer than Firestore allows."""
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
 
 
-def _scope(destination: str, pixel_id: str) -> tuple[str, ...]:
+def scope(destination: str, pixel_id: str) -> tuple[str, ...]:
     """What a document id is scoped by: the destination and its pixel. The `default`
     destination keeps the single-pixel ids (the pixel alone), so records written before
     several pixels existed still guard and overwrite."""
     return (pixel_id,) if destination == DEFAULT else (destination, pixel_id)
 
 
-def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+def chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def _write_in_batches(
+def write_in_batches(
     client: Any, items: list[Any], write: Callable[[Any, Any], None], budget: float = STORE_SECONDS
 ) -> None:
     """Apply `write(batch, item)` to every item, WRITE_CHUNK writes per commit, all in `budget`."""
     deadline = time.monotonic() + budget
-    for chunk in _chunks(items, WRITE_CHUNK):
+    for chunk in chunks(items, WRITE_CHUNK):
         batch = client.batch()
         for item in chunk:
             write(batch, item)
         bounded(lambda timeout, batch=batch: batch.commit(retry=None, timeout=timeout), deadline - time.monotonic())
 
 
-class FirestoreProfileStore:
-    """Profiles by user_id: document id = user_id in `collection`, read in one batch."""
+class FirestoreLookup:
+    """The enrichment read of one request: the users' profiles (document id = user_id in
+    `profile_collection`) and the browsers' remembered keys (capi.browsers, in
+    `browser_collection`), in ONE BatchGetDocuments call: one round trip, one deadline.
+    An empty collection name turns that kind of document off."""
 
-    def __init__(self, client: Callable[[], Any], collection: str, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        client: Callable[[], Any],
+        profile_collection: str,
+        browser_collection: str,
+        timeout: float = 2.0,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._client = client
-        self._collection = collection
+        self._profiles = profile_collection
+        self._browsers = browser_collection
         self._timeout = timeout
+        self._clock = clock
 
-    def get_many(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+    def get_many(
+        self, user_ids: list[str], browser_ids: list[str]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, browsers.Remembered]]:
+        """(profiles by user id, remembered keys by browser id); missing, unknown or expired
+        ids are simply absent. Raises TimeoutError past the deadline, or the client's error."""
         client = self._client()
-        collection = client.collection(self._collection)
-        refs = [collection.document(uid) for uid in user_ids if _valid_doc_id(uid)]
+        # Document path -> (kind, id): paths, not collection names, tell the two kinds apart,
+        # so even one collection holding both cannot mix them up.
+        wanted: dict[str, tuple[str, str]] = {}
+        refs: list[Any] = []
+        if self._profiles:
+            collection = client.collection(self._profiles)
+            for uid in user_ids:
+                if _valid_doc_id(uid):
+                    refs.append(collection.document(uid))
+                    wanted[refs[-1].path] = ("profile", uid)
+        if self._browsers:
+            collection = client.collection(self._browsers)
+            for browser in list(dict.fromkeys(browser_ids))[: browsers.MAX_BROWSERS_PER_READ]:
+                refs.append(collection.document(browsers.document_id(browser)))
+                wanted[refs[-1].path] = ("browser", browser)
         if not refs:
-            return {}
+            return {}, {}
+        # One mask for both kinds (a BatchGetDocuments call has one): each kind keeps its own fields below.
+        fields = [*PROFILE_FIELDS, browsers.KEYS_FIELD, browsers.TTL_FIELD]
         deadline = time.monotonic() + self._timeout
+        now = datetime.fromtimestamp(self._clock(), UTC)
         profiles: dict[str, dict[str, Any]] = {}
-        # One BatchGetDocuments call for every user of the request; no retries, a hard
-        # deadline: a slow Firestore must not hold the events back.
-        for snapshot in client.get_all(refs, field_paths=list(PROFILE_FIELDS), retry=None, timeout=self._timeout):
-            if snapshot.exists:
-                profiles[snapshot.id] = snapshot.to_dict() or {}
+        remembered: dict[str, browsers.Remembered] = {}
+        # No retries and a hard deadline: a slow Firestore must not hold the events back.
+        for snapshot in client.get_all(refs, field_paths=fields, retry=None, timeout=self._timeout):
+            found = wanted.get(snapshot.reference.path) if snapshot.exists else None
+            if found is not None:
+                record = snapshot.to_dict() or {}
+                kind, key = found
+                if kind == "profile":
+                    profiles[key] = {name: value for name, value in record.items() if name in PROFILE_FIELDS}
+                elif keys := browsers.remembered(record, now):
+                    remembered[key] = keys
             if time.monotonic() > deadline:
-                raise TimeoutError("profile lookup over its time budget")
-        return profiles
+                raise TimeoutError("enrichment lookup over its time budget")
+        return profiles, remembered
 
 
 def _valid_doc_id(uid: str) -> bool:
@@ -147,14 +188,14 @@ class FirestoreIdempotency:
     ) -> None:
         self._client = client
         self._collection = collection
-        self._scope = _scope(destination, pixel_id)
+        self._scope = scope(destination, pixel_id)
         self._ttl = ttl
         self._order_ttl = order_ttl
         self._lease = lease
         self._clock = clock
 
     def _ref(self, key: tuple[str, str]) -> Any:
-        return self._client().collection(self._collection).document(_doc_id(*self._scope, *key))
+        return self._client().collection(self._collection).document(doc_id(*self._scope, *key))
 
     def claim(self, keys: list[tuple[str, str]]) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         """Claim the pairs; returns (done, busy): pairs delivered or stored already, and pairs
@@ -221,7 +262,7 @@ class FirestoreIdempotency:
 
     def _mark(self, keys: list[tuple[str, str]], status: str) -> None:
         now = self._clock()
-        _write_in_batches(
+        write_in_batches(
             self._client(),
             keys,
             lambda batch, key: batch.set(
@@ -242,4 +283,4 @@ class FirestoreIdempotency:
         self._mark(keys, "stored")
 
     def release(self, keys: list[tuple[str, str]]) -> None:
-        _write_in_batches(self._client(), keys, lambda batch, key: batch.delete(self._ref(key)))
+        write_in_batches(self._client(), keys, lambda batch, key: batch.delete(self._ref(key)))

@@ -24,7 +24,7 @@ from capi.errors import (
     RequestError,
     UnsupportedMediaType,
 )
-from capi.inputs.common import parse as parse_lenient
+from capi.inputs.lenient import parse as parse_lenient
 from capi.log import log, set_trace
 from capi.server import CONTINUE
 from capi.webhooks import refuse_early, shop_of
@@ -63,7 +63,7 @@ def read_json(request: flask.Request) -> Any:
     Infinity, unpaired surrogate escapes and nesting deeper than 1024, all of which would
     otherwise fail later, when the payload is encoded again. A body refused only for an
     unpaired surrogate escape is read again by the standard library with orjson's rules on
-    numbers (capi.inputs.common.parse), so that the events holding one are rejected one by one
+    numbers (capi.inputs.lenient.parse), so that the events holding one are rejected one by one
     and the others go (issue 19 finding 2).
     """
     mimetype = (request.mimetype or "").lower()

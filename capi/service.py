@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from capi import browsers, shutdown
-from capi.browsers import ad_user_data_granted
 from capi.config import Config
+from capi.consent import ad_user_data_granted
 from capi.delivery import Sender, Sent, log_config_refusal, send_split
 from capi.delivery.deadletter import MAX_EVENT_BYTES
 from capi.delivery.publish import Queued
@@ -33,17 +33,16 @@ from capi.orders import Key, keys_of, order_key, skip_reason, verdict
 from capi.payload import request_body
 
 
-class ProfileStore(Protocol):
-    def get_many(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Profiles by user id, in one batched read; missing ids are simply absent."""
+class EnrichmentStore(Protocol):
+    def get_many(
+        self, user_ids: list[str], browser_ids: list[str]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, list[str]]]]:
+        """(profiles by user id, remembered digests by browser id: Meta key -> digests), in one
+        batched read within FIRESTORE_TIMEOUT_SECONDS; missing ids are simply absent."""
         ...
 
 
 class BrowserStore(Protocol):
-    def get_many(self, browser_ids: list[str], timeout: float) -> dict[str, dict[str, list[str]]]:
-        """Remembered digests by browser id (Meta key -> digests), in one batched read."""
-        ...
-
     def remember(self, updates: Mapping[str, dict[str, list[str]]], timeout: float) -> None:
         """Write the merged digests of browsers that taught something new."""
         ...
@@ -449,7 +448,7 @@ class EventService:
         config: Config,
         *,
         sender: Sender | None = None,
-        profiles: ProfileStore | None = None,
+        lookup: EnrichmentStore | None = None,
         browsers: BrowserStore | None = None,
         deadletter: DeadLetterStore | None = None,
         idempotency: IdempotencyStore | None = None,
@@ -466,7 +465,7 @@ class EventService:
         self.config = config
         self.targets = tuple(targets)
         self.destinations = tuple(t.destination for t in self.targets)
-        self.profiles = profiles
+        self.lookup = lookup
         self.browsers = browsers if config.browser_collection else None
         self.clock = clock
         self.mint = mint
@@ -489,7 +488,7 @@ class EventService:
         # Every draft is finished once all are prepared: with enrichment they wait for the one
         # batched profile read; without, two passes measured faster than finishing each event
         # right after preparing it (29 against 37 ms per 1000 events, README "Performance").
-        enrich = self.profiles is not None and bool(self.config.profile_collection)
+        enrich = self.lookup is not None and bool(self.config.profile_collection)
         drafts: list[Draft] = []
         browser_of: dict[int, str] = {}  # index -> fbp, for events whose consent lets capi remember
         for index, (raw, dialect, ignored) in enumerate(envelope.events):
@@ -511,7 +510,11 @@ class EventService:
             if isinstance(result, Draft):
                 drafts.append(result)
                 fbp = result.plain.get("fbp")
-                if self.browsers is not None and fbp and ad_user_data_granted(raw, self.config.consent_required):
+                if (
+                    self.browsers is not None
+                    and fbp
+                    and ad_user_data_granted(raw, self.config.consent_required, envelope.consent)
+                ):
                     browser_of[result.index] = fbp
             elif isinstance(result, Skip):
                 if result.reason == "consent":
@@ -519,11 +522,9 @@ class EventService:
                 batch.skipped.append(result)
             else:
                 batch.rejected.append(result)
-        # One deadline (FIRESTORE_TIMEOUT_SECONDS) for the whole enrichment lookup: the
-        # profiles' batched read, then the browsers' with the time left.
-        deadline = time.monotonic() + self.config.firestore_timeout_seconds
-        profiles = self._profiles(drafts, batch) if enrich and drafts else {}
-        remembered = self._remembered(sorted(set(browser_of.values())), deadline, batch) if browser_of else None
+        # The profiles and the browsers' remembered keys: one batched read, one deadline.
+        user_ids = sorted({d.user_id for d in drafts if d.user_id}) if enrich else []
+        profiles, remembered = self._lookup(user_ids, sorted(set(browser_of.values())), batch)
         # (event_name, event_id), or an order's key -> the destinations it goes to already: each
         # goes once per request and destination (two shops' orders may share a transaction_id).
         sent: dict[Key, set[str]] = {}
@@ -597,44 +598,27 @@ class EventService:
         sent.setdefault(key, set()).update(fresh)
         batch.finished.append(done)
 
-    def _profiles(self, drafts: list[Draft], batch: _Batch) -> Mapping[str, dict[str, Any]]:
-        user_ids = sorted({d.user_id for d in drafts if d.user_id})
-        if self.profiles is None or not user_ids:
-            return {}
+    def _lookup(
+        self, user_ids: list[str], browser_ids: list[str], batch: _Batch
+    ) -> tuple[Mapping[str, dict[str, Any]], dict[str, dict[str, list[str]]] | None]:
+        """(profiles, remembered), read in one call. `remembered` is None when no browser was
+        asked for or nothing could be read: then nothing is added, and nothing written either
+        (a write without what is known would replace it)."""
+        if self.lookup is None or not (user_ids or browser_ids):
+            return {}, None
         try:
-            return self.profiles.get_many(user_ids)
+            profiles, remembered = self.lookup.get_many(user_ids, browser_ids)
+            return profiles, (remembered if browser_ids else None)
         except Exception as exc:  # noqa: BLE001 - enrichment must never block forwarding
-            log(
-                logging.WARNING,
-                "profile lookup failed; events sent without enrichment",
-                error=type(exc).__name__,
-                users=len(user_ids),
-            )
-            batch.messages.append({"message": "profile lookup failed; events sent without enrichment"})
-            return {}
-
-    def _remembered(
-        self, browser_ids: list[str], deadline: float, batch: _Batch
-    ) -> dict[str, dict[str, list[str]]] | None:
-        """The browsers' remembered keys, or None when they could not be read in time: then
-        nothing is added, and nothing written either (a write without what is known would
-        replace it, and Firestore is not answering)."""
-        if self.browsers is None:
-            return None
-        try:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no time left after the profile lookup")
-            return self.browsers.get_many(browser_ids, left)
-        except Exception as exc:  # noqa: BLE001 - enrichment must never block forwarding
-            log(
-                logging.WARNING,
-                "browser lookup failed; events sent without remembered keys",
-                error=type(exc).__name__,
-                browsers=len(browser_ids),
-            )
-            batch.messages.append({"message": "browser lookup failed; events sent without remembered keys"})
-            return None
+            # One line per kind asked for: each names what its events went without.
+            for kind, count, message in (
+                ("users", len(user_ids), "profile lookup failed; events sent without enrichment"),
+                ("browsers", len(browser_ids), "browser lookup failed; events sent without remembered keys"),
+            ):
+                if count:
+                    log(logging.WARNING, message, error=type(exc).__name__, **{kind: count})
+                    batch.messages.append({"message": message})
+            return {}, None
 
     @staticmethod
     def _use_browsers(

@@ -25,7 +25,8 @@ import orjson
 
 from capi.errors import RequestError, Unauthorized
 from capi.inputs import Envelope, shopify, woocommerce
-from capi.inputs.common import Skipped, first_text
+from capi.inputs.common import Skipped
+from capi.inputs.shop import first_text
 
 SHOPIFY = shopify.DIALECT
 WOOCOMMERCE = woocommerce.DIALECT

@@ -21,12 +21,12 @@ import pytest
 from capi.browsers import (
     MAX_DIGESTS_PER_KEY,
     TTL_FIELD,
-    ad_user_data_granted,
     document_id,
     learned,
     merged,
 )
-from tests.conftest import make_app, serve
+from capi.consent import ad_user_data_granted
+from tests.conftest import CountingFirestore, make_app, serve
 from tests.fakes.emulator import emulator_process, firestore_client_at
 
 FBP = "fb.1.1700000000000.1234567890"
@@ -209,15 +209,43 @@ def test_stored_keys_are_only_what_capi_writes(firestore_db: Any, graph: Any) ->
     assert "em" not in sent["add_to_cart-2"]
 
 
+@pytest.mark.emulator
+def test_profiles_and_browsers_are_read_in_one_firestore_call(firestore_db: Any, graph: Any) -> None:
+    """The issue: browser keys are read in the same batched lookup and deadline as the profiles.
+    A request whose events name a user and a known browser costs one get_all, holding both
+    kinds of documents, and each kind fills its events."""
+    client = serve(make_app(graph, firestore=firestore_db, PROFILE_COLLECTION="users", **ENV))
+    client.post("/events", json=funnel_event("sign_up", 1))  # the browser is known from now on
+    firestore_db.collection("users").document("u1").set({"first_name": "Jane", "city": "London"})
+    counting = CountingFirestore(firestore_db)
+    client = serve(make_app(graph, firestore=counting, PROFILE_COLLECTION="users", **ENV))
+    graph.fake.bodies.clear()
+    other = "fb.1.1700000000005.9"
+    events = [
+        funnel_event("add_to_cart", 2, user_id="u1"),
+        funnel_event("purchase", 3),
+        funnel_event("page_view", 4, fbp=other, user_id="u2"),  # neither is known: read, not found
+    ]
+    assert client.post("/events", json={"events": events}).get_json()["forwarded"] == 3
+    assert (counting.get_all_calls, counting.documents_read) == (1, 4)  # u1, u2 and the two browsers
+    sent = sent_user_data(graph)
+    assert sent["add_to_cart-2"]["fn"] == [sha256("jane")] and sent["add_to_cart-2"]["em"] == [EM]
+    assert sent["purchase-3"]["em"] == [EM] and "fn" not in sent["purchase-3"]
+    assert "em" not in sent["page_view-4"] and "fn" not in sent["page_view-4"]
+
+
 def test_consent_reading() -> None:
-    assert ad_user_data_granted({"x-ga-gcd": GRANTED}, consent_required=True)
-    assert not ad_user_data_granted({"x-ga-gcs": "G111"}, consent_required=False)
-    assert ad_user_data_granted({"consent": {"ad_user_data": "GRANTED"}}, consent_required=True)
-    assert ad_user_data_granted({"consent_state": {"ad_user_data": True}}, consent_required=True)
-    assert not ad_user_data_granted({"consent_state": {"ad_user_data": "true"}}, consent_required=False)
+    assert ad_user_data_granted({"x-ga-gcd": GRANTED}, True)
+    assert not ad_user_data_granted({"x-ga-gcs": "G111"}, False)
+    assert ad_user_data_granted({"consent": {"ad_user_data": "GRANTED"}}, True)
+    assert ad_user_data_granted({"consent_state": {"ad_user_data": True}}, True)
+    assert not ad_user_data_granted({"consent_state": {"ad_user_data": "true"}}, False)
     # No signal at all: as the event itself, allowed unless CONSENT_REQUIRED.
-    assert ad_user_data_granted({}, consent_required=False)
-    assert not ad_user_data_granted({}, consent_required=True)
+    assert ad_user_data_granted({}, False)
+    assert not ad_user_data_granted({}, True)
+    # The request's signals count as the event's (the Measurement Protocol's request-level consent).
+    assert ad_user_data_granted({}, True, {"consent": {"ad_user_data": "GRANTED"}})
+    assert not ad_user_data_granted({"x-ga-gcs": "G111"}, False, {"consent": {"ad_storage": "GRANTED"}})
 
 
 def test_merge_keeps_the_newest_few_and_reports_nothing_new() -> None:
@@ -241,16 +269,17 @@ def own_emulator() -> Iterator[tuple[str, subprocess.Popen]]:
 
 @pytest.mark.emulator
 def test_stalled_firestore_still_answers_within_the_bound(own_emulator: Any, graph: Any) -> None:
-    """SIGSTOP on the emulator (as tests/test_firestore_faults.py): the browser read gives up at
-    FIRESTORE_TIMEOUT_SECONDS, the write after delivery too; the event goes out unenriched."""
+    """SIGSTOP on the emulator (as tests/test_firestore_faults.py): the one read of profiles and
+    browsers gives up at FIRESTORE_TIMEOUT_SECONDS, and no write follows; the event goes out
+    unenriched."""
     host, proc = own_emulator
     db = firestore_client_at(host)
     db.collection("capi_browsers").document("warm").set({"x": 1})  # the connection is up
-    client = serve(make_app(graph, firestore=db, FIRESTORE_TIMEOUT_SECONDS="1", **ENV))
+    client = serve(make_app(graph, firestore=db, FIRESTORE_TIMEOUT_SECONDS="1", PROFILE_COLLECTION="users", **ENV))
     os.killpg(proc.pid, signal.SIGSTOP)
     try:
         started = time.monotonic()
-        response = client.post("/events", json=funnel_event("sign_up", 1))
+        response = client.post("/events", json=funnel_event("sign_up", 1, user_id="u1"))
         elapsed = time.monotonic() - started
     finally:
         os.killpg(proc.pid, signal.SIGCONT)
@@ -260,7 +289,9 @@ def test_stalled_firestore_still_answers_within_the_bound(own_emulator: Any, gra
     assert elapsed < 1.8, elapsed
     body = response.get_json()
     assert response.status_code == 200 and body["forwarded"] == 1
+    # The profiles and the browsers share the one read that failed: both say so.
     assert {"message": "browser lookup failed; events sent without remembered keys"} in body["messages"]
+    assert {"message": "profile lookup failed; events sent without enrichment"} in body["messages"]
     assert sent_user_data(graph)["sign_up-1"]["em"] == [EM]
 
 
@@ -279,11 +310,19 @@ def test_forget_a_user_or_a_browser(firestore_db: Any, graph: Any, capsys: Any) 
     assert len(list(docs.stream())) == 3
     args = ["--collection", "capi_browsers"]
     capsys.readouterr()
+    # By the phone's digest: only the laptop remembered the phone.
+    assert main([*args, "--phone", PH], client=lambda: firestore_db) == 0
+    assert capsys.readouterr().out.strip() == "forgot 1 browser(s)"
+    assert sorted(d.id for d in docs.stream()) == sorted(map(document_id, (phone, other)))
+    # By the email as typed (normalized and hashed as capi does): the user's other browser.
+    client.post("/events", json=funnel_event("sign_up", 4, fbp=laptop, user_data={"email_address": EMAIL}))
+    capsys.readouterr()  # the request's log lines
     assert main([*args, "--email", " JANE.DOE@example.com "], client=lambda: firestore_db) == 0
     assert capsys.readouterr().out.strip() == "forgot 2 browser(s)"
     assert [d.id for d in docs.stream()] == [document_id(other)]
-    main([*args, "--phone", PH], client=lambda: firestore_db)  # a digest works as well
-    assert capsys.readouterr().out.strip() == "forgot 0 browser(s)"
+    with pytest.raises(SystemExit):  # not an email: a usage error, nothing deleted
+        main([*args, "--email", "not an email"], client=lambda: firestore_db)
+    assert "--email" in capsys.readouterr().err
     main([*args, "--fbp", other], client=lambda: firestore_db)
     assert capsys.readouterr().out.strip() == "forgot 1 browser(s)"
     assert list(docs.stream()) == []

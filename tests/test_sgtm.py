@@ -528,6 +528,37 @@ def test_gtm_test_scenarios_pass() -> None:
     assert report["passed"] == len(report["scenarios"]) >= 5
 
 
+@pytest.mark.parametrize(
+    ("before", "after", "failing"),
+    [
+        # Cookies a browser would not keep or share with the Pixel (SameSite None, HttpOnly).
+        ("samesite: 'Lax', 'max-age'", "samesite: 'None', 'max-age'", "with Meta's attributes"),
+        ("'max-age': 7776000, httpOnly: false}", "'max-age': 7776000, httpOnly: true}", "with Meta's attributes"),
+        # The tag deciding for itself: it sets what it sent, whatever capi answered.
+        (
+            "const entries = getType(answer.set_cookies) === 'array' ? answer.set_cookies : [];",
+            "const entries = [{_fbp: body['x-fb-ck-fbp'], _fbc: body['x-fb-ck-fbc']}];",
+            "skipped the event for consent",
+        ),
+    ],
+)
+def test_gtm_test_scenarios_catch_a_broken_set_cookies(tmp_path: Path, before: str, after: str, failing: str) -> None:
+    """The ___TESTS___ can fail: each change to the tag's code (not to its tests) fails the
+    scenario that guards it."""
+    text = TEMPLATE.read_text()
+    code, tests = text.split("___TESTS___", 1)
+    assert code.count(before) == 1, before
+    broken = tmp_path / "template.tpl"
+    broken.write_text(code.replace(before, after) + "___TESTS___" + tests)
+    done = subprocess.run(
+        [NODE, str(ROOT / "sgtm" / "test" / "gtm-tests.mjs"), str(broken)], capture_output=True, text=True, timeout=60
+    )
+    report = json.loads(done.stdout)
+    failed = [s["name"] for s in report["scenarios"] if not s["passed"]]
+    assert any(failing in name for name in failed), failed
+    assert done.returncode != 0
+
+
 # -- the Community Template Gallery's layout ---------------------------------------------------
 
 

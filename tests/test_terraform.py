@@ -300,3 +300,18 @@ def test_every_output_the_docs_read_from_the_example_exists() -> None:
     module_outputs = {k for block in load(TF / "outputs.tf")["output"] for k in block}
     read = set(re.findall(r"module\.capi\.(\w+)", (example / "outputs.tf").read_text()))
     assert read - module_outputs == set()
+
+
+def test_browser_collection_gets_a_ttl_policy_on_the_field_capi_writes() -> None:
+    """Issue 22: BROWSER_COLLECTION's documents are deleted by a Firestore TTL policy on the field
+    capi.browsers writes, created with the collection (make deploy passes browser_collection to
+    this module: tests/test_deploy.py) and only when the feature is on."""
+    from capi.browsers import TTL_FIELD
+
+    [ttl] = resources("google_firestore_field").values()
+    assert ttl["count"] == '${var.browser_collection != "" ? 1 : 0}'
+    assert ttl["collection"] == "${var.browser_collection}" and ttl["database"] == "${var.firestore_database}"
+    assert ttl["field"] == TTL_FIELD and ttl["ttl_config"] == [{}]
+    deploy = load(ROOT / "deploy/terraform/main.tf")["module"][0]["capi"]
+    assert deploy["browser_collection"] == "${var.browser_collection}"
+    assert deploy["browser_ttl_days"] == "${var.browser_ttl_days}"

@@ -19,7 +19,7 @@ import orjson
 
 from capi.destinations import DEFAULT
 from capi.errors import MetaError, StoreUnavailable
-from capi.firestore import _doc_id, _scope, _write_in_batches
+from capi.firestore import doc_id, scope, write_in_batches
 from capi.log import log
 
 # Firestore's limit is 1,048,576 bytes per document (names and values); the other fields of
@@ -75,7 +75,7 @@ class FirestoreDeadLetter:
         """Keep the events for replay; returns the positions of those too large to keep
         (over MAX_EVENT_BYTES once compacted), which are not written. Raises StoreUnavailable."""
         now = self._clock()
-        scope = _scope(self._destination, self._pixel_id)
+        scoped = scope(self._destination, self._pixel_id)
         documents: list[tuple[dict[str, Any], str, bool]] = []
         too_large: list[int] = []
         for position, event in enumerate(events):
@@ -101,7 +101,7 @@ class FirestoreDeadLetter:
                 event, form, derived = document
                 # One document per (destination, event_name, event_id): the same event failing
                 # again overwrites its dead letter instead of adding a second copy.
-                ref = collection.document(_doc_id(*scope, event["event_name"], event["event_id"]))
+                ref = collection.document(doc_id(*scoped, event["event_name"], event["event_id"]))
                 fields = {
                     "event_json": form,
                     "event_name": event["event_name"],
@@ -124,7 +124,7 @@ class FirestoreDeadLetter:
                 batch.set(ref, fields)
 
             if documents:
-                _write_in_batches(client, documents, write)
+                write_in_batches(client, documents, write)
         except Exception as exc:  # noqa: BLE001 - any Firestore failure means "not stored"
             raise StoreUnavailable(f"dead-letter write failed ({type(exc).__name__})") from None
         if documents:

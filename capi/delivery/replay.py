@@ -12,7 +12,7 @@ from capi.delivery.deadletter import load_event
 from capi.delivery.split import Sender, Unresolved, log_config_refusal, send_split
 from capi.destinations import DEFAULT
 from capi.events import MAX_AGE_SECONDS
-from capi.firestore import _chunks, _write_in_batches
+from capi.firestore import chunks, write_in_batches
 from capi.log import log
 from capi.orders import keys_of
 
@@ -162,14 +162,14 @@ class Replayer:
         calls = 0
         left: list[tuple[Any, dict[str, Any]]] = []
         for (destination, code, _), group in groups.items():
-            for chunk in _chunks(group, self._batch_size):
+            for chunk in chunks(group, self._batch_size):
                 if calls >= self._max_calls or time.monotonic() - started > self._seconds:
                     left.extend(chunk)  # this run's bound: the next run takes them
                     continue
                 calls += self._replay_chunk(client, chunk, destination, code, counts)
         if left:
             counts["deferred"] = len(left)
-            _write_in_batches(client, left, lambda batch, doc: batch.update(doc[0], {"lease_until": 0.0}), budget=30.0)
+            write_in_batches(client, left, lambda batch, doc: batch.update(doc[0], {"lease_until": 0.0}), budget=30.0)
         level = (
             logging.WARNING
             if counts["failed"] or counts["expired"] or counts["gave_up"] or counts["rejected"] or unrouted
@@ -232,7 +232,7 @@ class Replayer:
                 error=error.message[:200],
             )
         done += [chunk[i] for i, _ in sent.refused]
-        _write_in_batches(client, done, lambda batch, doc: batch.delete(doc[0]), budget=30.0)
+        write_in_batches(client, done, lambda batch, doc: batch.delete(doc[0]), budget=30.0)
         self._release(destination, [events[i] for i, _ in sent.refused])
         counts["delivered"] += len(sent.delivered)
         counts["rejected"] += len(sent.refused)
@@ -259,5 +259,5 @@ class Replayer:
                 attempts = int(doc[1].get("attempts", 0)) + counted
                 batch.update(doc[0], {**failed, "attempts": attempts})
 
-            _write_in_batches(client, [chunk[i] for i in positions], update, budget=30.0)
+            write_in_batches(client, [chunk[i] for i in positions], update, budget=30.0)
         return sent.calls

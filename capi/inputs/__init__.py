@@ -31,7 +31,8 @@ from capi.consent import SIGNALS
 from capi.errors import RequestError
 from capi.events import Unreadable, ignored_message
 from capi.inputs import ga4, measurement_protocol, meta, shopify, woocommerce
-from capi.inputs.common import UNPAIRED, Incoming, Lenient, Skipped, unpaired
+from capi.inputs.common import Incoming, Skipped
+from capi.inputs.lenient import UNPAIRED, Lenient, unpaired
 from capi.payload import MAX_EVENTS_PER_REQUEST
 
 __all__ = ["Envelope", "Incoming", "Lenient", "Skipped", "read"]
@@ -108,7 +109,7 @@ def _event_list(payload: Any) -> tuple[str, list[Any]] | None:
 
 
 def _read_lenient(payload: Any) -> Envelope:
-    """A body with unpaired surrogate escapes (capi.inputs.common.Lenient): each event holding
+    """A body with unpaired surrogate escapes (capi.inputs.lenient.Lenient): each event holding
     one is rejected naming where; one outside the events is a 400 for the request."""
     found = _event_list(payload)
     if found is None:

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from capi.inputs.common import Incoming, Skipped, attribute, first_text, origin
+from capi.inputs import shop
+from capi.inputs.common import Incoming, Skipped
+from capi.inputs.shop import attribute, first_text, origin
 
 DIALECT = "shopify"
 ORDER_GID = "gid://shopify/Order/"
 REFUND_GID = "gid://shopify/Refund/"
-# Cart attributes the checkout snippet sets (docs/orders.md); Shopify hands cart attributes
-# on as the order's note_attributes. A leading underscore hides them from the buyer.
-FBP_NAMES = ("_fbp", "fbp")
-FBC_NAMES = ("_fbc", "fbc")
 
 
 def recognises(payload: dict[str, Any]) -> bool:
@@ -55,31 +53,20 @@ def skip_reason(order: dict[str, Any]) -> str | None:
 def _address(entry: Any) -> dict[str, Any] | None:
     if not isinstance(entry, dict):
         return None
-    address = {
-        "first_name": entry.get("first_name"),
-        "last_name": entry.get("last_name"),
-        "city": entry.get("city"),
-        "region": entry.get("province_code") or entry.get("province"),
-        "postal_code": entry.get("zip"),
-        "country": entry.get("country_code") or entry.get("country"),
-    }
-    found = {key: value for key, value in address.items() if isinstance(value, str) and value.strip()}
-    return found or None
+    return shop.address(
+        {
+            "first_name": entry.get("first_name"),
+            "last_name": entry.get("last_name"),
+            "city": entry.get("city"),
+            "region": entry.get("province_code") or entry.get("province"),
+            "postal_code": entry.get("zip"),
+            "country": entry.get("country_code") or entry.get("country"),
+        }
+    )
 
 
-def _items(lines: Any) -> list[dict[str, Any]]:
-    items = []
-    for line in lines if isinstance(lines, list) else []:
-        if not isinstance(line, dict):
-            continue
-        item_id = first_text(line.get("variant_id"), line.get("product_id"), line.get("sku"), line.get("id"))
-        if item_id is None:
-            continue
-        item: dict[str, Any] = {"item_id": item_id, "quantity": line.get("quantity", 1)}
-        if line.get("price") is not None:
-            item["price"] = line["price"]
-        items.append(item)
-    return items
+def _item_id(line: dict[str, Any]) -> str | None:
+    return first_text(line.get("variant_id"), line.get("product_id"), line.get("sku"), line.get("id"))
 
 
 def _landing_url(order: dict[str, Any]) -> str | None:
@@ -103,48 +90,30 @@ def to_event(order: dict[str, Any]) -> dict[str, Any]:
     billing = order.get("billing_address") if isinstance(order.get("billing_address"), dict) else {}
     shipping = order.get("shipping_address") if isinstance(order.get("shipping_address"), dict) else {}
     client = order.get("client_details") if isinstance(order.get("client_details"), dict) else {}
-    user: dict[str, Any] = {}
     emails = [e for e in (order.get("email"), order.get("contact_email"), customer.get("email")) if e]
     phones = [p for p in (order.get("phone"), billing.get("phone"), shipping.get("phone"), customer.get("phone")) if p]
     addresses = [a for a in (_address(billing), _address(shipping)) if a]
-    if emails:
-        user["email_address"] = emails
-    if phones:
-        user["phone_number"] = phones
-    if addresses:
-        user["address"] = addresses
-    customer_id = first_text(customer.get("id"))
-    if customer_id:
-        user["external_id"] = customer_id
+    user = shop.user_data(emails, phones, addresses, first_text(customer.get("id")))
     user_agent = client.get("user_agent")
-    event: dict[str, Any] = {
-        "event_name": "Purchase",
-        "event_id": order_id,
-        "transaction_id": order_id,
-        "value": order.get("total_price"),
-        "currency": order.get("currency"),
-        "items": _items(order.get("line_items")),
-        "user_data": user,
-        # A web order carries its buyer's browser; a POS sale or a draft order does not.
-        "action_source": "physical_store"
-        if order.get("source_name") == "pos"
-        else ("website" if user_agent else "other"),
-    }
-    url = _landing_url(order)
-    if url:
-        event["page_location"] = url
-    ip = client.get("browser_ip") or order.get("browser_ip")
-    if ip:
-        event["ip_override"] = ip
-    if user_agent:
-        event["user_agent"] = user_agent
+    # _fbp / _fbc: the cart attributes the checkout snippet sets (docs/orders.md), which
+    # Shopify hands on as the order's note_attributes.
     attributes = order.get("note_attributes")
-    fbp, fbc = attribute(attributes, FBP_NAMES), attribute(attributes, FBC_NAMES)
-    if fbp:
-        event["fbp"] = fbp
-    if fbc:
-        event["fbc"] = fbc
-    return event
+    return shop.purchase(
+        order_id,
+        value=order.get("total_price"),
+        currency=order.get("currency"),
+        items=shop.items(order.get("line_items"), _item_id),
+        user=user,
+        # A web order carries its buyer's browser; a POS sale or a draft order does not.
+        action_source="physical_store" if order.get("source_name") == "pos" else ("website" if user_agent else "other"),
+        browser={
+            "page_location": _landing_url(order),
+            "ip_override": client.get("browser_ip") or order.get("browser_ip"),
+            "user_agent": user_agent,
+            "fbp": attribute(attributes, shop.FBP_NAMES),
+            "fbc": attribute(attributes, shop.FBC_NAMES),
+        },
+    )
 
 
 def read(order: dict[str, Any]) -> Incoming:

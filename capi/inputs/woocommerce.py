@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from capi.inputs.common import Incoming, Skipped, attribute, first_text, origin
+from capi.inputs import shop
+from capi.inputs.common import Incoming, Skipped
+from capi.inputs.shop import attribute, first_text, origin
 
 DIALECT = "woocommerce"
 PAID = frozenset({"processing", "completed"})
 SKIP_BY_STATUS = {"cancelled": "cancelled", "trash": "cancelled", "refunded": "refunded"}
-FBP_NAMES = ("_fbp", "fbp")
-FBC_NAMES = ("_fbc", "fbc")
 
 
 def recognises(payload: dict[str, Any]) -> bool:
@@ -42,33 +42,22 @@ def skip_reason(order: dict[str, Any]) -> str | None:
 def _address(entry: Any) -> dict[str, Any] | None:
     if not isinstance(entry, dict):
         return None
-    address = {
-        "first_name": entry.get("first_name"),
-        "last_name": entry.get("last_name"),
-        "city": entry.get("city"),
-        "region": entry.get("state"),
-        "postal_code": entry.get("postcode"),
-        "country": entry.get("country"),
-    }
-    found = {key: value for key, value in address.items() if isinstance(value, str) and value.strip()}
-    return found or None
+    return shop.address(
+        {
+            "first_name": entry.get("first_name"),
+            "last_name": entry.get("last_name"),
+            "city": entry.get("city"),
+            "region": entry.get("state"),
+            "postal_code": entry.get("postcode"),
+            "country": entry.get("country"),
+        }
+    )
 
 
-def _items(lines: Any) -> list[dict[str, Any]]:
-    items = []
-    for line in lines if isinstance(lines, list) else []:
-        if not isinstance(line, dict):
-            continue
-        # A variation's own id when it is one (0 otherwise), else the product's.
-        variation = line.get("variation_id")
-        item_id = first_text(variation if variation else None, line.get("product_id"), line.get("sku"), line.get("id"))
-        if item_id is None:
-            continue
-        item: dict[str, Any] = {"item_id": item_id, "quantity": line.get("quantity", 1)}
-        if line.get("price") is not None:
-            item["price"] = line["price"]
-        items.append(item)
-    return items
+def _item_id(line: dict[str, Any]) -> str | None:
+    # A variation's own id when it is one (0 otherwise), else the product's.
+    variation = line.get("variation_id")
+    return first_text(variation if variation else None, line.get("product_id"), line.get("sku"), line.get("id"))
 
 
 def _site(order: dict[str, Any]) -> str | None:
@@ -85,45 +74,29 @@ def to_event(order: dict[str, Any], site: str | None = None) -> dict[str, Any]:
     order_id = first_text(order.get("id"))
     billing = order.get("billing") if isinstance(order.get("billing"), dict) else {}
     shipping = order.get("shipping") if isinstance(order.get("shipping"), dict) else {}
-    user: dict[str, Any] = {}
-    email = billing.get("email")
     phones = [p for p in (billing.get("phone"), shipping.get("phone")) if p]
     addresses = [a for a in (_address(billing), _address(shipping)) if a]
-    if email:
-        user["email_address"] = email
-    if phones:
-        user["phone_number"] = phones
-    if addresses:
-        user["address"] = addresses
     customer = first_text(order.get("customer_id"))
-    if customer and customer != "0":  # 0 for a guest
-        user["external_id"] = customer
+    # customer_id 0 is a guest.
+    user = shop.user_data(billing.get("email"), phones, addresses, customer if customer != "0" else None)
     user_agent = order.get("customer_user_agent")
-    event: dict[str, Any] = {
-        "event_name": "Purchase",
-        "event_id": order_id,
-        "transaction_id": order_id,
-        "value": order.get("total"),
-        "currency": order.get("currency"),
-        "items": _items(order.get("line_items")),
-        "user_data": user,
-        # Checkout orders carry the buyer's browser; one entered in the admin or by the API does not.
-        "action_source": "website" if user_agent else "other",
-    }
-    url = site if origin(site) else _site(order)
-    if url:
-        event["page_location"] = url
-    if order.get("customer_ip_address"):
-        event["ip_override"] = order["customer_ip_address"]
-    if user_agent:
-        event["user_agent"] = user_agent
     meta = order.get("meta_data")
-    fbp, fbc = attribute(meta, FBP_NAMES, key="key"), attribute(meta, FBC_NAMES, key="key")
-    if fbp:
-        event["fbp"] = fbp
-    if fbc:
-        event["fbc"] = fbc
-    return event
+    return shop.purchase(
+        order_id,
+        value=order.get("total"),
+        currency=order.get("currency"),
+        items=shop.items(order.get("line_items"), _item_id),
+        user=user,
+        # Checkout orders carry the buyer's browser; one entered in the admin or by the API does not.
+        action_source="website" if user_agent else "other",
+        browser={
+            "page_location": site if origin(site) else _site(order),
+            "ip_override": order.get("customer_ip_address"),
+            "user_agent": user_agent,
+            "fbp": attribute(meta, shop.FBP_NAMES, key="key"),
+            "fbc": attribute(meta, shop.FBC_NAMES, key="key"),
+        },
+    )
 
 
 def read(order: dict[str, Any], site: str | None = None) -> Incoming:
