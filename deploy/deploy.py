@@ -309,6 +309,8 @@ def print_settings(s: Settings, run: Runner, events_url: str | None, key: str) -
     for option, what, path in webhooks:
         if option in s.options:
             run.say(f"{what}: {url}{path}  (docs/orders.md)")
+    if s.options.get("DELIVERY") == "queue":
+        run.say("Delivery: queued on Pub/Sub; capi_events answers 202, capi_deliver sends in batches (docs/queue.md).")
     channel = f"to {s.alert_email}" if s.alert_email else "without a channel (ALERT_EMAIL=you@example.com adds one)"
     run.say(f"Alerts: Cloud Monitoring > Alerting, {channel}; dashboard: Monitoring > Dashboards > capi.")
 

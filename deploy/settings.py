@@ -66,11 +66,12 @@ OPTIONS = (
         " webhook: Secret; typing is hidden): ",
     ),
     # The idempotency guard and the order key (one Purchase per order). SHOPIFY / WOOCOMMERCE
-    # turn it on with SHOP_IDEMPOTENCY_COLLECTION when it is not given: shops retry their
-    # webhooks for hours, and the order key is what makes a retry harmless.
+    # and DELIVERY=queue turn it on with SHOP_IDEMPOTENCY_COLLECTION when it is not given: shops
+    # retry their webhooks for hours, Pub/Sub redelivers a message to another instance, and the
+    # guard is what makes a retry harmless.
     Option("IDEMPOTENCY_COLLECTION", "idempotency_collection"),
-    # HOOK, issue 24: queued delivery (Pub/Sub topic, push subscription with OIDC to
-    # capi_deliver, dead-letter topic), once the module has its variable.
+    # Queued delivery (terraform/queue.tf: the topic, capi_deliver and its push subscription with
+    # OIDC, the dead-letter topic that capi_replay drains).
     Option("DELIVERY", "delivery"),
 )
 SHOP_IDEMPOTENCY_COLLECTION = "capi_idempotency"
@@ -137,7 +138,12 @@ class Settings:
                 options[option.env] = "true"
             elif not option.boolean and get(option.env):
                 options[option.env] = get(option.env)
-        if {"SHOPIFY", "WOOCOMMERCE"} & options.keys():
+        if options.get("DELIVERY", "direct") not in ("direct", "queue"):
+            raise DeployError(
+                f"DELIVERY={options['DELIVERY']!r} is not direct or queue.",
+                "DELIVERY=queue: queued delivery on Pub/Sub (docs/queue.md); leave it out for direct.",
+            )
+        if {"SHOPIFY", "WOOCOMMERCE"} & options.keys() or options.get("DELIVERY") == "queue":
             options.setdefault("IDEMPOTENCY_COLLECTION", SHOP_IDEMPOTENCY_COLLECTION)
         return cls(
             project=project,

@@ -372,7 +372,7 @@ def test_no_token_on_stdin_stops_before_terraform(cloud: Cloud) -> None:
         ({"DEFAULT_COUNTRY": "Germany"}, "DEFAULT_COUNTRY"),
         ({"ALERT_EMAIL": "ops"}, "ALERT_EMAIL"),
         ({"RETRY_WAIT": "soon"}, "RETRY_WAIT"),
-        ({"DELIVERY": "queue"}, "DELIVERY is not supported by this version of make deploy yet"),
+        ({"DELIVERY": "later"}, "DELIVERY='later' is not direct or queue"),
     ],
 )
 def test_bad_variables_are_named_before_any_command(cloud: Cloud, variables: dict[str, str], named: str) -> None:
@@ -562,6 +562,24 @@ def test_options_pass_their_variables_and_ask_for_their_secrets(cloud: Cloud, mo
     deploy(settings, Runner(settings, out=again))
     assert "capi-shopify-signing-key has a version" in again.getvalue()
     assert cloud.secrets() == stored
+
+
+def test_queued_delivery_is_an_option_with_the_guard_it_needs(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DELIVERY=queue passes `delivery` to the module (terraform/queue.tf builds the topic, capi_deliver and
+    its push subscription) and turns the idempotency guard on: Pub/Sub may redeliver a message to another
+    instance, and the guard is what keeps that from reaching Meta twice."""
+    assert {"delivery", "idempotency_collection"} <= load_root_variables()
+    monkeypatch.setenv("PATH", f"{cloud.bin}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_CLOUD", str(cloud.home))
+    settings = Settings.from_env({"PROJECT": PROJECT, "REGION": REGION, "PIXEL_ID": PIXEL, "DELIVERY": "queue"})
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{META_TOKEN}\n"))
+    out = io.StringIO()
+    deploy(settings, Runner(settings, out=out))
+    applied = cloud.state()["terraform"]["applied"]["variables"]
+    assert (applied["delivery"], applied["idempotency_collection"]) == ("queue", "capi_idempotency")
+    assert "Delivery: queued on Pub/Sub" in out.getvalue()
+    direct = Settings.from_env({"PROJECT": PROJECT, "REGION": REGION, "PIXEL_ID": PIXEL})
+    assert "DELIVERY" not in direct.options and "IDEMPOTENCY_COLLECTION" not in direct.options
 
 
 def load_root_variables() -> set[str]:

@@ -52,4 +52,5 @@ module "capi" {
   create_shopify_signing_key     = var.create_shopify_signing_key
   create_woocommerce_signing_key = var.create_woocommerce_signing_key
   idempotency_collection         = var.idempotency_collection
+  delivery                       = var.delivery
 }

@@ -60,3 +60,9 @@ variable "idempotency_collection" {
   type        = string
   default     = ""
 }
+
+variable "delivery" {
+  description = "DELIVERY=queue: capi_events publishes to Pub/Sub and capi_deliver sends in batches (docs/queue.md); direct by default."
+  type        = string
+  default     = "direct"
+}
