@@ -1,5 +1,5 @@
 """The HTTP server's own bounds: gunicorn as functions-framework runs it (issue 19 findings 9,
-10 and 23; README "Protecting the function").
+10 and 23; docs/api.md "The HTTP server's bounds").
 
 functions-framework starts gunicorn with `limit_request_line=0` (no bound on the request line)
 and no way to pass another setting: `functions_framework/_cli.py` calls
@@ -13,8 +13,8 @@ tests/test_hardening_http.py starts the real server and checks every one, so an 
 moves them fails the suite instead of silently dropping a bound.
 
 - request line: 4094 bytes (gunicorn's own default); a 16 MiB `GET /healthz?...` was read
-  and kept (finding 9), now answered 400;
-- header fields: 50, each at most 8190 bytes;
+  and kept (finding 9), now answered 414 (URI Too Long);
+- header fields: 50, each at most 8190 bytes (past either: 431);
 - the request line and every header within 5 s of the first read: a client dripping header
   bytes held a thread without bound (finding 10);
 - a new connection's first byte: 0.5 s inside a thread (gunicorn: 5 s), then it waits in the
