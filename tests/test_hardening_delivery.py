@@ -1,7 +1,7 @@
 """Issue 19, second attack, the delivery side: each finding reproduced on loopback peers (the
 fake Graph API, the Firestore emulator, the fake Secret Manager) and its fix asserted.
 
-Each test names its finding (F5, F6, ...); docs/_new/hardening-delivery.md lists the bounds.
+Each test names its finding (F5, F6, ...); docs/delivery.md lists the guarantees and bounds.
 """
 
 from __future__ import annotations
