@@ -76,7 +76,9 @@ class SecretManagerSecret:
     MAX_STALE_SECONDS more) while one background read refreshes it: a token Meta refuses is
     re-read anyway (`refresh=True`, which never takes a stale value), and a revoked ingest key
     lives at most that much longer. A failed read is remembered for FAILURE_SECONDS, so a
-    failing Secret Manager is not asked again by every request. Every wait is bounded: the
+    failing Secret Manager is not asked again by every request; while it is, a value within
+    MAX_STALE_SECONDS is still served (a failed refresh does not turn a token that works into
+    stored events). Every wait is bounded: the
     read's own timeout, and a caller waits at most that plus a second for a read in flight.
     """
 
@@ -113,12 +115,14 @@ class SecretManagerSecret:
             value = self._value
             if not refresh and value is not None and now < self._expires:
                 return value
+            stale = not refresh and value is not None and now < self._expires + MAX_STALE_SECONDS
             if self._failure is not None and now < self._failed_until:
+                if stale:  # a refresh just failed: the value served while refreshing still serves
+                    return value  # type: ignore[return-value]
                 raise self._failure
             flight, lead = self._flight, self._flight is None
             if lead:
                 flight = self._flight = _Flight()
-            stale = not refresh and value is not None and now < self._expires + MAX_STALE_SECONDS
         assert flight is not None
         if stale:
             if lead:  # refreshed in the background: no caller waits for it

@@ -13,14 +13,17 @@ tests/test_hardening_http.py starts the real server and checks every one, so an 
 moves them fails the suite instead of silently dropping a bound.
 
 - request line: 4094 bytes (gunicorn's own default); a 16 MiB `GET /healthz?...` was read
-  and kept (finding 9), now answered 400;
-- header fields: 50, each at most 8190 bytes;
+  and kept (finding 9), now answered 414 (URI Too Long);
+- header fields: 50, each at most 8190 bytes (past either: 431);
 - the request line and every header within 5 s of the first read: a client dripping header
   bytes held a thread without bound (finding 10);
 - a new connection's first byte: 0.5 s inside a thread (gunicorn: 5 s), then it waits in the
   poller without one; 40 idle connections held every thread for 5 s each (finding 10);
 - `Expect: 100-continue`: answered when the function first reads the body, not before the
-  key was checked (finding 23).
+  key was checked (finding 23);
+- what gunicorn refuses before the function sees the request (a request line or headers past
+  the bounds, a malformed `Content-Length`, a bad request line): answered in JSON like every
+  other answer of capi, not gunicorn's HTML page (finding 23, "JSON everywhere").
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from __future__ import annotations
 import socket
 import time
 from typing import Any
+
+import orjson
 
 LIMITS = {
     "limit_request_line": 4094,  # capi's paths take no query; gunicorn's default, not functions-framework's 0
@@ -38,6 +43,9 @@ LIMITS = {
 HEAD_SECONDS = 5.0  # the request line and every header within this many seconds of the first read
 FIRST_BYTE_SECONDS = 0.5  # gthread's wait for a new connection's first byte inside a thread (was 5 s)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The `error` of gunicorn's own refusals; any other status it writes is a `bad_request`.
+SERVER_ERRORS = {414: "request_line_too_long", 431: "headers_too_large", 500: "internal", 501: "not_implemented"}
+MAX_SERVER_MESSAGE = 200  # gunicorn's message may quote the request line: cut, never the whole line
 
 
 class _Deadline:
@@ -68,10 +76,27 @@ class _Deadline:
         return getattr(self._sock, name)
 
 
+def write_json_error(sock: socket.socket, status: int, reason: str, message: str) -> None:
+    """gunicorn's `util.write_error`, answering JSON: the refusals gunicorn makes itself (a
+    request line or headers past their bounds, a malformed `Content-Length`) read as capi's."""
+    from gunicorn import util
+
+    text = f"{reason}: {message}" if message else reason
+    if len(text) > MAX_SERVER_MESSAGE:
+        text = text[:MAX_SERVER_MESSAGE] + "…"
+    body = orjson.dumps({"error": SERVER_ERRORS.get(status, "bad_request"), "message": text})
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 def install() -> None:
     """Apply the bounds to gunicorn (when it is installed: the tests' Flask client has no server)."""
     try:
         from functions_framework._http import gunicorn as framework
+        from gunicorn import util
         from gunicorn.http import message
         from gunicorn.workers import gthread
     except ImportError:  # pragma: no cover - functions-framework always brings gunicorn on Linux
@@ -87,6 +112,7 @@ def install() -> None:
 
     framework.GunicornApplication.load_config = bounded_load_config
     framework.GunicornApplication._capi_bounded = True
+    util.write_error = write_json_error  # read as `util.write_error` by the worker's handle_error
     gthread.DEFAULT_WORKER_DATA_TIMEOUT = FIRST_BYTE_SECONDS  # read by TConn's handler at each call
     # gunicorn writes `100 Continue` while it builds the WSGI environ, before any application
     # code runs; capi sends it itself once the key and the length passed (capi.http.CappedInput).

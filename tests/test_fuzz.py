@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import base_env
+from tests.test_shop_orders import SHOPIFY_KEY, WOO_KEY, deliver, shopify_paid, woo_checkout
 
 FIELDS = [
     "event_name",
@@ -547,3 +548,72 @@ def test_a_lone_surrogate_costs_only_its_own_event(
     unpaired = {r["index"] for r in answer["rejected"] if "unpaired UTF-16 surrogate" in r["message"]}
     assert unpaired == poisoned
     assert not poisoned & {m["index"] for m in answer["match_keys"]}
+
+
+# -- Issue 19: the shop dialects (Shopify and WooCommerce orders) ---------------------------
+# Their published orders (tests/payloads/README.md names each source), with any field at any
+# depth replaced by any JSON value: read on /validate and /events as the dialects `shopify` /
+# `woocommerce`, and on the signed webhook paths, never a 5xx, nothing Meta would refuse.
+
+SHOP_ORDERS = {"shopify": shopify_paid(), "woocommerce": woo_checkout()}
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = (), depth: int = 3) -> list[tuple[Any, ...]]:
+    """Every key and list position of `value`, down to `depth` levels."""
+    if depth == 0:
+        return []
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    found: list[tuple[Any, ...]] = []
+    for key, child in children:
+        found.append((*prefix, key))
+        found.extend(_paths(child, (*prefix, key), depth - 1))
+    return found
+
+
+SHOP_PATHS = {shop: _paths(order) for shop, order in SHOP_ORDERS.items()}
+shop_values = st.one_of(json_value, long_digits, json_in_json, st.text(max_size=30), numbers)
+
+
+def _replaced(order: Any, path: tuple[Any, ...], value: Any) -> Any:
+    """`order` with the value at `path` replaced (a copy; a path a previous change removed is skipped)."""
+    copy = json.loads(json.dumps(order))
+    node = copy
+    for key in path[:-1]:
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return copy
+    if isinstance(node, dict) or (isinstance(node, list) and path[-1] < len(node)):
+        node[path[-1]] = value
+    return copy
+
+
+@st.composite
+def shop_orders(draw: st.DrawFn) -> tuple[str, Any]:
+    shop = draw(st.sampled_from(sorted(SHOP_ORDERS)))
+    order = SHOP_ORDERS[shop]
+    for path in draw(st.lists(st.sampled_from(SHOP_PATHS[shop]), min_size=1, max_size=6)):
+        order = _replaced(order, path, draw(shop_values))
+    return shop, order
+
+
+@settings(SETTINGS, max_examples=150)
+@given(shop_order=shop_orders())
+def test_shop_orders_with_any_field_changed(graph: Any, make_client: Any, shop_order: tuple[str, Any]) -> None:
+    shop, order = shop_order
+    graph.fake.now = time.time
+    client = make_client(
+        base_env(
+            graph,
+            FORWARD_EVENTS="*",
+            DEFAULT_COUNTRY="US",
+            SHOPIFY_SIGNING_KEY=SHOPIFY_KEY,
+            WOOCOMMERCE_SIGNING_KEY=WOO_KEY,
+        )
+    )
+    raw = json.dumps(order).encode()  # the standard encoder: integers past 64 bits included
+    for path in ("/validate", "/events"):
+        check(client.post(path, data=raw, content_type="application/json"), graph)
+    response = deliver(client, shop, raw, "orders/paid" if shop == "shopify" else "order.updated")
+    check(response, graph)
+    assert response.status_code in (200, 202, 400), response.get_data(as_text=True)

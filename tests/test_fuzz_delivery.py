@@ -1,5 +1,6 @@
 """Property-based tests of the delivery side (issue 19): whatever Meta answers, capi reads it
-without an exception and with bounded, well-typed fields; however bad events are spread, a
+without an exception and with bounded, well-typed fields, and /events accounts for and keeps
+every event (end to end, on the fake Graph API and the Firestore emulator); however bad events are spread, a
 split batch accounts for every event once; any URL's host is a valid host or none."""
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from capi.delivery.graph import FBTRACE, MAX_MESSAGE_CHARS, GraphClient
@@ -54,6 +56,7 @@ answers = (
 
 @SETTINGS
 @given(status=st.integers(100, 599), payload=answers, sent=st.integers(1, 1000))
+@example(status=200, payload={"events_received": 0}, sent=5)  # issue 19 finding 21
 def test_any_graph_answer_is_read_without_an_exception(status: int, payload: Any, sent: int) -> None:
     raw = json.dumps(payload).encode()  # the standard encoder: integers past 64 bits included
     result = GraphClient._answer(SimpleNamespace(status=status), raw, 1, sent)  # type: ignore[arg-type]
@@ -136,3 +139,39 @@ def test_any_url_gives_a_valid_host_or_none(url: str) -> None:
 def test_the_host_is_where_a_browser_goes(real: str, spelled: str, tail: str) -> None:
     # A browser ends the host at \ / ? # (WHATWG): what follows, an "@" included, is not the host.
     assert event_host(f"https://{real}{tail}@{spelled}/") == real.rstrip(".")
+
+
+# End to end: whatever Meta answers to every call, /events answers a status its caller can act
+# on, accounts for every event, and keeps what it could not deliver (Firestore emulator).
+EVENTS = 3
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(status=st.sampled_from([200, 201, 202, 400, 401, 403, 404, 429, 500, 502, 503]), payload=answers)
+@example(status=200, payload={"events_received": 0})  # finding 21
+@example(status=200, payload={"events_received": EVENTS, "fbtrace_id": "A" * 5000})
+@example(status=400, payload={"error": {"code": 100, "error_subcode": 2804003, "message": "bad"}})
+@example(status=400, payload={"error": {"code": 190, "message": "token"}})
+@example(status=500, payload={"error": {"code": 2**70, "is_transient": "yes"}})
+@pytest.mark.emulator
+def test_any_graph_answer_end_to_end(firestore_db: Any, graph: Any, status: int, payload: Any) -> None:
+    from tests.conftest import make_app, purchase, serve
+
+    graph.fake.answer = (status, payload)
+    calls_before = graph.fake.requests
+    client = serve(make_app(graph, firestore=firestore_db))
+    response = client.post("/events", json={"events": [purchase(f"Q{n}") for n in range(EVENTS)]})
+    assert response.status_code in (200, 202, 502), response.get_data(as_text=True)
+    body = response.get_json()
+    done = body["forwarded"] + body["stored"] + len(body["failed"]) + len(body["skipped"]) + len(body["rejected"])
+    assert done == body["received"] == EVENTS, body
+    # Meta took them: a 2xx JSON object without `error`, counting every event (in 64 bits).
+    count = payload.get("events_received") if isinstance(payload, dict) and "error" not in payload else None
+    if 200 <= status < 300 and type(count) is int and EVENTS <= count < 2**63:
+        assert (response.status_code, body["forwarded"]) == (200, EVENTS)
+    else:
+        assert body["forwarded"] == 0  # nothing Meta did not clearly take is counted as delivered
+        assert body["stored"] + len(body["failed"]) == EVENTS
+    assert graph.fake.requests - calls_before <= 4 + 32  # the retries, then at most the split's calls

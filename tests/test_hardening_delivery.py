@@ -1,7 +1,7 @@
 """Issue 19, second attack, the delivery side: each finding reproduced on loopback peers (the
 fake Graph API, the Firestore emulator, the fake Secret Manager) and its fix asserted.
 
-Each test names its finding (F5, F6, ...); docs/_new/hardening-delivery.md lists the bounds.
+Each test names its finding (F5, F6, ...); docs/delivery.md lists the guarantees and bounds.
 """
 
 from __future__ import annotations
@@ -367,6 +367,34 @@ def test_f17_stale_value_served_while_one_read_refreshes(secret_manager: Any) ->
     while secret.get() != "k2" and time.monotonic() < deadline:
         time.sleep(0.02)
     assert secret.get() == "k2" and secret_manager.fake.accesses[name] == 2  # one refresh for all
+
+
+def test_f17_a_failed_refresh_keeps_serving_the_stale_value(secret_manager: Any) -> None:
+    # Was: after a background refresh failed, the failure was raised for FAILURE_SECONDS while
+    # the value that worked a moment ago was still within MAX_STALE_SECONDS: with Secret Manager
+    # down, every other few seconds each event was stored for replay instead of delivered.
+    from capi.errors import SecretUnavailable
+    from capi.secrets import FAILURE_SECONDS, MAX_STALE_SECONDS, SecretManagerSecret
+
+    name = f"projects/{EMULATOR_PROJECT}/secrets/token"
+    secret_manager.fake.add_version(name, "t1")
+    now = [0.0]
+    secret = SecretManagerSecret(f"{name}/versions/latest", client=secret_manager.client, clock=lambda: now[0], ttl=60)
+    assert secret.get() == "t1"
+    secret_manager.fake.denied.add(name)  # Secret Manager refuses from now on
+    now[0] = 61
+    assert secret.get() == "t1"  # stale, while one background read fails
+    deadline = time.monotonic() + 5
+    while secret_manager.fake.accesses[name] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.05)  # the failed read settles
+    now[0] = 61 + FAILURE_SECONDS / 2  # the failure is remembered: the stale value still serves
+    assert secret.get() == "t1"
+    with pytest.raises(SecretUnavailable):
+        secret.get(refresh=True)  # a token Meta refused never takes a stale value
+    now[0] = 60 + MAX_STALE_SECONDS + 1  # past the stale bound: the failure is the answer
+    with pytest.raises(SecretUnavailable):
+        secret.get()
 
 
 # -- F15: capi_quality type-checks Meta's answer, reports each destination alone, ends in time --

@@ -109,8 +109,11 @@ def test_a_long_request_line_is_refused_by_the_server(port: int) -> None:
     # Was: functions-framework's limit_request_line=0: a 16 MiB `GET /healthz?...` was read,
     # cost 31 s of CPU and kept 725 MiB. 64 KiB shows the bound without the cost.
     started = time.monotonic()
-    status, _, _ = exchange(port, b"GET /healthz?" + b"a" * 65536 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert status == 414  # URI Too Long, gunicorn's answer
+    status, headers, body = exchange(port, b"GET /healthz?" + b"a" * 65536 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 414  # URI Too Long, gunicorn's answer, in JSON as every other answer
+    assert headers["content-type"] == "application/json"
+    answer = json.loads(body)
+    assert answer["error"] == "request_line_too_long" and answer["message"].startswith("URI Too Long: ")
     assert time.monotonic() - started < 5
     line = b"GET /healthz?" + b"a" * (server.LIMITS["limit_request_line"] - 30) + b" HTTP/1.1"
     assert exchange(port, line + b"\r\nHost: x\r\nConnection: close\r\n\r\n")[0] == 200  # within the bound
@@ -126,7 +129,25 @@ def test_a_long_request_line_is_refused_by_the_server(port: int) -> None:
 )
 def test_headers_past_their_bounds_are_refused(port: int, headers: list[str]) -> None:
     raw = "\r\n".join(["GET /healthz HTTP/1.1", "Host: x", *headers]) + "\r\n\r\n"
-    assert exchange(port, raw.encode())[0] == 431  # Request Header Fields Too Large
+    status, answered, body = exchange(port, raw.encode())
+    assert status == 431  # Request Header Fields Too Large
+    assert answered["content-type"] == "application/json" and json.loads(body)["error"] == "headers_too_large"
+
+
+@pytest.mark.parametrize("length", ["1" * 5000, "-1", "1e3", "0x10"], ids=["5000-digits", "negative", "float", "hex"])
+def test_a_malformed_content_length_is_a_json_400(port: int, length: str) -> None:
+    # gunicorn refuses these before the function runs; it used to answer its own HTML page.
+    status, headers, body = exchange(port, post("/events", EVENT, f"Content-Length: {length}"))
+    assert (status, headers["content-type"]) == (400, "application/json")
+    answer = json.loads(body)
+    assert answer["error"] == "bad_request" and "CONTENT-LENGTH" in answer["message"]
+    assert len(answer["message"]) <= server.MAX_SERVER_MESSAGE + 1
+
+
+def test_a_bad_request_line_is_answered_in_json_and_cut(port: int) -> None:
+    status, headers, body = exchange(port, b"GET /" + b"x" * 1000 + b" HTTP/1.1 extra\r\nHost: x\r\n\r\n")
+    assert (status, headers["content-type"]) == (400, "application/json")
+    assert len(json.loads(body)["message"]) <= server.MAX_SERVER_MESSAGE + 1
 
 
 # -- finding 4, measured where it was: the worker's memory ---------------------------------

@@ -203,6 +203,23 @@ def test_ingest_keys_from_secret_versions_for_rotation(secret_manager: Any, grap
     assert secret_manager.fake.accesses[f"projects/{EMULATOR_PROJECT}/secrets/ingest"] == 1  # cached across requests
 
 
+def test_unreadable_ingest_keys_answer_503_naming_the_secret_and_send_nothing(
+    secret_manager: Any, graph: Any, capsys: Any
+) -> None:
+    # Unlike the token (stored, 202), nothing can be accepted without the keys: the caller retries.
+    secret_manager.fake.add_version(TOKEN_SECRET, graph.fake.token)
+    ingest = f"projects/{EMULATOR_PROJECT}/secrets/ingest"
+    secret_manager.fake.add_version(ingest, "key-one")
+    secret_manager.fake.denied.add(ingest)
+    client = serve(build(secret_manager, graph, INGEST_API_KEY_SECRET="ingest"))
+    response = client.post("/events", json=lead(), headers={"X-Api-Key": "key-one"})
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["error"] == "secret_unavailable" and f"{ingest}/versions/latest" in body["message"]
+    assert "key-one" not in response.get_data(as_text=True) and "key-one" not in capsys.readouterr().out
+    assert graph.fake.requests == 0
+
+
 def test_secrets_share_one_lazily_built_client(monkeypatch: Any, secret_manager: Any) -> None:
     # Without a client passed in, every secret of the instance reads through one client of
     # the library, built on the first read: the library's class is replaced to count them.

@@ -159,6 +159,9 @@ class FakeGraph:
     # A final policy refusal for these event_ids (Meta's "Messaging Event Within Messaging
     # Restrictive Region", code 368 marked transient): the request is refused.
     policy_refused: set[str] = field(default_factory=set)
+    # When set, every request Meta would take gets this answer instead: (HTTP status, a JSON
+    # value, or a str sent as it is): any answer at all, for the property-based tests.
+    answer: tuple[int, Any] | None = None
 
     def fail_next(
         self, *kinds: str, retry_after: str | None = None, delay: float = 0.0, usage: str | None = None
@@ -238,6 +241,8 @@ class FakeGraph:
             for event in data:
                 self.delivered[(event["event_name"], event.get("event_id"))] += 1
                 self.delivered_by_pixel.setdefault(pixel, Counter())[(event["event_name"], event.get("event_id"))] += 1
+        if self.answer is not None:
+            return self.answer[0], self.answer[1], {}
         if kind in UNREADABLE_ANSWERS:
             return 200, kind, {}
         trace = "AbCdEf123"
