@@ -1,0 +1,145 @@
+"""Hardening, release 3: the attack on release 3's new surfaces (shop webhooks, the queue's push
+endpoint, the tag's set_cookies answer, make deploy), one regression test per finding that failed
+before its fix. On loopback: the fake Graph API, the Flask test client, the recording cloud fake.
+
+The shop payloads are Shopify's and WooCommerce's published examples (tests/payloads/README.md
+names the sources), with the one field each attack changes.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+import pytest
+
+from capi.inputs.common import Skipped
+from tests.conftest import purchase
+from tests.fakes.graph import GraphServer
+from tests.test_deploy import Cloud
+from tests.test_queue import build, deliver_client, meta_event
+from tests.test_shop_orders import ORDER_ID, deliver, shop_app, shopify_paid, woo_checkout
+
+FBP = "fb.1.1790000000000.123456789"
+
+# -- shop webhooks ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order_id", [None, "", "  ", [1], {"id": 1}, 1.5, True])
+@pytest.mark.parametrize("shop", ["shopify", "woocommerce"])
+def test_a_paid_order_without_a_usable_id_is_rejected_never_sent_with_a_minted_id(
+    graph: GraphServer, shop: str, order_id: Any
+) -> None:
+    """Before: sent to Meta with a minted event_id, so every retry of the webhook (the shops retry
+    for hours) would count the sale again: no order key, nothing Meta could deduplicate."""
+    client = shop_app(graph)
+    order = shopify_paid() if shop == "shopify" else woo_checkout()
+    order["id"] = order_id
+    topic = "orders/paid" if shop == "shopify" else "order.updated"
+    answer = deliver(client, shop, order, topic)
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert (body["forwarded"], body["event_ids"], body["skipped"]) == (0, [], [])
+    [rejected] = body["rejected"]
+    assert (rejected["index"], rejected["event_id"], rejected["field"]) == (0, None, "id")
+    assert "a paid order needs its id" in rejected["message"]
+    assert graph.fake.bodies == []
+    # An order without an id that is not paid is still just skipped.
+    order["financial_status" if shop == "shopify" else "status"] = "pending"
+    skipped = deliver(client, shop, order, topic).get_json()
+    assert skipped["skipped"] == [{"index": 0, "event_id": None, "reason": "unpaid"}]
+
+
+def test_a_paid_order_with_an_integer_id_still_goes() -> None:
+    """The fix's other side: Shopify's ids are JSON integers (its published example)."""
+    with GraphServer() as graph:
+        answer = deliver(shop_app(graph), "shopify", shopify_paid(), "orders/paid").get_json()
+    assert (answer["forwarded"], answer["event_ids"]) == (1, [ORDER_ID])
+
+
+def test_a_skipped_orders_overlong_id_is_not_echoed(graph: GraphServer) -> None:
+    """Before: a refund's 100,000-character order_id came back whole in the answer (and a
+    WooCommerce deletion's id likewise)."""
+    client = shop_app(graph)
+    refund = deliver(client, "shopify", {"order_id": "9" * 100_000}, "refunds/create")
+    deleted = deliver(client, "woocommerce", {"id": "7" * 100_000}, "order.deleted")
+    assert refund.get_json()["skipped"] == [{"index": 0, "event_id": None, "reason": "refund"}]
+    assert deleted.get_json()["skipped"] == [{"index": 0, "event_id": None, "reason": "cancelled"}]
+    assert len(refund.get_data()) < 1000 and len(deleted.get_data()) < 1000
+    # An id within Meta's 512 characters is kept, as the caller needs it to tell orders apart.
+    assert Skipped("refund", "9" * 512).event_id == "9" * 512
+    assert graph.fake.bodies == []
+
+
+# -- the queue's push endpoint ------------------------------------------------------------------
+
+
+def push(events: list[dict[str, Any]], **attributes: str) -> dict[str, Any]:
+    data = base64.b64encode(orjson.dumps({"events": events})).decode()
+    attrs = {"destination": "default", "events": str(len(events)), **attributes}
+    return {"message": {"data": data, "attributes": attrs, "messageId": "m-1"}}
+
+
+def test_a_push_with_an_overlong_test_event_code_is_refused_and_nothing_sent(graph: GraphServer) -> None:
+    """Before: a 100,000-character test_event_code attribute went to Meta in the Graph body
+    (/events refuses one over 100 characters); dropping it instead would send test events live."""
+    client = deliver_client(build(graph, DELIVERY="queue", PUBSUB_TOPIC="capi-events", BATCH_WINDOW_MS="0"))
+    refused = client.post("/", json=push([meta_event("Q-1")], test_event_code="T" * 100_000))
+    assert refused.status_code == 400
+    assert refused.get_json()["field"] == "message.attributes.test_event_code"
+    assert len(refused.get_data()) < 500
+    assert graph.fake.bodies == []
+    taken = client.post("/", json=push([meta_event("Q-2")], test_event_code="T" * 100))
+    assert taken.status_code == 200
+    assert [b["test_event_code"] for b in graph.fake.bodies] == ["T" * 100]
+
+
+# -- the tag's set_cookies answer -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fbp",
+    [FBP + ";Domain=evil.example", FBP + ",x", FBP + '"', FBP + "\\x", FBP + "\x7f", "fb.1.1790000000000.\u00e9"],
+)
+def test_set_cookies_never_hands_back_a_value_a_cookie_cannot_hold(graph: GraphServer, fbp: str) -> None:
+    """Before: an fbp whose random part held ';' (capi's fbp check only refuses whitespace and dots)
+    was answered in set_cookies for the tag to set as _fbp. sGTM's setCookie URI-encodes it
+    (the tag never passes noEncode), so no header was injected, but the browser was handed a
+    cookie of the caller's text. Meta still gets the value (it matches the browser's own)."""
+    client = shop_app(graph)
+    answer = client.post(
+        "/events",
+        json=[purchase("C-1", **{"x-fb-ck-fbp": fbp}), purchase("C-2", **{"x-fb-ck-fbp": FBP})],
+        headers={"X-Api-Key": "ingest-key", "X-Capi-Set-Cookies": "1"},
+    ).get_json()
+    assert answer["forwarded"] == 2
+    assert answer["set_cookies"] == [{"index": 1, "event_id": "C-2", "_fbp": FBP}]
+    assert [e["user_data"]["fbp"] for e in graph.fake.bodies[0]["data"]] == [fbp, FBP]
+
+
+# -- make deploy ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"STATE_BUCKET": "bucket`touch /tmp/x`"}, "STATE_BUCKET"),
+        ({"STATE_BUCKET": "b; rm -rf ~"}, "STATE_BUCKET"),
+        ({"FIRESTORE_LOCATION": "eur3`id`"}, "FIRESTORE_LOCATION"),
+        ({"ALERT_EMAIL": "ops`id`@example.com"}, "ALERT_EMAIL"),
+        ({"BROWSER_COLLECTION": "capi_browsers;id"}, "BROWSER_COLLECTION"),
+        ({"IDEMPOTENCY_COLLECTION": "a b"}, "IDEMPOTENCY_COLLECTION"),
+        ({"BROWSER_TTL_DAYS": "30|id"}, "BROWSER_TTL_DAYS"),
+    ],
+)
+def test_deploy_refuses_shell_metacharacters_before_any_command(
+    tmp_path: Any, variables: dict[str, str], named: str
+) -> None:
+    """Before: STATE_BUCKET, FIRESTORE_LOCATION and the options' values went unchecked into
+    gcloud and terraform arguments (and the commands printed to copy); ALERT_EMAIL took backquotes.
+    (Make itself expands `$(...)` on its command line, so the values here use backquotes.)"""
+    cloud = Cloud(tmp_path)
+    failed = cloud.deploy(**variables)
+    assert failed.returncode != 0 and named in failed.stderr
+    assert cloud.calls() == []
