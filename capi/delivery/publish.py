@@ -29,6 +29,7 @@ PUBLISH_SECONDS = 2.0  # one publish call, connect to answer; /events waits at m
 MAX_BATCH_MESSAGES = 1000  # per publish call: Pub/Sub's own limit
 MAX_BATCH_BYTES = 8 * 1024 * 1024  # of message data per call, under Pub/Sub's 10 MB request limit
 MAX_EVENTS = 1000  # per message: a request holds at most 1000 events
+MAX_TEST_EVENT_CODE_CHARS = 100  # as /events takes it (capi.inputs)
 
 
 @dataclass
@@ -84,6 +85,12 @@ def decode(message: Any, attempt: Any = None) -> Queued:
     if not (isinstance(profile, list) and len(profile) == len(events)):
         profile = [[] for _ in events]
     code = attributes.get("test_event_code")
+    if code is not None and (not isinstance(code, str) or len(code) > MAX_TEST_EVENT_CODE_CHARS):
+        # /events refuses such a code; dropping it here would send test events to live data.
+        raise RequestError(
+            f"the test_event_code attribute is not a string of at most {MAX_TEST_EVENT_CODE_CHARS} characters",
+            field="message.attributes.test_event_code",
+        )
     queued_at = data.get("queued_at")
     return Queued(
         destination=destination,
