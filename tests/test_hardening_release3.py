@@ -9,13 +9,17 @@ names the sources), with the one field each attack changes.
 from __future__ import annotations
 
 import base64
+import hashlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
 
+from capi.browsers import TTL_FIELD, document_id
 from capi.inputs.common import Skipped
-from tests.conftest import purchase
+from tests.conftest import make_app, purchase, serve
+from tests.test_browsers import ENV, funnel_event
 from tests.fakes.graph import GraphServer
 from tests.test_deploy import Cloud
 from tests.test_queue import build, deliver_client, meta_event
@@ -143,3 +147,33 @@ def test_deploy_refuses_shell_metacharacters_before_any_command(
     failed = cloud.deploy(**variables)
     assert failed.returncode != 0 and named in failed.stderr
     assert cloud.calls() == []
+
+
+# -- enhanced event coverage ----------------------------------------------------------------------
+
+
+@pytest.mark.emulator
+def test_malformed_browser_documents_never_500_nor_leak_and_non_hex_digests_are_not_sent(
+    firestore_db: Any, graph: GraphServer
+) -> None:
+    """Browser documents written by hand or by another tool, of every wrong type: each event is
+    sent with its own keys only. Before: a 64-character value that is not hex was sent as `em`."""
+    client = serve(make_app(graph, firestore=firestore_db, **ENV))
+    future = datetime.now(UTC) + timedelta(days=1)
+    documents = [
+        {"keys": ["em"], TTL_FIELD: future},
+        {"keys": {"em": {"a": "b"}, "ph": [None, 5, True]}, TTL_FIELD: future},
+        {"keys": {"em": ["z" * 64, "<script>" + "a" * 56]}, TTL_FIELD: future},
+        {"keys": {"em": [hashlib.sha256(b"ok").hexdigest()]}, TTL_FIELD: "2999-01-01"},
+        {"keys": "em", TTL_FIELD: 10**12},
+        {"keys": None},
+    ]
+    for n, document in enumerate(documents):
+        fbp = f"fb.1.1700000000000.{n}"
+        firestore_db.collection("capi_browsers").document(document_id(fbp)).set(document)
+        answer = client.post("/events", json=funnel_event("add_to_cart", n, fbp=fbp))
+        assert answer.status_code == 200 and answer.get_json()["forwarded"] == 1, (n, answer.get_json())
+    sent = {e["event_id"]: e["user_data"] for body in graph.fake.bodies for e in body["data"]}
+    assert len(sent) == len(documents)
+    for user_data in sent.values():
+        assert not {"em", "ph"} & user_data.keys(), user_data
