@@ -19,8 +19,8 @@ import pytest
 from capi.browsers import TTL_FIELD, document_id
 from capi.inputs.common import Skipped
 from tests.conftest import make_app, purchase, serve
-from tests.test_browsers import ENV, funnel_event
 from tests.fakes.graph import GraphServer
+from tests.test_browsers import ENV, funnel_event
 from tests.test_deploy import Cloud
 from tests.test_queue import build, deliver_client, meta_event
 from tests.test_shop_orders import ORDER_ID, deliver, shop_app, shopify_paid, woo_checkout
