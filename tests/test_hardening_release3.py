@@ -99,6 +99,60 @@ def test_a_push_with_an_overlong_test_event_code_is_refused_and_nothing_sent(gra
     assert [b["test_event_code"] for b in graph.fake.bodies] == ["T" * 100]
 
 
+class RecordingPubSub:
+    """Pub/Sub's publish call as the Publisher sees it: keeps each message, as the topic would."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def publish(self, topic: str, messages: list[dict[str, Any]], *, seconds: float) -> list[str]:
+        self.messages.extend(messages)
+        return [f"id-{n}" for n in range(len(self.messages) - len(messages), len(self.messages))]
+
+
+def full_event(n: int) -> dict[str, Any]:
+    """A finished Meta event as /events publishes it for a checkout with email, phone, name and
+    address (nine hashed keys of 64 hex digits): about 1.1 KB, from about 400 bytes of input."""
+    digest = hashlib.sha256(str(n).encode()).hexdigest()
+    user_data = {key: [digest] for key in ("em", "ph", "fn", "ln", "ct", "st", "zp", "country", "external_id")}
+    user_data |= {"client_user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15"}
+    return {**meta_event(f"F-{n}"), "user_data": user_data}
+
+
+def test_a_large_queued_message_is_published_in_parts_each_push_fits_capi_deliver(graph: GraphServer) -> None:
+    """Before: 1000 such events (from a 0.42 MB request) made one message of 1.3 MB of base64 data,
+    over capi_deliver's 1 MiB body bound: every push answered 413, Pub/Sub redelivered it until
+    the dead-letter topic took it, and no event reached Meta from the queue."""
+    from capi.delivery.publish import MAX_MESSAGE_BYTES, PUSH_BODY_BYTES, Publisher, Queued
+    from capi.http import MAX_BODY_BYTES
+
+    assert PUSH_BODY_BYTES == MAX_BODY_BYTES
+    events = [full_event(n) for n in range(1000)]
+    pubsub = RecordingPubSub()
+    ids = Publisher(pubsub, "projects/p/topics/t").publish(  # type: ignore[arg-type]
+        [Queued("default", events, "TEST1", [("em",)] * 1000)]
+    )
+    assert len(ids) == len(pubsub.messages) >= 2
+    assert all(len(m["data"]) <= MAX_MESSAGE_BYTES for m in pubsub.messages)
+    client = deliver_client(build(graph, DELIVERY="queue", PUBSUB_TOPIC="capi-events", BATCH_WINDOW_MS="0"))
+    for n, message in enumerate(pubsub.messages):
+        answer = client.post("/", json={"message": {**message, "messageId": f"m-{n}"}})
+        assert answer.status_code == 200, answer.get_data()[:200]
+    assert graph.fake.delivered == {("Purchase", f"F-{n}"): 1 for n in range(1000)}
+    assert {b["test_event_code"] for b in graph.fake.bodies} == {"TEST1"}
+
+
+def test_an_event_too_large_for_any_message_is_delivered_directly() -> None:
+    from capi.delivery.publish import Publisher, Queued
+    from capi.errors import QueueUnavailable
+
+    event = {**meta_event("BIG"), "custom_data": {"contents": [{"id": "x" * 500, "quantity": 1}] * 1500}}
+    pubsub = RecordingPubSub()
+    with pytest.raises(QueueUnavailable, match="too large"):
+        Publisher(pubsub, "projects/p/topics/t").publish([Queued("default", [event], None, [()])])  # type: ignore[arg-type]
+    assert pubsub.messages == []
+
+
 # -- the tag's set_cookies answer -----------------------------------------------------------------
 
 
