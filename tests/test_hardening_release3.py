@@ -231,3 +231,22 @@ def test_malformed_browser_documents_never_500_nor_leak_and_non_hex_digests_are_
     assert len(sent) == len(documents)
     for user_data in sent.values():
         assert not {"em", "ph"} & user_data.keys(), user_data
+
+
+# -- the order key --------------------------------------------------------------------------------
+
+
+@pytest.mark.emulator
+def test_the_same_order_id_in_two_pixels_is_counted_once_in_each(firestore_db: Any, graph: GraphServer) -> None:
+    """Two brands whose shops number orders alike (both have order 1001), in separate requests:
+    each pixel gets its Purchase; a reload in either is a duplicate_order only in its own pixel."""
+    from tests.test_destinations import BRAND_A, BRAND_B, application, delivered_ids
+    from tests.test_destinations import purchase as routed_purchase
+
+    client = serve(application(graph, [BRAND_A, BRAND_B], firestore_db, IDEMPOTENCY_COLLECTION="capi_r3_orders"))
+    a = client.post("/events", json=routed_purchase("A-1", transaction_id=1001))
+    b = client.post("/events", json=routed_purchase("B-1", "https://shop-b.example/checkout", transaction_id="1001"))
+    assert (a.get_json()["forwarded"], b.get_json()["forwarded"]) == (1, 1)
+    reload_b = client.post("/events", json=routed_purchase("B-2", "https://shop-b.example/done", transaction_id=1001))
+    assert reload_b.get_json()["skipped"] == [{"index": 0, "event_id": "B-2", "reason": "duplicate_order"}]
+    assert (delivered_ids(graph, "111"), delivered_ids(graph, "222")) == (["A-1"], ["B-1"])
