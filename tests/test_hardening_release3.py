@@ -250,3 +250,47 @@ def test_the_same_order_id_in_two_pixels_is_counted_once_in_each(firestore_db: A
     reload_b = client.post("/events", json=routed_purchase("B-2", "https://shop-b.example/done", transaction_id=1001))
     assert reload_b.get_json()["skipped"] == [{"index": 0, "event_id": "B-2", "reason": "duplicate_order"}]
     assert (delivered_ids(graph, "111"), delivered_ids(graph, "222")) == (["A-1"], ["B-1"])
+
+
+# -- never log keys or PII ------------------------------------------------------------------------
+
+SHOP_PII = ["webhook.buyer@example.com", "6505550142", "Ximena", "Quetzal-Buyer", "Zyzzyva Town", "203.0.113.99"]
+
+
+@pytest.mark.emulator
+def test_webhooks_never_log_or_answer_signing_keys_or_raw_personal_data(
+    firestore_db: Any, graph: GraphServer, capfd: Any, caplog: Any
+) -> None:
+    import logging
+
+    from tests.test_shop_orders import SHOPIFY_KEY, WOO_KEY
+
+    caplog.set_level(logging.DEBUG)
+    client = shop_app(graph, firestore_db, IDEMPOTENCY_COLLECTION="capi_r3_leaks", LOG_LEVEL="DEBUG")
+    order = shopify_paid()
+    order |= {"id": 555001, "email": SHOP_PII[0], "phone": "+1 650 555 0142", "browser_ip": SHOP_PII[5]}
+    order["client_details"] = {**order["client_details"], "browser_ip": SHOP_PII[5]}
+    order["billing_address"] = {**order["billing_address"], "first_name": "Ximena", "last_name": "Quetzal-Buyer"}
+    order["billing_address"]["city"] = "Zyzzyva Town"
+    outputs = []
+    raw = orjson.dumps(order)
+    cases = [
+        (deliver(client, "shopify", order, "orders/paid"), 200),
+        (deliver(client, "shopify", order, "orders/paid", key="a wrong key"), 401),
+        (deliver(client, "shopify", {**order, "id": None}, "orders/paid"), 200),  # rejected: no id
+        (deliver(client, "shopify", raw[:-5] + b"garbage " + SHOP_PII[0].encode(), "orders/paid"), 400),
+        (deliver(client, "woocommerce", woo_checkout() | {"billing": {"email": SHOP_PII[0]}}, "order.created"), 200),
+    ]
+    graph.fake.down = "503"
+    cases.append((deliver(client, "shopify", {**order, "id": 555002}, "orders/paid"), 202))  # stored for replay
+    for answer, status in cases:
+        assert answer.status_code == status, answer.get_data()[:200]
+        outputs.append(answer.get_data(as_text=True))
+    stored = str([d.to_dict() for d in firestore_db.collection("capi_deadletter").stream()])
+    captured = capfd.readouterr()
+    logs = "\n".join([*outputs, captured.out, captured.err, caplog.text]).lower()
+    assert '"severity"' in captured.out and "555002" in stored
+    for secret in [SHOPIFY_KEY, WOO_KEY, *SHOP_PII, "ximena", "16505550142", "zyzzyvatown"]:
+        assert secret.lower() not in logs, secret
+        # A dead letter holds what Meta would get: the address is sent as it is (Meta's rule), the rest hashed.
+        assert secret == SHOP_PII[5] or secret.lower() not in stored.lower(), secret
