@@ -294,3 +294,31 @@ def test_webhooks_never_log_or_answer_signing_keys_or_raw_personal_data(
         assert secret.lower() not in logs, secret
         # A dead letter holds what Meta would get: the address is sent as it is (Meta's rule), the rest hashed.
         assert secret == SHOP_PII[5] or secret.lower() not in stored.lower(), secret
+
+
+@pytest.mark.emulator
+def test_a_thousand_browsers_in_one_request_cost_one_read_and_one_write(firestore_db: Any, graph: GraphServer) -> None:
+    """1000 distinct browsers (the most one request holds), each with an email: one batched read,
+    one batched commit of 1000 documents, every event sent with its own keys; a second request
+    for the same browsers teaches nothing and writes nothing."""
+    from tests.conftest import CountingFirestore
+
+    counting = CountingFirestore(firestore_db)
+    client = serve(make_app(graph, firestore=counting, **ENV))
+    events = [
+        funnel_event("sign_up", n, fbp=f"fb.1.1700000000000.{n}", user_data={"email_address": f"b{n}@example.com"})
+        for n in range(1000)
+    ]
+    answer = client.post("/events", json=events)
+    assert answer.status_code == 200 and answer.get_json()["forwarded"] == 1000
+
+    def stored() -> dict[str, Any]:
+        return {d.id: d.update_time for d in firestore_db.collection("capi_browsers").stream()}
+
+    before = stored()
+    assert len(before) == 1000 and counting.get_all_calls == 1
+    again = [funnel_event("page_view", n + 1000, fbp=f"fb.1.1700000000000.{n}") for n in range(1000)]
+    assert client.post("/events", json=again).get_json()["forwarded"] == 1000
+    assert counting.get_all_calls == 2 and stored() == before  # one read, no write
+    sent = {e["event_id"]: e["user_data"] for body in graph.fake.bodies for e in body["data"]}
+    assert sent["page_view-1007"]["em"] == [hashlib.sha256(b"b7@example.com").hexdigest()]
