@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,6 +33,7 @@ from capi.normalize import HASHED_KEYS, Dropped, FieldContext, hash_value
 TTL_FIELD = "expire_at"  # the Firestore TTL policy's field (terraform/, make deploy)
 KEYS_FIELD = "keys"
 MAX_DIGESTS_PER_KEY = 5  # the latest few per key: a shared browser must not grow a document without bound
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 MAX_BROWSERS_PER_READ = 1000  # one request holds at most 1000 events, so at most 1000 browsers
 
 Remembered = dict[str, list[str]]  # Meta key -> digests
@@ -67,13 +69,14 @@ def merged(known: Remembered, new: Remembered) -> Remembered | None:
 
 
 def _clean(raw: Any) -> Remembered:
-    """A stored `keys` map, only what capi writes: lists of digest strings under Meta's hashed keys."""
+    """A stored `keys` map, only what capi writes: lists of SHA-256 hex digests under Meta's hashed keys."""
     if not isinstance(raw, Mapping):
         return {}
     out: Remembered = {}
     for key, values in raw.items():
         if key in HASHED_KEYS and isinstance(values, list):
-            digests = [v for v in values if isinstance(v, str) and len(v) == 64][:MAX_DIGESTS_PER_KEY]
+            # Meta refuses the whole event for a value that is not a lowercase SHA-256 hex digest.
+            digests = [v for v in values if isinstance(v, str) and _DIGEST.fullmatch(v)][:MAX_DIGESTS_PER_KEY]
             if digests:
                 out[key] = digests
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -1077,6 +1078,11 @@ def _cookies_to_set(outcome: Outcome) -> list[dict[str, Any]]:
     return _cookie_entries([f for f in outcome.batch.finished if not TAKEN.isdisjoint(outcome.states_of(f))])
 
 
+# A value a cookie can hold as it is (RFC 6265 cookie-octets): an fbp or fbc Meta takes may still
+# hold ';', ',', '"' or '\\' (the click id is the caller's text), which is never handed back to be set.
+_COOKIE_VALUE = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]+")
+
+
 def _cookie_entries(taken: list[Finished]) -> list[dict[str, Any]]:
     """The `set_cookies` entries of events capi took (delivered, stored or queued), once each."""
     entries = []
@@ -1086,7 +1092,11 @@ def _cookie_entries(taken: list[Finished]) -> list[dict[str, Any]]:
             continue
         seen.add(f.index)
         user_data = f.event["user_data"]
-        cookies = {name: user_data[key] for name, key in (("_fbp", "fbp"), ("_fbc", "fbc")) if key in user_data}
+        cookies = {
+            name: user_data[key]
+            for name, key in (("_fbp", "fbp"), ("_fbc", "fbc"))
+            if key in user_data and _COOKIE_VALUE.fullmatch(user_data[key])
+        }
         if cookies:
             entries.append({"index": f.index, "event_id": f.event["event_id"], **cookies})
     return entries

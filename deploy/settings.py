@@ -125,10 +125,21 @@ class Settings:
         country = get("DEFAULT_COUNTRY").upper()
         if country and not re.fullmatch(r"[A-Z]{2}", country):
             raise DeployError(f"DEFAULT_COUNTRY={country!r} is not a 2-letter code.", "e.g. DEFAULT_COUNTRY=DE")
-        if get("ALERT_EMAIL") and not re.fullmatch(r"[^@\s]+@[^@\s]+", get("ALERT_EMAIL")):
+        # Every value reaches a command line (and the commands printed to copy): only the
+        # characters its kind of name can hold, so no shell metacharacter gets that far.
+        if get("ALERT_EMAIL") and not re.fullmatch(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+", get("ALERT_EMAIL")):
             raise DeployError(
                 f"ALERT_EMAIL={get('ALERT_EMAIL')!r} is not an email address.", "e.g. ALERT_EMAIL=ops@example.com"
             )
+        names = (
+            ("STATE_BUCKET", r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]", "a Cloud Storage bucket name"),
+            ("FIRESTORE_LOCATION", r"[a-z0-9-]{2,40}", "a Firestore location, e.g. eur3"),
+        )
+        for key, pattern, what in names:
+            if get(key) and not re.fullmatch(pattern, get(key)):
+                raise DeployError(
+                    f"{key}={get(key)!r} is not {what}.", "Leave it out for the default (docs/deploy.md)."
+                )
         retry_wait = get("RETRY_WAIT", "60")
         if not retry_wait.isdigit():
             raise DeployError(f"RETRY_WAIT={retry_wait!r} is not a number of seconds.", "e.g. RETRY_WAIT=120")
@@ -138,6 +149,11 @@ class Settings:
                 options[option.env] = "true"
             elif not option.boolean and get(option.env):
                 options[option.env] = get(option.env)
+        for key, value in options.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", value):
+                raise DeployError(
+                    f"{key}={value!r} is not a name (letters, digits, '_', '.', '-').", "docs/deploy.md, Options."
+                )
         if options.get("DELIVERY", "direct") not in ("direct", "queue"):
             raise DeployError(
                 f"DELIVERY={options['DELIVERY']!r} is not direct or queue.",

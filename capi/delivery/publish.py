@@ -15,7 +15,7 @@ import binascii
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -29,6 +29,14 @@ PUBLISH_SECONDS = 2.0  # one publish call, connect to answer; /events waits at m
 MAX_BATCH_MESSAGES = 1000  # per publish call: Pub/Sub's own limit
 MAX_BATCH_BYTES = 8 * 1024 * 1024  # of message data per call, under Pub/Sub's 10 MB request limit
 MAX_EVENTS = 1000  # per message: a request holds at most 1000 events
+MAX_TEST_EVENT_CODE_CHARS = 100  # as /events takes it (capi.inputs)
+# capi_deliver reads a push body of at most 1 MiB (capi.http.MAX_BODY_BYTES): its concurrency
+# (250 pushes) times that is what its memory holds. Finished events are larger than their
+# input (each hashed value is 64 hex digits; base64 adds a third): 1000 checkouts in a 0.4 MB
+# request made a 1.3 MB message, refused 413 at every push. A message's data stays under this
+# bound (the push's JSON around it is small); a larger message is split by events.
+PUSH_BODY_BYTES = 1024 * 1024
+MAX_MESSAGE_BYTES = PUSH_BODY_BYTES - 64 * 1024
 
 
 @dataclass
@@ -52,6 +60,23 @@ class Queued:
         if self.test_event_code:
             attributes["test_event_code"] = self.test_event_code
         return {"data": base64.b64encode(orjson.dumps(data)).decode("ascii"), "attributes": attributes}
+
+
+def encode_within(message: Queued) -> list[dict[str, Any]]:
+    """The message encoded, split in halves by events until each part's data is at most
+    MAX_MESSAGE_BYTES. Raises QueueUnavailable when one event alone is larger: the caller
+    delivers the request directly."""
+    encoded = message.encode()
+    if len(encoded["data"]) <= MAX_MESSAGE_BYTES:
+        return [encoded]
+    if len(message.events) == 1:
+        raise QueueUnavailable("an event is too large for a queued message")
+    half = len(message.events) // 2
+    parts = [
+        replace(message, events=message.events[part], from_profile=message.from_profile[part])
+        for part in (slice(None, half), slice(half, None))
+    ]
+    return [encoded for part in parts for encoded in encode_within(part)]
 
 
 def decode(message: Any, attempt: Any = None) -> Queued:
@@ -84,6 +109,12 @@ def decode(message: Any, attempt: Any = None) -> Queued:
     if not (isinstance(profile, list) and len(profile) == len(events)):
         profile = [[] for _ in events]
     code = attributes.get("test_event_code")
+    if code is not None and (not isinstance(code, str) or len(code) > MAX_TEST_EVENT_CODE_CHARS):
+        # /events refuses such a code; dropping it here would send test events to live data.
+        raise RequestError(
+            f"the test_event_code attribute is not a string of at most {MAX_TEST_EVENT_CODE_CHARS} characters",
+            field="message.attributes.test_event_code",
+        )
     queued_at = data.get("queued_at")
     return Queued(
         destination=destination,
@@ -138,13 +169,13 @@ class Publisher:
         self._busy = False  # a call is in flight, or about to be
 
     def publish(self, messages: Sequence[Queued]) -> list[str]:
-        """The message ids. Raises QueueUnavailable: none of this request's messages were
-        published (Pub/Sub takes a call's messages all or none), so the caller delivers
-        them another way."""
+        """The message ids (a message too large for a push is published in parts: an id each).
+        Raises QueueUnavailable: none of this request's messages were published (Pub/Sub
+        takes a call's messages all or none), so the caller delivers them another way."""
         now = self._clock()
         for message in messages:
             message.queued_at = now
-        encoded = [m.encode() for m in messages]
+        encoded = [part for m in messages for part in encode_within(m)]
         me = _Waiting(encoded, sum(len(m["data"]) for m in encoded))
         with self._lock:
             self._waiting.append(me)

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from capi.events import Unreadable
+
 # The browser cookies a shop's checkout stores with the order (docs/orders.md): the names its
 # snippet uses, with or without the underscore that hides them from the buyer.
 FBP_NAMES = ("_fbp", "fbp")
@@ -28,6 +30,13 @@ def first_text(*values: Any) -> str | None:
         if isinstance(value, str) and value.strip():
             return value.strip()
     return None
+
+
+def no_order_id() -> Unreadable:
+    """A paid order whose id is missing or not a string or integer: rejected, never sent with a
+    minted event_id, which neither the order key nor Meta could match to a retried webhook
+    (Shopify and WooCommerce retry for hours: each retry would count the sale again)."""
+    return Unreadable("id", "a paid order needs its id (a string or an integer): its Purchase is keyed by it")
 
 
 def attribute(pairs: Any, names: tuple[str, ...], key: str = "name") -> str | None:

@@ -125,4 +125,6 @@ def read(order: dict[str, Any]) -> Incoming:
     reason = skip_reason(order)
     if reason is not None:
         return Skipped(reason, first_text(order.get("id"))), DIALECT, ()
+    if first_text(order.get("id")) is None:
+        return shop.no_order_id(), DIALECT, ()
     return to_event(order), DIALECT, ()

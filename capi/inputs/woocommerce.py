@@ -105,4 +105,6 @@ def read(order: dict[str, Any], site: str | None = None) -> Incoming:
     reason = skip_reason(order)
     if reason is not None:
         return Skipped(reason, first_text(order.get("id"))), DIALECT, ()
+    if first_text(order.get("id")) is None:
+        return shop.no_order_id(), DIALECT, ()
     return to_event(order, site), DIALECT, ()
