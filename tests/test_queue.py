@@ -128,7 +128,7 @@ def test_meta_config_refusal_is_held_with_its_error_line(graph: GraphServer, cap
     assert (line["severity"], line["error"], line["meta_code"]) == ("ERROR", "meta_config", 190)
 
 
-def test_throttling_pauses_the_pixel_for_metas_time_without_spending_retries(graph: GraphServer) -> None:
+def test_throttling_pauses_the_pixel_for_metas_time_without_spending_retries(graph: GraphServer, capsys: Any) -> None:
     # Meta's usage header: estimated_time_to_regain_access is in minutes (Graph API rate limiting docs).
     usage = json.dumps({"1234": [{"type": "ads_management", "call_count": 100, "estimated_time_to_regain_access": 2}]})
     application = build(graph, DELIVERY="queue", PUBSUB_TOPIC="capi-events", BATCH_WINDOW_MS="0")
@@ -141,6 +141,13 @@ def test_throttling_pauses_the_pixel_for_metas_time_without_spending_retries(gra
     response = client.post("/", json=push_body("Q-2", message_id="m-2"))
     assert response.status_code == 429 and response.get_json()["error"] == "throttled"
     assert graph.fake.requests == 1  # paused: Meta is not called
+    # Both nacks write the line the metrics count (status, error, Meta's code), the paused one too.
+    lines = log_lines(capsys.readouterr().out, "events processed")
+    assert [(line["status"], line["unsent"], line["forwarded"], line["meta_code"]) for line in lines] == [
+        (429, 1, 0, 80004),
+        (429, 1, 0, 80004),
+    ]
+    assert all(line["severity"] == "WARNING" and line["delivery"] == "queue" for line in lines)
 
 
 @pytest.mark.parametrize("code", sorted(THROTTLE_CODES))
