@@ -27,6 +27,7 @@ import pytest
 from capi.app import Application
 from capi.config import load_config
 from capi.delivery.batcher import Batcher
+from capi.delivery.deadletter import load_event
 from capi.delivery.publish import Queued, decode
 from capi.delivery.pubsub import PubSubClient
 from capi.delivery.throttle import THROTTLE_CODES, regain_seconds
@@ -326,6 +327,84 @@ def test_meta_down_for_a_while_then_back_every_event_once(queue: dict[str, Any],
         time.sleep(1.5)  # room for a stray redelivery to show up
     assert graph.fake.delivered == {("Purchase", i): 1 for i in ids}
     assert router.statuses[-1] == 200
+
+
+@pytest.mark.emulator
+def test_one_event_meta_refuses_inside_a_batch_the_others_delivered_all_acked(
+    queue: dict[str, Any], graph: GraphServer, capsys: Any
+) -> None:
+    graph.fake.poison = {"B-2"}  # Meta refuses the whole request for it (code 100): bisected
+    with serving(queue["consumer"]()) as url, PushRouter(url) as router:
+        subscribe(queue, router.url)
+        at_once(
+            lambda: queue["events"].post("/events", json=[purchase("B-1"), purchase("B-2"), purchase("B-3")]),
+            lambda: queue["events"].post("/events", json=purchase("B-4")),
+        )
+        wait_until(lambda: len(router.statuses) == 2)
+        time.sleep(1.5)  # a nacked message would be pushed again by now
+    assert router.statuses == [200, 200]  # a refusal is final: acked, never redelivered
+    assert graph.fake.delivered == {("Purchase", i): 1 for i in ("B-1", "B-3", "B-4")}
+    assert graph.fake.refused_requests >= 1
+    out = capsys.readouterr().out
+    [refused] = log_lines(out, "queued event refused by Meta")
+    assert (refused["event_id"], refused["destination"]) == ("B-2", "default")
+    delivered = [line for line in log_lines(out, "events processed") if line.get("messages")]
+    assert sum(line["forwarded"] for line in delivered) == 3 and sum(line["failed"] for line in delivered) == 1
+
+
+@pytest.mark.emulator
+def test_the_202_answer_carries_rejections_and_skips_beside_queued(queue: dict[str, Any]) -> None:
+    response = queue["events"].post(
+        "/events",
+        json=[purchase("A-1"), purchase("A-2", currency="dollars"), purchase("A-3", consent={"ad_storage": "denied"})],
+    )
+    body = response.get_json()
+    assert response.status_code == 202
+    assert (body["queued"], body["delivery"], body["forwarded"]) == (1, "queue", 0)
+    assert body["event_ids"] == ["A-1"]
+    assert [(r["index"], r["field"]) for r in body["rejected"]] == [(1, "currency")]
+    assert body["skipped"] == [{"index": 2, "event_id": "A-3", "reason": "consent", "consent_signal": "consent"}]
+
+
+@pytest.mark.emulator
+def test_pubsub_refusing_the_publish_falls_back_direct_or_to_a_dead_letter(
+    pubsub_emulator: str, graph: GraphServer, firestore_db: Any
+) -> None:
+    """The emulator is up but the topic does not exist (404, as before the publisher role has
+    propagated): delivered directly; with Meta down as well, stored as a Firestore dead letter.
+    Either way the answer says `"delivery": "direct"`, and nothing is lost."""
+    app = build(
+        graph,
+        PubSubClient(emulator_host=pubsub_emulator),
+        firestore_db,
+        DELIVERY="queue",
+        PUBSUB_TOPIC="no-such-topic",
+    )
+    client = serve(app)
+    response = client.post("/events", json=purchase("G-1"))
+    assert response.status_code == 200
+    assert (response.get_json()["delivery"], response.get_json()["forwarded"]) == ("direct", 1)
+    assert "Pub/Sub answered HTTP 404" in response.get_json()["messages"][0]["message"]
+    assert graph.fake.delivered == {("Purchase", "G-1"): 1}
+    graph.fake.down = "503"
+    response = client.post("/events", json=purchase("G-2"))
+    body = response.get_json()
+    assert response.status_code == 202
+    assert (body["delivery"], body["queued"], body["stored"]) == ("direct", 0, 1)
+    stored = [d.to_dict() for d in firestore_db.collection("capi_deadletter").stream()]
+    assert [load_event(d)["event_id"] for d in stored] == ["G-2"]  # replay sends it when Meta is back
+
+
+def test_a_dry_run_with_delivery_queue_publishes_nothing(graph: GraphServer) -> None:
+    """DRY_RUN sends nothing anywhere (docs/queue.md): /events does not even try Pub/Sub."""
+    dead = PubSubClient(emulator_host=f"127.0.0.1:{free_port()}")  # a publish would fail and say so
+    response = serve(build(graph, dead, DELIVERY="queue", PUBSUB_TOPIC="capi-events", DRY_RUN="true")).post(
+        "/events", json=purchase("Y-2")
+    )
+    body = response.get_json()
+    assert response.status_code == 200 and body["forwarded"] == 1
+    assert [m["message"] for m in body["messages"]] == ["DRY_RUN: nothing was sent to Meta"]
+    assert "queued" not in body and graph.fake.requests == 0
 
 
 def kill_tree(pid: int) -> None:
