@@ -32,7 +32,7 @@ from capi.delivery.publish import Queued, decode
 from capi.delivery.pubsub import PubSubClient
 from capi.delivery.throttle import THROTTLE_CODES, regain_seconds
 from capi.errors import RequestError
-from tests.conftest import PIXEL_ID, at_once, base_env, log_lines, purchase, serve
+from tests.conftest import PIXEL_ID, TOKEN, at_once, base_env, log_lines, purchase, serve
 from tests.fakes.emulator import free_port
 from tests.fakes.function import running_function
 from tests.fakes.graph import GraphServer
@@ -127,6 +127,11 @@ def test_meta_config_refusal_is_held_with_its_error_line(graph: GraphServer, cap
     assert response.status_code == 503 and response.get_json()["error"] == "meta_config"
     [line] = log_lines(capsys.readouterr().out, "Meta refused capi's configuration")
     assert (line["severity"], line["error"], line["meta_code"]) == ("ERROR", "meta_config", 190)
+    assert graph.fake.delivered == {}
+    graph.fake.token = TOKEN  # the token is fixed: Pub/Sub's next push of the held message
+    response = client.post("/", json=push_body("Q-1"))
+    assert response.status_code == 200 and response.get_json()["forwarded"] == 1
+    assert graph.fake.delivered == {("Purchase", "Q-1"): 1}
 
 
 def test_throttling_pauses_the_pixel_for_metas_time_without_spending_retries(graph: GraphServer, capsys: Any) -> None:
