@@ -499,6 +499,39 @@ def test_capi_replay_drains_the_dead_letter_topic(pubsub_emulator: str, graph: G
         admin.delete(topic)
 
 
+@pytest.mark.emulator
+def test_capi_replay_drains_more_than_one_pull_and_stops_while_meta_is_down(
+    pubsub_emulator: str, graph: GraphServer, firestore_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a long outage the dead-letter topic holds many pulls' worth: one run pulls again
+    while Meta takes what it is sent (here one message a pull), and stops at once while Meta is
+    down rather than spend the run on it."""
+    monkeypatch.setattr("capi.delivery.drain.MAX_MESSAGES", 1)
+    admin = PubSubAdmin(pubsub_emulator)
+    topic = admin.topic("capi-deadletter")
+    subscription = admin.pull_subscription(topic)
+    try:
+        ids = ["L-1", "L-2", "L-3"]
+        admin.publish(topic, [Queued("default", [meta_event(i)], None, [()]).encode() for i in ids])
+        application = build(
+            graph,
+            PubSubClient(emulator_host=pubsub_emulator),
+            firestore_db,
+            DELIVERY="queue",
+            PUBSUB_TOPIC="capi-events",
+            PUBSUB_DEADLETTER_SUBSCRIPTION=subscription,
+        )
+        graph.fake.down = "503"
+        assert application.drain.run() == {"pulled": 1, "settled": 0, "kept": 1, "unreadable": 0}
+        graph.fake.down = None
+        admin.publish(topic, [{"data": "e30=", "attributes": {"destination": "default"}}])
+        assert application.drain.run() == {"pulled": 4, "settled": 3, "kept": 1, "unreadable": 1}
+        assert graph.fake.delivered == {("Purchase", i): 1 for i in ids}
+    finally:
+        admin.delete(subscription)
+        admin.delete(topic)
+
+
 def test_threads_do_not_leak_from_the_batcher() -> None:
     before = threading.active_count()
     batcher: Batcher[int, int] = Batcher(lambda key, items: items, window=0.0, max_size=10)
