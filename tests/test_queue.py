@@ -627,7 +627,7 @@ def test_an_unreadable_answer_from_meta_is_redelivered(graph: GraphServer) -> No
 
 
 @pytest.mark.emulator
-def test_one_message_per_destination_with_its_attributes(pubsub_emulator: str, graph: GraphServer) -> None:
+def test_one_message_per_destination_with_its_attributes(pubsub_emulator: str, graph: GraphServer, capsys: Any) -> None:
     admin = PubSubAdmin(pubsub_emulator)
     topic = admin.topic()
     tap = admin.pull_subscription(topic)
@@ -670,6 +670,12 @@ def test_one_message_per_destination_with_its_attributes(pubsub_emulator: str, g
             "222": [("Purchase", "M-1"), ("Purchase", "M-2")],
         }
         assert graph.fake.bodies_by_pixel["222"][0]["test_event_code"] == "TEST9"
+        # capi_deliver's lines name their destination, as the direct path's do with several pixels.
+        batches = [line for line in log_lines(capsys.readouterr().out, "events processed") if "messages" in line]
+        assert sorted((list(line["destinations"]), line["forwarded"]) for line in batches) == [
+            (["brand"], 2),
+            (["shop"], 2),
+        ]
     finally:
         admin.delete(tap)
         admin.delete(topic)
