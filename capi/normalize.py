@@ -65,19 +65,24 @@ def normalize_email(value: str) -> str:
         email = email[7:]
     if not _EMAIL_RE.fullmatch(email):
         raise Dropped("not an email address")
-    if "." in email and _BAD_DOTS.search(email):
+    # String tests, not two regular-expression searches (each tried its alternatives at every
+    # position): normalize_email 1.75 -> 1.21 ms per 1000 addresses on 3.12, the pipeline 327 ->
+    # 317 M instructions per 1000 events. The same decisions as those expressions, checked over
+    # random strings (tests/test_normalize.py).
+    if email[0] == "." or email[-1] == "." or ".." in email or ".@" in email or "@." in email:
         # As Meta's Parameter Builder decides (emailUtil.js): a local part or domain that starts
         # or ends with a dot, or has two in a row, is not an address.
         raise Dropped("not an email address (a dot at the start or end of a part, or two dots in a row)")
-    if _SPECIALS.search(email):
+    domain = email[email.index("@") + 1 :]  # _EMAIL_RE let exactly one "@" through
+    labels = domain.replace(".", "").replace("-", "")
+    if not _SPECIALS.isdisjoint(email) or (labels and not labels.isalnum()):
         # Nor is one with RFC 5322's specials outside quotes, or a domain that is not labels of
         # letters, digits and hyphens (emailUtil.js); letters of every script stay allowed.
         raise Dropped("not an email address (a character an address cannot hold)")
     return email
 
 
-_BAD_DOTS = re.compile(r"^\.|\.@|@\.|\.\.|\.$")
-_SPECIALS = re.compile(r'[()<>\[\]:;,\\"]|@.*[^\w.\-]|@.*_')
+_SPECIALS = frozenset('()<>[]:;,\\"')
 
 
 def normalize_phone(value: str, region: str | None) -> tuple[str, str | None]:

@@ -582,14 +582,18 @@ class EventService:
         # A repeat is judged per destination: it is a duplicate only where the pair goes already.
         key = (done.event["event_name"], done.event["event_id"])
         names = batch.targets[draft.index]  # set by _route for every draft
-        fresh = tuple(name for name in names if name not in sent.get(key, ()))
+        # The common event is the pair's first copy: taken as routed, with no generator to run
+        # (pipeline under callgrind on 3.12: 335.9 M -> 327.4 M instructions per 1000 events).
+        already = sent.get(key)
+        fresh = names if already is None else tuple(name for name in names if name not in already)
         if not fresh:
             batch.skipped.append(Skip(draft.index, key[1], "duplicate", event_name=key[0]))
             return
         order = order_key(done.event)
         if order is not None:
             # The same order under another event_id: one Purchase per order and destination.
-            fresh = tuple(name for name in fresh if name not in sent.get(order, ()))
+            taken = sent.get(order)
+            fresh = fresh if taken is None else tuple(name for name in fresh if name not in taken)
             if not fresh:
                 batch.skipped.append(Skip(draft.index, key[1], "duplicate_order", event_name=key[0]))
                 return

@@ -252,11 +252,10 @@ def pubsub_emulator() -> Iterator[str]:
     """HOST:PORT of a Pub/Sub emulator: $PUBSUB_EMULATOR_HOST, or one we start (lazily: only
     the tests that ask for it pay its start) and stop. Missing is an error, not a skip."""
     from tests.fakes.pubsub import running_pubsub
-    from tests.fakes.pubsub import wait_ready as pubsub_ready
 
     host = os.environ.get("PUBSUB_EMULATOR_HOST")
     if host:
-        pubsub_ready(host, time.monotonic() + 30, None)
+        wait_ready(host, time.monotonic() + 30, None, "Pub/Sub")
         yield host
         return
     with running_pubsub() as started:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import random
+import re
 import sys
 from datetime import date
 
@@ -15,6 +17,7 @@ from capi.normalize import (
     is_sha256,
     normalize_country,
     normalize_dob,
+    normalize_email,
     normalize_external_id,
     normalize_ip,
     normalize_phone,
@@ -434,6 +437,31 @@ def test_emails_with_bad_dots_or_specials_are_dropped(raw: str) -> None:
 def test_emails_keep_dots_inside_and_letters_of_every_script() -> None:
     assert normalize_value("em", "User.Name+tag@Domain.co.uk", ctx()) == "user.name+tag@domain.co.uk"
     assert normalize_value("em", "jürgen@exämple.de", ctx()) == "jürgen@exämple.de"
+
+
+def test_email_checks_decide_as_the_regular_expressions_they_replaced() -> None:
+    # normalize_email tests strings instead of searching these two expressions (the release-2
+    # code): the same address is kept or dropped, over random strings of the characters that
+    # matter (dots, specials, _, -, digits, letters of other scripts, a combining accent).
+    bad_dots = re.compile(r"^\.|\.@|@\.|\.\.|\.$")
+    specials = re.compile(r'[()<>\[\]:;,\\"]|@.*[^\w.\-]|@.*_')
+    email_shape = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+    alphabet = 'ab1..._-+()<>[]:;,\\"!#ü\u00e9\u0301\u4e2d\u0663\u00b2'
+    rng = random.Random(24)
+    checked = 0
+    while checked < 20000:
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6)))
+        text += "@" + "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6)))
+        text += rng.choice(("", ".", ".a", ".-", ".c-m", "._"))
+        if not email_shape.fullmatch(text):
+            continue
+        checked += 1
+        expected = not ("." in text and bad_dots.search(text)) and not specials.search(text)
+        try:
+            kept = normalize_email(text) == text
+        except Dropped:
+            kept = False
+        assert kept == expected, text
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ class Watchdog:
         self._fired: set[int] = set()
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
+        self._wakes_at = float("inf")  # when the thread's current wait ends (inf: until notified)
 
     def arm(self, connection: HTTPConnection, deadline: float) -> int:
         with self._cond:
@@ -41,7 +42,11 @@ class Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="capi-http-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            # Woken only when this deadline comes before the thread's own wake-up: deadlines are
+            # now + the call's timeout, so almost never under steady traffic. Waking it for every
+            # call cost a thread switch per Graph call (py-spy/cProfile of a single-event request).
+            if deadline < self._wakes_at:
+                self._cond.notify()
             return token
 
     def disarm(self, token: int) -> bool:
@@ -57,6 +62,7 @@ class Watchdog:
         with self._cond:
             while True:
                 if not self._armed:
+                    self._wakes_at = float("inf")
                     self._cond.wait()
                     continue
                 now = self._clock()
@@ -66,7 +72,8 @@ class Watchdog:
                     self._fired.add(token)
                     _cut(connection)
                 if not due:
-                    self._cond.wait(min(deadline for deadline, _ in self._armed.values()) - now)
+                    self._wakes_at = min(deadline for deadline, _ in self._armed.values())
+                    self._cond.wait(self._wakes_at - now)
 
 
 def _cut(connection: HTTPConnection) -> None:

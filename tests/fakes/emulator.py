@@ -14,7 +14,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 PROJECT = "demo-capi-test"  # a demo- project: the client library never asks for credentials
@@ -26,34 +26,36 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_ready(host: str, deadline: float, proc: subprocess.Popen | None) -> None:
+def wait_ready(host: str, deadline: float, proc: subprocess.Popen | None, name: str = "Firestore") -> None:
+    """Until the emulator at HOST:PORT answers its "Ok" (the Firestore and Pub/Sub emulators both do)."""
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the Firestore emulator exited with {proc.returncode}")
+            raise RuntimeError(f"the {name} emulator exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(f"http://{host}/", timeout=1) as response:
                 if response.read().strip() == b"Ok":
                     return
         except OSError:
             time.sleep(0.25)
-    raise RuntimeError(f"the Firestore emulator on {host} did not answer in time")
+    raise RuntimeError(f"the {name} emulator on {host} did not answer in time")
 
 
 @contextmanager
-def emulator_process() -> Iterator[tuple[str, subprocess.Popen]]:
-    """Start an emulator we own; yield HOST:PORT and its process; stop it, even when paused."""
+def gcloud_emulator(command: tuple[str, ...], name: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Start `gcloud COMMAND --host-port=...` on a free loopback port; yield HOST:PORT and its
+    process; stop it, even when a test paused it."""
     gcloud = shutil.which("gcloud")
     if not gcloud:
-        raise RuntimeError("gcloud is not installed: the Firestore emulator is needed (see README)")
+        raise RuntimeError(f"gcloud is not installed: the {name} emulator is needed (see docs/development.md)")
     host = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
-        [gcloud, "emulators", "firestore", "start", f"--host-port={host}", "--quiet"],
+        [gcloud, *command, f"--host-port={host}", "--quiet"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: gcloud starts java as a child
     )
     try:
-        wait_ready(host, time.monotonic() + 90, proc)
+        wait_ready(host, time.monotonic() + 90, proc, name)
         yield host, proc
     finally:
         try:
@@ -65,6 +67,11 @@ def emulator_process() -> Iterator[tuple[str, subprocess.Popen]]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=15)
+
+
+def emulator_process() -> AbstractContextManager[tuple[str, subprocess.Popen]]:
+    """The Firestore emulator we own: HOST:PORT and its process."""
+    return gcloud_emulator(("emulators", "firestore", "start"), "Firestore")
 
 
 @contextmanager

@@ -12,9 +12,6 @@ import contextlib
 import itertools
 import json
 import os
-import shutil
-import signal
-import subprocess
 import threading
 import time
 import urllib.error
@@ -24,47 +21,14 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.fakes.emulator import PROJECT, free_port
-
-
-def wait_ready(host: str, deadline: float, proc: subprocess.Popen | None) -> None:
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the Pub/Sub emulator exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://{host}/", timeout=1) as response:
-                if response.read().strip() == b"Ok":
-                    return
-        except OSError:
-            time.sleep(0.25)
-    raise RuntimeError(f"the Pub/Sub emulator on {host} did not answer in time")
+from tests.fakes.emulator import PROJECT, gcloud_emulator
 
 
 @contextmanager
 def running_pubsub() -> Iterator[str]:
     """Start a Pub/Sub emulator we own; yield HOST:PORT; stop it and its java child."""
-    gcloud = shutil.which("gcloud")
-    if not gcloud:
-        raise RuntimeError("gcloud is not installed: the Pub/Sub emulator is needed (see README)")
-    host = f"127.0.0.1:{free_port()}"
-    proc = subprocess.Popen(
-        [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={host}", "--quiet"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_ready(host, time.monotonic() + 90, proc)
+    with gcloud_emulator(("beta", "emulators", "pubsub", "start"), "Pub/Sub") as (host, _):
         yield host
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
 
 
 class PubSubAdmin:
