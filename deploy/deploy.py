@@ -39,6 +39,8 @@ from deploy.runner import ROOT, Runner
 from deploy.settings import APIS, OPTIONS, TOKEN_PROMPT, Settings
 
 TF_DIR = "deploy/terraform"  # relative to ROOT
+# In the state once DELIVERY=queue was applied: the push subscription that holds queued events.
+QUEUE_ADDRESS = "module.capi.google_pubsub_subscription.deliver[0]"
 
 
 def read_secret(secret: str, prompt: str) -> str:
@@ -243,6 +245,15 @@ def apply_terraform(s: Settings, run: Runner, extra_vars: list[str]) -> dict[str
         *extra_vars,
     ]
     in_state = set(run.capture([*tf, "state", "list"], env=env, note="what Terraform manages already").split())
+    if QUEUE_ADDRESS in in_state and "DELIVERY" not in s.options:
+        # Options are not remembered between runs: an upgrade without DELIVERY=queue would go back
+        # to direct, and Terraform would delete the topic and subscriptions with the events they hold.
+        raise DeployError(
+            "This deployment delivers through Pub/Sub (DELIVERY=queue); without DELIVERY this run would "
+            "go back to direct and delete the queue with the events it holds.",
+            "Run again with DELIVERY=queue. To go back to direct on purpose, wait until the push "
+            "subscription is empty (docs/queue.md, Deploying), then run with DELIVERY=direct.",
+        )
     for address, import_id, describe in adoptable(s):
         if address not in in_state and run.exists(describe, note="made before make deploy managed it?"):
             run.act([*tf, "import", "-input=false", *variables, address, import_id], env=env, note="adopted")

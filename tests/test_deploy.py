@@ -580,6 +580,17 @@ def test_queued_delivery_is_an_option_with_the_guard_it_needs(cloud: Cloud, monk
     assert "Delivery: queued on Pub/Sub" in out.getvalue()
     direct = Settings.from_env({"PROJECT": PROJECT, "REGION": REGION, "PIXEL_ID": PIXEL})
     assert "DELIVERY" not in direct.options and "IDEMPOTENCY_COLLECTION" not in direct.options
+    # An upgrade that forgets DELIVERY=queue stops before the apply: it would delete the queue and
+    # the events it holds. DELIVERY=direct, said on purpose, goes back.
+    applies = len(cloud.state()["terraform"]["applies"])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    with pytest.raises(DeployError) as info:
+        deploy(direct, Runner(direct, out=io.StringIO()))
+    assert "DELIVERY=queue" in info.value.what and "DELIVERY=direct" in info.value.fix
+    assert len(cloud.state()["terraform"]["applies"]) == applies
+    back = Settings.from_env({"PROJECT": PROJECT, "REGION": REGION, "PIXEL_ID": PIXEL, "DELIVERY": "direct"})
+    deploy(back, Runner(back, out=io.StringIO()))
+    assert cloud.state()["terraform"]["applied"]["variables"]["delivery"] == "direct"
 
 
 def load_root_variables() -> set[str]:

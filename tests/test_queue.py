@@ -27,11 +27,12 @@ import pytest
 from capi.app import Application
 from capi.config import load_config
 from capi.delivery.batcher import Batcher
+from capi.delivery.deadletter import load_event
 from capi.delivery.publish import Queued, decode
 from capi.delivery.pubsub import PubSubClient
 from capi.delivery.throttle import THROTTLE_CODES, regain_seconds
 from capi.errors import RequestError
-from tests.conftest import PIXEL_ID, at_once, base_env, log_lines, purchase, serve
+from tests.conftest import PIXEL_ID, TOKEN, at_once, base_env, log_lines, purchase, serve
 from tests.fakes.emulator import free_port
 from tests.fakes.function import running_function
 from tests.fakes.graph import GraphServer
@@ -126,9 +127,14 @@ def test_meta_config_refusal_is_held_with_its_error_line(graph: GraphServer, cap
     assert response.status_code == 503 and response.get_json()["error"] == "meta_config"
     [line] = log_lines(capsys.readouterr().out, "Meta refused capi's configuration")
     assert (line["severity"], line["error"], line["meta_code"]) == ("ERROR", "meta_config", 190)
+    assert graph.fake.delivered == {}
+    graph.fake.token = TOKEN  # the token is fixed: Pub/Sub's next push of the held message
+    response = client.post("/", json=push_body("Q-1"))
+    assert response.status_code == 200 and response.get_json()["forwarded"] == 1
+    assert graph.fake.delivered == {("Purchase", "Q-1"): 1}
 
 
-def test_throttling_pauses_the_pixel_for_metas_time_without_spending_retries(graph: GraphServer) -> None:
+def test_throttling_pauses_the_pixel_for_metas_time_without_spending_retries(graph: GraphServer, capsys: Any) -> None:
     # Meta's usage header: estimated_time_to_regain_access is in minutes (Graph API rate limiting docs).
     usage = json.dumps({"1234": [{"type": "ads_management", "call_count": 100, "estimated_time_to_regain_access": 2}]})
     application = build(graph, DELIVERY="queue", PUBSUB_TOPIC="capi-events", BATCH_WINDOW_MS="0")
@@ -141,6 +147,13 @@ def test_throttling_pauses_the_pixel_for_metas_time_without_spending_retries(gra
     response = client.post("/", json=push_body("Q-2", message_id="m-2"))
     assert response.status_code == 429 and response.get_json()["error"] == "throttled"
     assert graph.fake.requests == 1  # paused: Meta is not called
+    # Both nacks write the line the metrics count (status, error, Meta's code), the paused one too.
+    lines = log_lines(capsys.readouterr().out, "events processed")
+    assert [(line["status"], line["unsent"], line["forwarded"], line["meta_code"]) for line in lines] == [
+        (429, 1, 0, 80004),
+        (429, 1, 0, 80004),
+    ]
+    assert all(line["severity"] == "WARNING" and line["delivery"] == "queue" for line in lines)
 
 
 @pytest.mark.parametrize("code", sorted(THROTTLE_CODES))
@@ -321,6 +334,84 @@ def test_meta_down_for_a_while_then_back_every_event_once(queue: dict[str, Any],
     assert router.statuses[-1] == 200
 
 
+@pytest.mark.emulator
+def test_one_event_meta_refuses_inside_a_batch_the_others_delivered_all_acked(
+    queue: dict[str, Any], graph: GraphServer, capsys: Any
+) -> None:
+    graph.fake.poison = {"B-2"}  # Meta refuses the whole request for it (code 100): bisected
+    with serving(queue["consumer"]()) as url, PushRouter(url) as router:
+        subscribe(queue, router.url)
+        at_once(
+            lambda: queue["events"].post("/events", json=[purchase("B-1"), purchase("B-2"), purchase("B-3")]),
+            lambda: queue["events"].post("/events", json=purchase("B-4")),
+        )
+        wait_until(lambda: len(router.statuses) == 2)
+        time.sleep(1.5)  # a nacked message would be pushed again by now
+    assert router.statuses == [200, 200]  # a refusal is final: acked, never redelivered
+    assert graph.fake.delivered == {("Purchase", i): 1 for i in ("B-1", "B-3", "B-4")}
+    assert graph.fake.refused_requests >= 1
+    out = capsys.readouterr().out
+    [refused] = log_lines(out, "queued event refused by Meta")
+    assert (refused["event_id"], refused["destination"]) == ("B-2", "default")
+    delivered = [line for line in log_lines(out, "events processed") if line.get("messages")]
+    assert sum(line["forwarded"] for line in delivered) == 3 and sum(line["failed"] for line in delivered) == 1
+
+
+@pytest.mark.emulator
+def test_the_202_answer_carries_rejections_and_skips_beside_queued(queue: dict[str, Any]) -> None:
+    response = queue["events"].post(
+        "/events",
+        json=[purchase("A-1"), purchase("A-2", currency="dollars"), purchase("A-3", consent={"ad_storage": "denied"})],
+    )
+    body = response.get_json()
+    assert response.status_code == 202
+    assert (body["queued"], body["delivery"], body["forwarded"]) == (1, "queue", 0)
+    assert body["event_ids"] == ["A-1"]
+    assert [(r["index"], r["field"]) for r in body["rejected"]] == [(1, "currency")]
+    assert body["skipped"] == [{"index": 2, "event_id": "A-3", "reason": "consent", "consent_signal": "consent"}]
+
+
+@pytest.mark.emulator
+def test_pubsub_refusing_the_publish_falls_back_direct_or_to_a_dead_letter(
+    pubsub_emulator: str, graph: GraphServer, firestore_db: Any
+) -> None:
+    """The emulator is up but the topic does not exist (404, as before the publisher role has
+    propagated): delivered directly; with Meta down as well, stored as a Firestore dead letter.
+    Either way the answer says `"delivery": "direct"`, and nothing is lost."""
+    app = build(
+        graph,
+        PubSubClient(emulator_host=pubsub_emulator),
+        firestore_db,
+        DELIVERY="queue",
+        PUBSUB_TOPIC="no-such-topic",
+    )
+    client = serve(app)
+    response = client.post("/events", json=purchase("G-1"))
+    assert response.status_code == 200
+    assert (response.get_json()["delivery"], response.get_json()["forwarded"]) == ("direct", 1)
+    assert "Pub/Sub answered HTTP 404" in response.get_json()["messages"][0]["message"]
+    assert graph.fake.delivered == {("Purchase", "G-1"): 1}
+    graph.fake.down = "503"
+    response = client.post("/events", json=purchase("G-2"))
+    body = response.get_json()
+    assert response.status_code == 202
+    assert (body["delivery"], body["queued"], body["stored"]) == ("direct", 0, 1)
+    stored = [d.to_dict() for d in firestore_db.collection("capi_deadletter").stream()]
+    assert [load_event(d)["event_id"] for d in stored] == ["G-2"]  # replay sends it when Meta is back
+
+
+def test_a_dry_run_with_delivery_queue_publishes_nothing(graph: GraphServer) -> None:
+    """DRY_RUN sends nothing anywhere (docs/queue.md): /events does not even try Pub/Sub."""
+    dead = PubSubClient(emulator_host=f"127.0.0.1:{free_port()}")  # a publish would fail and say so
+    response = serve(build(graph, dead, DELIVERY="queue", PUBSUB_TOPIC="capi-events", DRY_RUN="true")).post(
+        "/events", json=purchase("Y-2")
+    )
+    body = response.get_json()
+    assert response.status_code == 200 and body["forwarded"] == 1
+    assert [m["message"] for m in body["messages"]] == ["DRY_RUN: nothing was sent to Meta"]
+    assert "queued" not in body and graph.fake.requests == 0
+
+
 def kill_tree(pid: int) -> None:
     """SIGKILL a process and its descendants (functions-framework's gunicorn worker), children first."""
     try:
@@ -403,6 +494,39 @@ def test_capi_replay_drains_the_dead_letter_topic(pubsub_emulator: str, graph: G
         assert counts == {"pulled": 2, "settled": 1, "kept": 1, "unreadable": 1}
         assert graph.fake.delivered == {("Purchase", "R-1"): 1, ("Purchase", "R-2"): 1}
         wait_until(lambda: len(admin.pull(subscription)) == 1)  # only the unreadable one is left
+    finally:
+        admin.delete(subscription)
+        admin.delete(topic)
+
+
+@pytest.mark.emulator
+def test_capi_replay_drains_more_than_one_pull_and_stops_while_meta_is_down(
+    pubsub_emulator: str, graph: GraphServer, firestore_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a long outage the dead-letter topic holds many pulls' worth: one run pulls again
+    while Meta takes what it is sent (here one message a pull), and stops at once while Meta is
+    down rather than spend the run on it."""
+    monkeypatch.setattr("capi.delivery.drain.MAX_MESSAGES", 1)
+    admin = PubSubAdmin(pubsub_emulator)
+    topic = admin.topic("capi-deadletter")
+    subscription = admin.pull_subscription(topic)
+    try:
+        ids = ["L-1", "L-2", "L-3"]
+        admin.publish(topic, [Queued("default", [meta_event(i)], None, [()]).encode() for i in ids])
+        application = build(
+            graph,
+            PubSubClient(emulator_host=pubsub_emulator),
+            firestore_db,
+            DELIVERY="queue",
+            PUBSUB_TOPIC="capi-events",
+            PUBSUB_DEADLETTER_SUBSCRIPTION=subscription,
+        )
+        graph.fake.down = "503"
+        assert application.drain.run() == {"pulled": 1, "settled": 0, "kept": 1, "unreadable": 0}
+        graph.fake.down = None
+        admin.publish(topic, [{"data": "e30=", "attributes": {"destination": "default"}}])
+        assert application.drain.run() == {"pulled": 4, "settled": 3, "kept": 1, "unreadable": 1}
+        assert graph.fake.delivered == {("Purchase", i): 1 for i in ids}
     finally:
         admin.delete(subscription)
         admin.delete(topic)
@@ -503,7 +627,7 @@ def test_an_unreadable_answer_from_meta_is_redelivered(graph: GraphServer) -> No
 
 
 @pytest.mark.emulator
-def test_one_message_per_destination_with_its_attributes(pubsub_emulator: str, graph: GraphServer) -> None:
+def test_one_message_per_destination_with_its_attributes(pubsub_emulator: str, graph: GraphServer, capsys: Any) -> None:
     admin = PubSubAdmin(pubsub_emulator)
     topic = admin.topic()
     tap = admin.pull_subscription(topic)
@@ -546,6 +670,12 @@ def test_one_message_per_destination_with_its_attributes(pubsub_emulator: str, g
             "222": [("Purchase", "M-1"), ("Purchase", "M-2")],
         }
         assert graph.fake.bodies_by_pixel["222"][0]["test_event_code"] == "TEST9"
+        # capi_deliver's lines name their destination, as the direct path's do with several pixels.
+        batches = [line for line in log_lines(capsys.readouterr().out, "events processed") if "messages" in line]
+        assert sorted((list(line["destinations"]), line["forwarded"]) for line in batches) == [
+            (["brand"], 2),
+            (["shop"], 2),
+        ]
     finally:
         admin.delete(tap)
         admin.delete(topic)

@@ -113,3 +113,14 @@ def test_queue_settings_are_set_by_the_module() -> None:
     monitoring = load(TF / "monitoring.tf")["locals"][0]["capi_logs"]
     assert re.search(r"service_name=\\?\"\$\{var.name\}-deliver", monitoring)  # its lines count in the metrics
     assert "pubsub.googleapis.com" in load(TF / "main.tf")["locals"][0]["apis"]
+
+
+def test_every_module_variable_is_in_the_docs_variables_table_with_its_default() -> None:
+    """docs/terraform.md "Variables" is where a Terraform user looks for `delivery` and the
+    queue's knobs: each variable has its row, and the row's default is the module's."""
+    page = (TF.parent / "docs" / "terraform.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z0-9_]+)` \| ([^|]*) \|", page, re.MULTILINE))
+    missing = sorted(set(VARIABLES) - set(rows))
+    assert not missing, f"docs/terraform.md has no row for {missing}"
+    for name in ("delivery", "batch_window_ms", "queue_max_delivery_attempts", "queue_maximum_backoff"):
+        assert rows[name].strip() == f"`{VARIABLES[name]['default']}`", name

@@ -36,7 +36,7 @@ from capi.events import Finished
 from capi.log import log
 from capi.orders import DUPLICATE, DUPLICATE_ORDER
 from capi.report import log_by_name
-from capi.service import EventService
+from capi.service import Delivery, EventService
 
 # An event's states that end its message: sent, finally refused, or already counted (the same
 # event, or another event for the same order: capi.orders). "in flight" is not: it is redelivered.
@@ -92,7 +92,9 @@ class Consumer:
             return 503, {"error": "unknown_destination", "message": "no such destination is configured"}
         paused = self.pauses.remaining(target.destination.pixel_id)
         if paused:
-            return 429, {"error": "throttled", "message": f"Meta throttles this pixel for {paused:.0f} s more"}
+            answer = 429, {"error": "throttled", "message": f"Meta throttles this pixel for {paused:.0f} s more"}
+            self._log_paused(queued, answer)
+            return answer
         return self._batcher.submit((queued.destination, queued.test_event_code), queued)
 
     def deliver(self, key: Hashable, messages: list[Queued]) -> list[Answer]:
@@ -141,6 +143,19 @@ class Consumer:
             answers.append((status, self._summary(message, found, delivery.error if not ok else None)))
         self._log(finished, delivery, answers, messages)
         return answers
+
+    def _log_paused(self, message: Queued, answer: Answer) -> None:
+        """A push nacked while its pixel is paused writes the lines a nacked batch writes (its
+        events `unsent`, Meta's throttling code), so the metrics see every nack."""
+        target = self.targets[message.destination]
+        finished = [
+            Finished(i, event, keys)
+            for i, (event, keys) in enumerate(zip(message.events, message.from_profile, strict=True))
+        ]
+        delivery = Delivery(name=target.destination.name, pixel_id=target.destination.pixel_id)
+        delivery.states.update((f.index, "unsent") for f in finished)
+        delivery.error = self.pauses.cause(target.destination.pixel_id)
+        self._log(finished, delivery, [answer], [message])
 
     @staticmethod
     def _summary(message: Queued, states: list[str], error: Exception | None) -> dict[str, Any]:

@@ -58,6 +58,7 @@ class Pauses:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._until: dict[str, float] = {}
+        self._cause: dict[str, MetaError] = {}  # Meta's answer that paused the pixel, for the logs
         self._lock = threading.Lock()
         self._clock = clock
 
@@ -66,7 +67,12 @@ class Pauses:
         seconds = min(MAX_PAUSE, error.regain_after or DEFAULT_PAUSE)
         with self._lock:
             self._until[pixel_id] = max(self._until.get(pixel_id, 0.0), self._clock() + seconds)
+            self._cause[pixel_id] = error
         return seconds
+
+    def cause(self, pixel_id: str) -> MetaError | None:
+        """Meta's answer that paused the pixel (its code, for the nacked pushes' log lines)."""
+        return self._cause.get(pixel_id)
 
     def remaining(self, pixel_id: str) -> float:
         """Seconds left of the pixel's pause; 0 when it is not paused."""

@@ -190,6 +190,9 @@ class Cloud:
             found[f"google_cloudfunctions2_function.{key}"] = f"{where}/functions/{name}-{key}"
         for key in ("replay", "quality"):
             found[f"google_cloud_scheduler_job.{key}"] = f"{where}/jobs/{name}-{key}"
+        if variables.get("delivery") == "queue":  # terraform/queue.tf, counted resources
+            found["google_pubsub_topic.events[0]"] = f"projects/{project}/topics/{name}-events"
+            found["google_pubsub_subscription.deliver[0]"] = f"projects/{project}/subscriptions/{name}-deliver"
         return {f"module.capi.{address}": resource_id for address, resource_id in found.items()}
 
     def terraform(self, argv: list[str], env_token: bool) -> str:
