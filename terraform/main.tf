@@ -72,7 +72,10 @@ locals {
     var.forward_events != "" ? { FORWARD_EVENTS = var.forward_events } : {},
     length(var.event_name_map) > 0 ? { EVENT_NAME_MAP = jsonencode(var.event_name_map) } : {},
     var.default_country != "" ? { DEFAULT_COUNTRY = upper(var.default_country) } : {},
+    # The guard is what keeps Pub/Sub's redelivery to another instance from reaching Meta twice:
+    # delivery = "queue" turns it on (NAME_idempotency) when no collection is named.
     var.idempotency_collection != "" ? { IDEMPOTENCY_COLLECTION = var.idempotency_collection } : {},
+    var.idempotency_collection == "" && local.queued ? { IDEMPOTENCY_COLLECTION = "${var.name}_idempotency" } : {},
     var.browser_collection != "" ? { BROWSER_COLLECTION = var.browser_collection } : {},
     var.meta_test_event_code != "" ? { META_TEST_EVENT_CODE = var.meta_test_event_code } : {},
     var.limited_data_use != "off" ? { LIMITED_DATA_USE = var.limited_data_use } : {},

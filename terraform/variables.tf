@@ -170,7 +170,7 @@ variable "deadletter_collection" {
 }
 
 variable "idempotency_collection" {
-  description = "IDEMPOTENCY_COLLECTION: Firestore collection for the optional 48 h idempotency guard; empty turns it off."
+  description = "IDEMPOTENCY_COLLECTION: Firestore collection for the optional 48 h idempotency guard; empty turns it off (with delivery = \"queue\": NAME_idempotency, the guard the queue needs)."
   type        = string
   default     = ""
 }

@@ -124,3 +124,14 @@ def test_every_module_variable_is_in_the_docs_variables_table_with_its_default()
     assert not missing, f"docs/terraform.md has no row for {missing}"
     for name in ("delivery", "batch_window_ms", "queue_max_delivery_attempts", "queue_maximum_backoff"):
         assert rows[name].strip() == f"`{VARIABLES[name]['default']}`", name
+
+
+def test_delivery_queue_turns_the_idempotency_guard_on_when_none_is_named() -> None:
+    """Pub/Sub may push a message to two instances at once: without the guard both would send it.
+    make deploy names capi_idempotency for the queue (tests/test_deploy.py); the module does the
+    same (NAME_idempotency, capi_idempotency for the default name) for a Terraform user."""
+    env = load(TF / "main.tf")["locals"][0]["environment"]
+    text = str(env)
+    assert 'var.idempotency_collection == "" && local.queued' in text
+    assert "${var.name}_idempotency" in text
+    assert VARIABLES["name"]["default"] == "capi"
