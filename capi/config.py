@@ -2,7 +2,7 @@
 
 Each setting is declared once, in `SETTINGS`: its variable, its attribute on `Config`, its
 default (as it would be written in the environment), its parser and its help text. The
-`Config` dataclass, `load_config`, `ENV_VARS`, the README's configuration table (checked by
+`Config` dataclass, `load_config`, `ENV_VARS`, the configuration table of docs/configuration.md (checked by
 tests/test_config.py) and the Terraform consistency test all read that one list.
 
 Every problem raises `ConfigError` with one line that names the variable.
@@ -213,9 +213,9 @@ class Setting:
     attr: str
     default: str  # as it would be written in the environment; "" is unset
     parse: Callable[[str], Any]
-    help: str  # the README's "meaning" column, word for word
+    help: str  # docs/configuration.md's "meaning" column, word for word
     secret: bool = False  # never in repr, never echoed in an error
-    readme_default: str | None = None  # the README's words when the default is not a literal
+    readme_default: str | None = None  # docs/configuration.md's words when the default is not a literal
     empty_is_value: bool = False  # set but empty means "" (off), not the default
 
     def readme_cell(self) -> str:

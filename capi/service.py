@@ -192,7 +192,7 @@ class Delivery:
         return entry
 
 
-# The events' notes in the answer's `messages` (README "Bounds"): each event has at most
+# The events' notes in the answer's `messages` (docs/delivery.md "Bounds"): each event has at most
 # capi.events.MAX_NOTES_PER_EVENT + 2; past this many for the request, one entry counts the
 # rest. The request's own notes and Meta's messages are always shown. With the per-note bounds
 # this keeps any answer to a few MiB (issue 19 finding 4).
@@ -345,7 +345,7 @@ class Outcome:
         return body
 
     def log_summary(self) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
-        """The fields of the "events processed" line (README "Operations"; names are fixed),
+        """The fields of the "events processed" line (docs/operations.md "Log lines"; names are fixed),
         and per event name how many of its forwarded events carried each user_data key (the
         "events by name" lines, capi.report). With several destinations, each count is the sum
         over them."""
@@ -488,7 +488,7 @@ class EventService:
         now = self.clock()
         # Every draft is finished once all are prepared: with enrichment they wait for the one
         # batched profile read; without, two passes measured faster than finishing each event
-        # right after preparing it (29 against 37 ms per 1000 events, README "Performance").
+        # right after preparing it (29 against 37 ms per 1000 events, docs/performance.md).
         enrich = self.lookup is not None and bool(self.config.profile_collection)
         drafts: list[Draft] = []
         browser_of: dict[int, str] = {}  # index -> fbp, for events whose consent lets capi remember

@@ -41,7 +41,7 @@ MAX_ECHOED_MESSAGES = 20
 MAX_MESSAGE_CHARS = 500
 FBTRACE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
-# What to change when Meta refuses capi's configuration (README "Delivery guarantees").
+# What to change when Meta refuses capi's configuration (docs/delivery.md "Delivery guarantees").
 FIX_TOKEN = "rotate the token: add a new version to META_ACCESS_TOKEN_SECRET (Meta says it is invalid or expired)"
 FIX_PERMISSION = "give the token's system user the dataset (pixel) with permission to send events"
 FIX_PIXEL = "check META_PIXEL_ID: Meta knows no such pixel, or this token cannot see it"
@@ -294,7 +294,7 @@ def _new_pool(url: str, pool_size: int) -> urllib3.PoolManager:
     urllib3 directly, not `requests`: on a one-event request, `requests` spent as much CPU
     around the call (merging cookie jars, reading netrc and the proxy variables from the
     environment, hooks, building its Response) as the HTTP round trip itself, about 0.2 ms
-    (README "Performance"). Its configuration is still honoured, read once here with its own
+    (docs/performance.md). Its configuration is still honoured, read once here with its own
     helpers: HTTPS_PROXY / NO_PROXY, and REQUESTS_CA_BUNDLE or certifi's CA bundle.
     """
     # Imported here, on the first send, not at start-up: `requests` cost 17 ms of capi's 64 ms
