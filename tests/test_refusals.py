@@ -111,6 +111,29 @@ def test_parts_of_a_split_share_its_time_and_what_is_not_sent_by_then_is_kept() 
     assert sent.delivered == [] and sent.refused == [] and sent.calls == 2
 
 
+def test_a_split_meeting_throttling_keeps_the_parts_not_sent_instead_of_calling_for_each() -> None:
+    """Meta refuses the batch (one bad event), then throttles the first half: the other half would
+    meet the same, so it is kept with it and not sent, sparing the pixel's quota (issue 24)."""
+    from capi.delivery import send_split
+    from capi.errors import MetaError
+
+    calls: list[int] = []
+
+    class RefusesThenThrottles:
+        def send(self, body: dict[str, Any], *, deadline: float | None = None) -> Any:
+            calls.append(len(body["data"]))
+            if len(calls) == 1:
+                raise MetaError("Invalid parameter", kind="refused", meta_code=100, meta_subcode=2804003)
+            raise MetaError("Too many calls", kind="transient", meta_code=80004)
+
+    events = [{"event_name": "Purchase", "event_id": f"T{n}"} for n in range(8)]
+    sent = send_split(RefusesThenThrottles(), events, None, stopping=lambda: False)
+    assert calls == [8, 4]
+    assert [group for group, _ in sent.kept] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert {error.meta_code for _, error in sent.kept} == {80004}
+    assert sent.delivered == [] and sent.refused == [] and sent.calls == 2
+
+
 def test_replay_isolates_a_poisoned_dead_letter(firestore_db: Any, graph: Any, capsys: Any) -> None:
     graph.fake.down = "503"
     client = serve(make_app(graph, firestore=firestore_db))

@@ -112,7 +112,12 @@ def send_split(
                 raise TokenUnreadable(unreadable) from None  # nothing sent: kept like a refused token
         except MetaError as error:
             if error.kept:
+                # Meta unavailable or throttling, capi's configuration refused, an unreadable
+                # answer: the parts not sent yet would meet the same, so they are kept with this
+                # one instead of spending calls (and a throttled pixel's quota) on them.
                 sent.kept.append((group, error))
+                sent.kept.extend((rest, error) for rest in pending)
+                pending.clear()
             elif len(group) == 1:
                 sent.refused.append((group[0], error))
             elif sent.calls + len(pending) + 2 > MAX_SPLIT_CALLS or clock() > deadline or stopping():
