@@ -795,41 +795,19 @@ class EventService:
         never stored: the subscription's retry policy and dead-letter topic keep it."""
         destination = target.destination
         delivery = Delivery(name=destination.name, pixel_id=destination.pixel_id)
-        guard = target.idempotency if not self.config.dry_run else None  # as _deliver: no claims in a dry run
-        if guard is not None:
-            guarded = self._claim(guard, events, delivery)
-            if guarded is None:
-                return delivery
-            events = guarded
-        if not events:
-            return delivery
-        claims = [key for f in events for key in _keys(f)] if guard is not None else []
-        if self.config.dry_run or target.sender is None:  # nothing is sent
-            delivery.dry_run = True
-            delivery.states.update((f.index, "forwarded") for f in events)
-            return delivery
         try:
-            sent = send_split(target.sender, [f.event for f in events], code, stopping=self.stopping)
-        except Exception as exc:
-            self._release(guard, claims)
-            if not isinstance(exc, UnavailableError):
-                raise
-            delivery.states.update((f.index, "unsent") for f in events)
+            sending = self._send(target, events, delivery, code)
+        except UnavailableError as exc:  # nothing sent (claims released): Pub/Sub redelivers
+            for f in events:
+                delivery.states.setdefault(f.index, "unsent")  # the held keep their state
             delivery.error = exc
             return delivery
-        for position in sent.delivered:
-            delivery.states[events[position].index] = "forwarded"
-        for position, error in sorted(sent.refused, key=lambda refused: refused[0]):
-            f = events[position]
-            delivery.states[f.index] = "failed"
-            delivery.failed.append(
-                Failure(f.index, f.event["event_id"], error.message, error.meta_code, error.meta_subcode)
-            )
+        if sending is None:
+            return delivery
+        events, sent = sending
+        self._mark_sent(events, delivery, sent)
         for positions, _ in sent.kept:
             delivery.states.update((events[p].index, "unsent") for p in positions)
-        delivery.events_received = sent.events_received
-        delivery.fbtrace_id = sent.fbtrace_id
-        delivery.meta_messages = sent.messages
         error = sent.first_error
         if error is not None:
             delivery.error = error
@@ -839,7 +817,7 @@ class EventService:
         released = [key for p, _ in sent.refused for key in _keys(events[p])]
         released += [key for ps, _ in sent.kept for p in ps for key in _keys(events[p])]
         delivered = [key for p in sent.delivered for key in _keys(events[p])]
-        self._bookkeep(guard, delivered, [], released)
+        self._bookkeep(target.idempotency, delivered, [], released)
         return delivery
 
     def _deliver_all(self, jobs: list[tuple[Target, list[Finished]]], code: str | None) -> list[Delivery]:
@@ -893,29 +871,38 @@ class EventService:
         became of each (a destination's failure stays in its own Delivery)."""
         destination = target.destination
         delivery = Delivery(name=destination.name, pixel_id=destination.pixel_id)
-        # The request's test_event_code, else the destination's, else META_TEST_EVENT_CODE.
-        code = request_code or destination.test_event_code or self.config.test_event_code
+        code = self.code_for(destination, request_code)
+        # An unreadable token comes back as kept events (TokenUnreadable), stored by _record.
+        sending = self._send(target, events, delivery, code)
+        if sending is not None:
+            self._record(target, *sending, delivery, code)
+        return delivery
+
+    def _send(
+        self, target: Target, events: list[Finished], delivery: Delivery, code: str | None
+    ) -> tuple[list[Finished], Sent] | None:
+        """Claim the events (not in a dry run) and send those to send, split as Meta's answers
+        require; None when nothing was sent (all held, the guard unreachable, a dry run), the
+        events' states then set in `delivery`. On an exception the claims are released."""
+        guard = target.idempotency if not self.config.dry_run else None
         claims: list[Key] = []
-        if target.idempotency is not None and not self.config.dry_run and events:
-            guarded = self._claim(target.idempotency, events, delivery)
+        if guard is not None and events:
+            guarded = self._claim(guard, events, delivery)
             if guarded is None:
-                return delivery
+                return None
             events = guarded
             claims = [key for f in events for key in _keys(f)]
         if not events:
-            return delivery
+            return None
         if self.config.dry_run or target.sender is None:
             delivery.dry_run = True
-            for f in events:
-                delivery.states[f.index] = "forwarded"
-            return delivery
-        try:  # an unreadable token comes back as kept events (TokenUnreadable), stored below
-            sent = send_split(target.sender, [f.event for f in events], code, stopping=self.stopping)
+            delivery.states.update((f.index, "forwarded") for f in events)
+            return None
+        try:
+            return events, send_split(target.sender, [f.event for f in events], code, stopping=self.stopping)
         except Exception:
-            self._release(target.idempotency, claims)
+            self._release(guard, claims)
             raise
-        self._record(target, events, delivery, sent, code)
-        return delivery
 
     def _claim(self, guard: IdempotencyStore, events: list[Finished], delivery: Delivery) -> list[Finished] | None:
         """Claim the events in the destination's idempotency store; returns those to send
@@ -957,20 +944,10 @@ class EventService:
         return kept
 
     def _record(
-        self, target: Target, events: list[Finished], delivery: Delivery, sent: Sent, test_event_code: str | None
+        self, target: Target, events: list[Finished], sent: Sent, delivery: Delivery, test_event_code: str | None
     ) -> None:
         """What became of each event: delivered, refused (reported), or kept (stored if possible)."""
-        for position in sent.delivered:
-            delivery.states[events[position].index] = "forwarded"
-        for position, error in sorted(sent.refused, key=lambda refused: refused[0]):
-            f = events[position]
-            delivery.states[f.index] = "failed"
-            delivery.failed.append(
-                Failure(f.index, f.event["event_id"], error.message, error.meta_code, error.meta_subcode)
-            )
-        delivery.events_received = sent.events_received
-        delivery.fbtrace_id = sent.fbtrace_id
-        delivery.meta_messages = sent.messages
+        self._mark_sent(events, delivery, sent)
         stored: list[Key] = []
         released = [key for p, _ in sent.refused for key in _keys(events[p])]
         reachable = True
@@ -987,6 +964,22 @@ class EventService:
         self._report(delivery, sent)
         delivered = [key for p in sent.delivered for key in _keys(events[p])]
         self._bookkeep(target.idempotency, delivered, stored, released)
+
+    @staticmethod
+    def _mark_sent(events: list[Finished], delivery: Delivery, sent: Sent) -> None:
+        """The events Meta took (forwarded) and refused (failed, with Meta's message), and what
+        its answers said; the kept ones are each path's own (stored, or left for Pub/Sub)."""
+        for position in sent.delivered:
+            delivery.states[events[position].index] = "forwarded"
+        for position, error in sorted(sent.refused, key=lambda refused: refused[0]):
+            f = events[position]
+            delivery.states[f.index] = "failed"
+            delivery.failed.append(
+                Failure(f.index, f.event["event_id"], error.message, error.meta_code, error.meta_subcode)
+            )
+        delivery.events_received = sent.events_received
+        delivery.fbtrace_id = sent.fbtrace_id
+        delivery.meta_messages = sent.messages
 
     def _store(
         self, target: Target, events: list[dict[str, Any]], error: MetaError, test_event_code: str | None
