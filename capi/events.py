@@ -532,10 +532,8 @@ def _contents(items: Any, name: str, ignored: list[str], notes: list[tuple[str, 
         if content is None:
             notes.append((f"{name}[{position}]", NO_ITEM_ID))
             continue
-        category = content.get("delivery_category")
-        if category is not None and not _one_of(category, DELIVERY_CATEGORIES):
-            del content["delivery_category"]
-            notes.append((f"{name}[{position}].delivery_category", _bad_category(category)))
+        if "delivery_category" in content:
+            _drop_bad_category(content, f"{name}[{position}].", notes)
         contents.append(content)
         if not _USED_ITEM_KEYS.issuperset(item):  # one C-level test: items rarely carry other keys
             unused.update((key, None) for key in item if key not in _USED_ITEM_KEYS)
@@ -549,9 +547,15 @@ def _one_of(value: Any, allowed: frozenset[str]) -> bool:
     return isinstance(value, str) and value in allowed
 
 
-def _bad_category(value: Any) -> str:
-    shown = f"{value!r}"[:40]
-    return f"{shown} is not one of {', '.join(sorted(DELIVERY_CATEGORIES))}; not sent"
+def _drop_bad_category(data: dict[str, Any], prefix: str, notes: list[tuple[str, str]]) -> None:
+    """Drop, with a message, a delivery_category Meta does not know (an item's or the event's)."""
+    category = data.get("delivery_category")
+    if category is not None and not _one_of(category, DELIVERY_CATEGORIES):
+        del data["delivery_category"]
+        shown = f"{category!r}"[:40]
+        notes.append(
+            (f"{prefix}delivery_category", f"{shown} is not one of {', '.join(sorted(DELIVERY_CATEGORIES))}; not sent")
+        )
 
 
 def _content(item: Any) -> dict[str, Any] | None:
@@ -631,19 +635,13 @@ def _meta_content(content: dict[str, Any], name: str, notes: list[tuple[str, str
         checked["quantity"] = _count(checked["quantity"], f"{name}.quantity", 1)
     if checked.get("item_price") is not None:
         checked["item_price"] = _money(checked["item_price"], f"{name}.item_price")
-    category = checked.get("delivery_category")
-    if category is not None and not _one_of(category, DELIVERY_CATEGORIES):
-        del checked["delivery_category"]
-        notes.append((f"{name}.delivery_category", _bad_category(category)))
+    _drop_bad_category(checked, f"{name}.", notes)
     return checked
 
 
 def _closed_lists(data: dict[str, Any], prefix: str, notes: list[tuple[str, str]]) -> None:
     """Drop, with a message, a delivery_category or customer_segmentation Meta does not know."""
-    category = data.get("delivery_category")
-    if category is not None and not _one_of(category, DELIVERY_CATEGORIES):
-        del data["delivery_category"]
-        notes.append((f"{prefix}delivery_category", _bad_category(category)))
+    _drop_bad_category(data, prefix, notes)
     segment = data.get("customer_segmentation")
     if segment is not None and not _one_of(segment, CUSTOMER_SEGMENTS):
         del data["customer_segmentation"]
